@@ -1,0 +1,1 @@
+"""DNA, text and pixel data: tokenizers, FASTA window streaming, benchmark sources."""
