@@ -1,0 +1,9 @@
+"""User-facing errors: the CLI prints these as one line and exits non-zero, no traceback."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (file, option, data) that the user can fix.
+
+    The message is one line naming the problem and the fix, e.g.
+    ``"genome.fa.gz is plain gzip, which cannot be read by random access: recompress it with `bgzip`"``.
+    """
