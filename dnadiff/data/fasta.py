@@ -1,0 +1,219 @@
+"""Random access to a genome FASTA (plain or bgzip) through pyfaidx, never loading it into memory.
+
+``open_genome(path)`` checks the file (exists, is FASTA, not plain gzip, no empty contig), finds or
+builds its ``.fai`` (and ``.gzi`` for bgzip) index, and returns a :class:`Genome` whose
+``fetch(contig, start, end)`` reads just that region as dnadiff token ids.
+
+Index location: next to the FASTA when the index is there and up to date or the folder is writable;
+otherwise in the user cache (``$XDG_CACHE_HOME/dnadiff/fai``, default ``~/.cache/dnadiff/fai``).
+A plain-gzip FASTA cannot be read by random access: the error names ``bgzip``, and
+:func:`decompress_to_cache` is the explicit opt-in that decompresses it once into a cache folder.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyfaidx
+import torch
+
+from dnadiff.data.tokenizer import encode
+from dnadiff.errors import UserError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def default_cache_dir() -> Path:
+    """The user cache folder of dnadiff (``$XDG_CACHE_HOME/dnadiff`` or ``~/.cache/dnadiff``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "dnadiff"
+
+
+def compression_of(path: str | os.PathLike) -> str:
+    """Return ``"plain"``, ``"bgzip"`` or ``"gzip"`` (plain gzip) from the file's first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(18)
+    if not head.startswith(_GZIP_MAGIC):
+        return "plain"
+    # BGZF: gzip with FEXTRA (flag bit 2) holding a 'BC' subfield (SAM/BAM specification, section 4.1).
+    if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC":
+        return "bgzip"
+    return "gzip"
+
+
+def _first_line(path: Path, compression: str) -> bytes:
+    opener = open if compression == "plain" else gzip.open
+    try:
+        with opener(path, "rb") as handle:
+            for line in handle:
+                if line.strip():
+                    return line.strip()
+    except (OSError, EOFError) as err:  # corrupt gzip stream
+        raise UserError(f"{path} cannot be read as a FASTA file ({err}): check the file") from err
+    return b""
+
+
+def _source_key(path: Path) -> str:
+    """A short key naming this version of a file (absolute path, size, modification time)."""
+    stat = path.stat()
+    raw = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    return hashlib.sha1(raw).hexdigest()[:16]
+
+
+def _index_paths(path: Path, bgzip: bool) -> tuple[Path, Path | None]:
+    """Where the .fai (and .gzi) live: next to the FASTA when usable there, else in the user cache."""
+    fai = Path(str(path) + ".fai")
+    gzi = Path(str(path) + ".gzi") if bgzip else None
+    mtime = path.stat().st_mtime
+    existing = [p for p in (fai, gzi) if p is not None]
+    fresh = all(p.exists() and p.stat().st_mtime >= mtime for p in existing)
+    if fresh or os.access(path.parent, os.W_OK):
+        return fai, gzi
+    cache = default_cache_dir() / "fai" / _source_key(path)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot write the index of {path}: its folder is read-only and the cache {cache} is not "
+            f"writable ({err}); set XDG_CACHE_HOME to a writable folder"
+        ) from err
+    return cache / fai.name, (cache / gzi.name if gzi is not None else None)
+
+
+class Genome:
+    """An opened, indexed genome FASTA. Read regions with :meth:`fetch`; nothing is held in memory
+    beyond the index and pyfaidx's small block cache.
+
+    Attributes:
+        path: the FASTA file.
+        names: contig names in file order.
+        lengths: int64 array [num_contigs], each contig's length in bp.
+    """
+
+    def __init__(self, path: Path, fasta: pyfaidx.Fasta):
+        self.path = path
+        self._fasta = fasta
+        self.names: list[str] = list(fasta.keys())
+        self.lengths = np.array([len(fasta[name]) for name in self.names], dtype=np.int64)
+        self._index = {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def total_length(self) -> int:
+        """Sum of contig lengths in bp."""
+        return int(self.lengths.sum())
+
+    def contig_index(self, name: str) -> int:
+        """Index of contig ``name``; UserError listing a few known names when absent."""
+        if name not in self._index:
+            known = ", ".join(self.names[:5]) + (", ..." if len(self.names) > 5 else "")
+            raise UserError(f"contig {name!r} is not in {self.path.name} (it has {known}): check the contig name")
+        return self._index[name]
+
+    def check_window(self, window: int) -> None:
+        """UserError when ``window`` bp is longer than every contig."""
+        longest = int(self.lengths.argmax())
+        if window > self.lengths[longest]:
+            raise UserError(
+                f"window {window} bp is longer than every contig of {self.path.name} (the longest, "
+                f"{self.names[longest]}, has {self.lengths[longest]} bp): use a shorter window"
+            )
+
+    def fetch_bytes(self, contig: int | str, start: int, end: int) -> bytes:
+        """Raw upper/lower-case sequence bytes of ``[start, end)`` (0-based, end exclusive)."""
+        name = contig if isinstance(contig, str) else self.names[contig]
+        length = self.lengths[self.contig_index(name)]
+        if not 0 <= start <= end <= length:
+            raise UserError(f"region {name}:{start}-{end} is outside contig {name} of length {length}")
+        if start == end:
+            return b""
+        return str(self._fasta.faidx.fetch(name, start + 1, end)).encode("ascii")
+
+    def fetch(self, contig: int | str, start: int, end: int) -> torch.Tensor:
+        """Token ids of ``[start, end)`` on the + strand.
+
+        Returns:
+            LongTensor[end - start] of ids in {A, C, G, T, N} (dnadiff tokenizer).
+        """
+        return encode(self.fetch_bytes(contig, start, end))
+
+    def close(self) -> None:
+        """Close the underlying file handle."""
+        self._fasta.close()
+
+
+def open_genome(path: str | os.PathLike) -> Genome:
+    """Open a plain or bgzip FASTA for random access, building its index if missing.
+
+    Raises:
+        UserError: missing file, plain gzip (names ``bgzip``), not a FASTA, empty contig, unreadable index.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"genome file {path} does not exist: check the path")
+    compression = compression_of(path)
+    if compression == "gzip":
+        raise UserError(
+            f"{path} is plain gzip, which cannot be read by random access: recompress it with "
+            f"`gunzip {path.name} && bgzip {path.stem}`, or decompress it once into a cache "
+            f"(dnadiff.data.fasta.decompress_to_cache)"
+        )
+    first = _first_line(path, compression)
+    if not first.startswith(b">"):
+        raise UserError(f"{path} is not a FASTA file (the first line does not start with '>'): check the file")
+    fai, gzi = _index_paths(path, compression == "bgzip")
+    try:
+        fasta = pyfaidx.Fasta(
+            str(path), indexname=str(fai), gzi_indexname=str(gzi) if gzi else None,
+            as_raw=True, sequence_always_upper=False,
+        )
+    except pyfaidx.FastaIndexingError as err:
+        raise UserError(f"{path} is not a well-formed FASTA file ({err}): fix the file") from err
+    except OSError as err:
+        raise UserError(f"cannot index {path} ({err}): check the file and its folder") from err
+    genome = Genome(path, fasta)
+    if len(genome) == 0:
+        genome.close()
+        raise UserError(f"{path} contains no sequence: check the file")
+    empty = [name for name, n in zip(genome.names, genome.lengths) if n == 0]
+    if empty:
+        genome.close()
+        raise UserError(f"{path} has an empty contig {empty[0]!r} (no sequence after its header): remove it")
+    return genome
+
+
+def decompress_to_cache(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Decompress a plain-gzip FASTA once into ``cache_dir`` and return the plain FASTA's path.
+
+    The cached file's name carries a key of the source (path, size, mtime), so a changed source is
+    decompressed again and an unchanged one is reused. Writing goes through a temporary file and an
+    atomic rename, so an interrupted run never leaves a half file behind.
+    Files that are not gzip are returned unchanged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"genome file {path} does not exist: check the path")
+    if compression_of(path) == "plain":
+        return path
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "fasta"
+    cache.mkdir(parents=True, exist_ok=True)
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name + ".plain"
+    target = cache / f"{_source_key(path)}-{name}"
+    if target.exists():
+        return target
+    handle, tmp = tempfile.mkstemp(dir=cache, prefix=".partial-")
+    try:
+        with os.fdopen(handle, "wb") as out, gzip.open(path, "rb") as src:
+            shutil.copyfileobj(src, out, length=1 << 22)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return target
