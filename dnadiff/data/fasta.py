@@ -65,15 +65,19 @@ def _source_key(path: Path) -> str:
     return hashlib.sha1(raw).hexdigest()[:16]
 
 
-def _index_paths(path: Path, bgzip: bool) -> tuple[Path, Path | None]:
-    """Where the .fai (and .gzi) live: next to the FASTA when usable there, else in the user cache."""
-    fai = Path(str(path) + ".fai")
-    gzi = Path(str(path) + ".gzi") if bgzip else None
-    mtime = path.stat().st_mtime
-    existing = [p for p in (fai, gzi) if p is not None]
-    fresh = all(p.exists() and p.stat().st_mtime >= mtime for p in existing)
-    if fresh or os.access(path.parent, os.W_OK):
-        return fai, gzi
+def _index_paths(path: Path, bgzip: bool) -> tuple[Path, Path | None, bool]:
+    """Where the .fai (and .gzi) live, and whether they are there and up to date.
+
+    Next to the FASTA when the index is there and fresh or the folder is writable, else in the user cache.
+    """
+    def located(fai: Path, gzi: Path | None) -> tuple[Path, Path | None, bool]:
+        mtime = path.stat().st_mtime
+        fresh = all(p.exists() and p.stat().st_mtime >= mtime for p in (fai, gzi) if p is not None)
+        return fai, gzi, fresh
+
+    beside = located(Path(str(path) + ".fai"), Path(str(path) + ".gzi") if bgzip else None)
+    if beside[2] or os.access(path.parent, os.W_OK):
+        return beside
     cache = default_cache_dir() / "fai" / _source_key(path)
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,30 @@ def _index_paths(path: Path, bgzip: bool) -> tuple[Path, Path | None]:
             f"cannot write the index of {path}: its folder is read-only and the cache {cache} is not "
             f"writable ({err}); set XDG_CACHE_HOME to a writable folder"
         ) from err
-    return cache / fai.name, (cache / gzi.name if gzi is not None else None)
+    return located(cache / (path.name + ".fai"), cache / (path.name + ".gzi") if bgzip else None)
+
+
+def _open_indexed(path: Path, fai: Path, gzi: Path | None, fresh: bool) -> pyfaidx.Fasta:
+    """Open with pyfaidx; a missing or stale index is built under temporary names and renamed into
+    place, so processes building it at the same time (DDP ranks) never see a half-written index."""
+    if fresh:
+        return pyfaidx.Fasta(str(path), indexname=str(fai), gzi_indexname=str(gzi) if gzi else None,
+                             as_raw=True, sequence_always_upper=False, rebuild=False)
+    suffix = f".tmp-{os.getpid()}"
+    tmp_fai = Path(str(fai) + suffix)
+    tmp_gzi = Path(str(gzi) + suffix) if gzi is not None else None
+    try:
+        fasta = pyfaidx.Fasta(str(path), indexname=str(tmp_fai),
+                              gzi_indexname=str(tmp_gzi) if tmp_gzi else None,
+                              as_raw=True, sequence_always_upper=False)
+        os.replace(tmp_fai, fai)
+        if tmp_gzi is not None:
+            os.replace(tmp_gzi, gzi)
+    finally:
+        for tmp in (tmp_fai, tmp_gzi):
+            if tmp is not None and tmp.exists():
+                tmp.unlink()
+    return fasta
 
 
 class Genome:
@@ -144,6 +171,9 @@ class Genome:
         """
         return encode(self.fetch_bytes(contig, start, end))
 
+    def __reduce__(self):
+        return open_genome, (self.path,)  # a pickled genome reopens its file in the new process
+
     def close(self) -> None:
         """Close the underlying file handle."""
         self._fasta.close()
@@ -168,13 +198,9 @@ def open_genome(path: str | os.PathLike) -> Genome:
     first = _first_line(path, compression)
     if not first.startswith(b">"):
         raise UserError(f"{path} is not a FASTA file (the first line does not start with '>'): check the file")
-    fai, gzi = _index_paths(path, compression == "bgzip")
     try:
-        fasta = pyfaidx.Fasta(
-            str(path), indexname=str(fai), gzi_indexname=str(gzi) if gzi else None,
-            as_raw=True, sequence_always_upper=False,
-        )
-    except pyfaidx.FastaIndexingError as err:
+        fasta = _open_indexed(path, *_index_paths(path, compression == "bgzip"))
+    except (pyfaidx.FastaIndexingError, ValueError) as err:
         raise UserError(f"{path} is not a well-formed FASTA file ({err}): fix the file") from err
     except OSError as err:
         raise UserError(f"cannot index {path} ({err}): check the file and its folder") from err
