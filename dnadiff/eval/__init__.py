@@ -1,0 +1,1 @@
+"""Evaluation: baselines and metrics for held-out genome likelihood."""
