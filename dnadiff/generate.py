@@ -1,0 +1,275 @@
+"""Generate DNA from a checkpoint: the Python API behind ``dnadiff sample`` and the notebooks.
+
+    from dnadiff.generate import load, write_fasta
+    gen = load("demo_out/model.pt")
+    seqs = gen.generate(8, length=1000, steps=200, seed=0)              # unconditional
+    seqs = gen.generate(4, template="ACGT" + "N" * 92 + "TTGA")          # fill the N positions
+    seqs = gen.generate(4, length=300, prefix="ACGTAC")                  # continue a prefix
+    seqs = gen.generate(4, class_name="K562", guidance=2.0)              # class-conditional
+    write_fasta(seqs, "samples.fa")
+
+Lengths beyond the model's window are generated in semi-autoregressive windows (the core's
+``max_context``): each new window is conditioned on the last half of the previous one.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dnadiff.data.tokenizer import NUM_BASES, decode_batch, encode
+from dnadiff.errors import UserError
+
+_BASES = set("ACGTacgt")
+
+
+class Generator:
+    """A loaded DNA denoiser with its diffusion process and checkpoint metadata.
+
+    Args:
+        denoiser: the denoiser module (contract of :mod:`dnadiff.diffusion`).
+        diffusion: its :class:`dnadiff.diffusion.MaskedDiffusion` (vocabulary of the 4 bases).
+        payload: the checkpoint dict; uses ``payload["data"]["window"]`` (training length) and
+            ``payload["data"]["class_names"]`` (empty for an unconditional model).
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, diffusion, payload: dict):
+        data = payload.get("data", {})
+        if data.get("modality", "dna") != "dna":
+            raise UserError(f"this checkpoint models {data['modality']}, not DNA: use a checkpoint pretrained on a genome")
+        if diffusion.vocab_size != NUM_BASES:
+            raise UserError(f"this checkpoint has a vocabulary of {diffusion.vocab_size} tokens, not the 4 bases: use a DNA checkpoint")
+        self.denoiser = denoiser.eval()
+        self.diffusion = diffusion
+        self.payload = payload
+        self.window = int(data["window"])
+        self.class_names = list(data.get("class_names") or [])
+        self.last_stats: dict = {}
+
+    @property
+    def conditional(self) -> bool:
+        """True when the model was trained with class labels (and a null label for guidance)."""
+        return bool(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def _labels(self, num: int, class_name: str | None, guidance: float) -> tuple[torch.Tensor | None, int | None]:
+        """Class ids LongTensor[num] (the null id when no class is asked of a conditional model) and the null id."""
+        if guidance < 0:
+            raise UserError(f"guidance {guidance} is negative: use 0 (none) or a positive weight such as 2")
+        if not self.conditional:
+            if class_name is not None:
+                raise UserError(f"class {class_name!r} asked of a checkpoint trained without classes: drop --class or use a class-conditional checkpoint")
+            if guidance > 0:
+                raise UserError("guidance needs a class-conditional checkpoint and this one was trained without classes: drop --guidance")
+            return None, None
+        null = len(self.class_names)
+        if class_name is None:
+            if guidance > 0:
+                raise UserError(f"guidance needs a class: add --class NAME, one of {', '.join(self.class_names)}")
+            return torch.full((num,), null, dtype=torch.long), null
+        if class_name not in self.class_names:
+            raise UserError(f"unknown class {class_name!r}: this checkpoint knows {', '.join(self.class_names)}")
+        return torch.full((num,), self.class_names.index(class_name), dtype=torch.long), null
+
+    @staticmethod
+    def _fixed(length: int | None, prefix: str | None, template: str | None) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+        """Resolve the length and the fixed tokens LongTensor[L] / fixed positions BoolTensor[L]."""
+        if prefix and template:
+            raise UserError("both a prefix and a template given: write the prefix into the template and drop --prefix")
+        if template is not None:
+            unknown = set(template) - _BASES - set("Nn")
+            if unknown:
+                raise UserError(f"template has letters {''.join(sorted(unknown))!r}: use only A, C, G, T (kept) and N (filled)")
+            if "N" not in template.upper():
+                raise UserError("template has no N: mark the positions to generate with N")
+            if length is not None and length != len(template):
+                raise UserError(f"--length {length} differs from the template's length {len(template)}: drop --length")
+            tokens = encode(template)
+            return len(template), tokens, tokens < NUM_BASES
+        if length < 1:
+            raise UserError(f"length {length} is not positive: pass --length of at least 1")
+        if prefix:
+            if set(prefix) - _BASES:
+                raise UserError("prefix has letters other than A, C, G, T: to fill positions use --template with N")
+            if len(prefix) > length:
+                raise UserError(f"prefix ({len(prefix)} bp) is longer than --length {length}: raise --length or shorten the prefix")
+            tokens = torch.zeros(length, dtype=torch.long)
+            tokens[: len(prefix)] = encode(prefix)
+            fixed_mask = torch.zeros(length, dtype=torch.bool)
+            fixed_mask[: len(prefix)] = True
+            return length, tokens, fixed_mask
+        return length, None, None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        num: int,
+        length: int | None = None,
+        steps: int | None = None,
+        sampler: str = "cached",
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        prefix: str | None = None,
+        template: str | None = None,
+        class_name: str | None = None,
+        guidance: float = 0.0,
+        seed: int | None = None,
+        as_strings: bool = True,
+        batch_size: int = 256,
+    ) -> list[str] | torch.Tensor:
+        """Generate ``num`` sequences.
+
+        Args:
+            num: number of sequences.
+            length: L in bases (default: the template's length, else the model's window).
+            steps: reverse steps per window (default min(L, window): about one base per step).
+            sampler: ``"cached"`` (exact, reuses denoiser outputs when the model is not
+                time-conditioned) or ``"ancestral"``.
+            temperature, top_p: applied to the denoiser's distribution before each draw.
+            prefix: A/C/G/T bases kept at the start. template: a length-L string whose N
+                positions are generated and whose A/C/G/T are kept.
+            class_name, guidance: class to generate (conditional checkpoints) and the
+                classifier-free guidance weight w >= 0.
+            seed: seed of the draws (the same seed gives the same sequences).
+            batch_size: sequences generated together.
+        Returns:
+            ``num`` strings over A/C/G/T, or LongTensor[num, L] of ids 0..3 with ``as_strings=False``.
+        Raises:
+            UserError: for any inconsistent request (one line naming the fix).
+        """
+        if length is None and template is None:
+            length = self.window
+        length, fixed, fixed_mask = self._fixed(length, prefix, template)
+        if num < 1:
+            raise UserError(f"--num {num} is not positive: ask for at least 1 sequence")
+        if sampler not in ("cached", "ancestral"):
+            raise UserError(f"unknown sampler {sampler!r}: use cached or ancestral")
+        if not temperature > 0:
+            raise UserError(f"temperature {temperature} must be positive: 1.0 samples the model as trained")
+        if not 0 < top_p <= 1:
+            raise UserError(f"top-p {top_p} must be in (0, 1]: 1.0 keeps every base")
+        steps = steps if steps is not None else min(length, self.window)
+        if steps < 1:
+            raise UserError(f"--steps {steps} is not positive: use at least 1 (about the window length is exact-quality)")
+        labels, null = self._labels(num, class_name, guidance)
+        device = self.device
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        outputs, stats = [], {"denoiser_calls": 0, "rows_evaluated": 0}
+        for start in range(0, num, batch_size):
+            n = min(batch_size, num - start)
+            tokens, batch_stats = self.diffusion.sample(
+                self.denoiser, num=n, length=length, steps=steps, sampler=sampler, temperature=temperature,
+                top_p=top_p,
+                fixed=None if fixed is None else fixed.expand(n, -1).to(device),
+                fixed_mask=None if fixed_mask is None else fixed_mask.expand(n, -1).to(device),
+                labels=None if labels is None else labels[start : start + n].to(device),
+                guidance=guidance, null_label=null, max_context=self.window, generator=generator,
+                return_stats=True,
+            )
+            outputs.append(tokens.cpu())
+            stats["denoiser_calls"] += batch_stats["denoiser_calls"]
+            stats["rows_evaluated"] += batch_stats["rows_evaluated"]
+        self.last_stats = {**stats, "num": num, "length": length, "steps": steps, "sampler": sampler}
+        tokens = torch.cat(outputs)
+        return decode_batch(tokens) if as_strings else tokens
+
+    @torch.no_grad()
+    def bits_per_base(self, seqs: Sequence[str], num_t: int = 8, class_name: str | None = None,
+                      batch_size: int = 128, seed: int = 0) -> np.ndarray:
+        """NELBO of each sequence under the model, in bits per A/C/G/T base: float64[S].
+
+        A Monte-Carlo estimate over ``num_t`` stratified times (an upper bound on the model's
+        negative log-likelihood). Sequences longer than the window are cut into consecutive
+        pieces of at most the window, scored separately and summed. Conditional models score
+        under ``class_name`` (default: the null, i.e. unconditional, label). N is not counted.
+        """
+        pieces, owners = [], []
+        for i, s in enumerate(seqs):
+            for start in range(0, len(s), self.window):
+                pieces.append(s[start : start + self.window])
+                owners.append(i)
+        labels_all, _ = self._labels(batch_size, class_name, 0.0)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        nats = np.zeros(len(seqs))
+        bases = np.zeros(len(seqs))
+        for same_length in _group_by_length(pieces):
+            for start in range(0, len(same_length), batch_size):
+                rows = same_length[start : start + batch_size]
+                x = torch.stack([encode(pieces[i]) for i in rows]).to(self.device)
+                mask = x < NUM_BASES
+                labels = None if labels_all is None else labels_all[: len(rows)].to(self.device)
+                piece_nats = self.diffusion.nelbo(self.denoiser, x, num_t=num_t, mask=mask, labels=labels,
+                                                  generator=generator)
+                np.add.at(nats, [owners[i] for i in rows], piece_nats.double().cpu().numpy())
+                np.add.at(bases, [owners[i] for i in rows], mask.sum(-1).cpu().numpy())
+        return nats / np.maximum(bases, 1) / math.log(2)
+
+
+def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:
+    """Indices of ``seqs`` grouped by sequence length."""
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(seqs):
+        groups.setdefault(len(s), []).append(i)
+    return list(groups.values())
+
+
+def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Generator:
+    """Load a ``dnadiff-model/1`` checkpoint (``model.pt``) into a :class:`Generator` (on ``device``, default CPU)."""
+    from dnadiff.training.checkpoint import load_model
+
+    denoiser, diffusion, payload = load_model(checkpoint)
+    return Generator(denoiser.to(device or "cpu"), diffusion, payload)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail early, before any work, when ``path`` cannot be written as a file.
+
+    Raises:
+        UserError: the folder is missing or not writable, or the path is a folder.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder: give a file name such as {path / 'samples.fa'}")
+    if not folder.is_dir():
+        raise UserError(f"output folder {folder} does not exist: create it or choose another --out")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"output {path} is not writable: choose another --out")
+    return path
+
+
+def write_fasta(seqs: Sequence[str], path: str | Path, names: Sequence[str] | None = None, width: int = 80) -> Path:
+    """Write sequences as FASTA atomically (a temporary file in the same folder, then a rename).
+
+    Args:
+        seqs: S sequences. names: S record names (default ``sample_0``, ``sample_1``, ...).
+        width: bases per line (0 for one line per sequence).
+    Returns:
+        the path written. Nothing is left at ``path`` (nor a temporary file) when writing fails.
+    """
+    path = check_writable(path)
+    names = list(names) if names is not None else [f"sample_{i}" for i in range(len(seqs))]
+    if len(names) != len(seqs):
+        raise ValueError("one name per sequence is needed")
+    lines = []
+    for name, seq in zip(names, seqs):
+        lines.append(f">{name}")
+        step = width if width > 0 else max(len(seq), 1)
+        lines.extend(seq[i : i + step] for i in range(0, len(seq), step))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"could not write {path} ({err.strerror}): choose another --out") from err
+    return path
