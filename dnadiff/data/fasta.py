@@ -65,6 +65,12 @@ def _source_key(path: Path) -> str:
     return hashlib.sha1(raw).hexdigest()[:16]
 
 
+def _writable(folder: Path) -> bool:
+    """True when we may write into ``folder``: accessible for writing and not marked read-only
+    (no write bit at all), which root would otherwise ignore."""
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+
+
 def _index_paths(path: Path, bgzip: bool) -> tuple[Path, Path | None, bool]:
     """Where the .fai (and .gzi) live, and whether they are there and up to date.
 
@@ -76,7 +82,7 @@ def _index_paths(path: Path, bgzip: bool) -> tuple[Path, Path | None, bool]:
         return fai, gzi, fresh
 
     beside = located(Path(str(path) + ".fai"), Path(str(path) + ".gzi") if bgzip else None)
-    if beside[2] or os.access(path.parent, os.W_OK):
+    if beside[2] or _writable(path.parent):
         return beside
     cache = default_cache_dir() / "fai" / _source_key(path)
     try:
