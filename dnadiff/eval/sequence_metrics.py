@@ -217,8 +217,10 @@ def report(
     Args:
         generated: G generated sequences.
         real: R held-out real sequences.
-        train: training sequences for the memorisation check (needs one common length);
-            the same check is run on ``real`` as a baseline (what unseen real DNA scores).
+        train: training sequences for the memorisation check, run when the generated
+            sequences share one length, against the training sequences of that length; the
+            same check on as many ``real`` sequences of that length is the baseline (what
+            unseen real DNA scores).
         classifier, requested: a fitted :class:`KmerClassifier` and the class id int[G]
             requested for each generated sequence -> class recognition accuracy and chance.
         bits_per_base: a callable scoring sequences under the model (NELBO in bits per base,
@@ -239,13 +241,16 @@ def report(
         "gc_mean_generated": float(np.nanmean(gc_fractions(generated))),
         "gc_mean_real": float(np.nanmean(gc_fractions(real))),
     }
-    if train is not None:
-        identity = nearest_neighbour_identity(generated, train)
+    lengths = {len(s) for s in generated}
+    same_length_train = [s for s in train if {len(s)} == lengths] if train is not None else []
+    if same_length_train:
+        identity = nearest_neighbour_identity(generated, same_length_train)
         out["nn_identity_mean"] = float(identity.mean())
         out["nn_identity_max"] = float(identity.max())
         out["exact_copies"] = int((identity == 1.0).sum())
-        if len({len(s) for s in real} | {len(generated[0])}) == 1:
-            baseline = nearest_neighbour_identity(real[: len(generated)], train)
+        same_length_real = [s for s in real if {len(s)} == lengths][: len(generated)]
+        if same_length_real:
+            baseline = nearest_neighbour_identity(same_length_real, same_length_train)
             out["nn_identity_real_mean"] = float(baseline.mean())
             out["nn_identity_real_max"] = float(baseline.max())
     if classifier is not None and requested is not None:

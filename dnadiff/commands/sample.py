@@ -1,0 +1,168 @@
+"""``dnadiff sample``: generate sequences from a checkpoint into a FASTA file, optionally with a quality report.
+
+    dnadiff sample --checkpoint demo_out/model.pt --num 100 --length 1000 --out samples.fa
+    dnadiff sample --checkpoint dhs.pt --num 200 --class K562 --guidance 2 --out k562.fa \\
+        --report --real ../shared/data/dna_diffusion/K562_hESCT0_HepG2_GM12878_12k_sequences_per_group.txt.gz
+
+``--real`` is a FASTA file (plain or gzip), a ``seq<TAB>label`` table with a header (Genomic
+Benchmarks style; the label column is optional) or the DNA-Diffusion DHS table (then its test
+split is the held-out set, its training split the memorisation reference and the classifier's
+training data). Without ``--real`` the report holds only the figures that need no reference.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dnadiff.errors import UserError
+
+#: at most this many labelled real sequences train the report's k-mer classifier (a few seconds).
+CLASSIFIER_TRAIN_SIZE = 10_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a dnadiff model checkpoint (model.pt)")
+    parser.add_argument("--num", type=int, required=True, help="number of sequences")
+    parser.add_argument("--length", type=int, default=None, help="bases per sequence (default: the template's length or the model's window)")
+    parser.add_argument("--steps", type=int, default=None, help="reverse steps per window (default: min(length, window))")
+    parser.add_argument("--sampler", choices=("cached", "ancestral"), default="cached")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = off)")
+    parser.add_argument("--prefix", default=None, help="A/C/G/T bases kept at the start of every sequence")
+    parser.add_argument("--template", default=None, help="a sequence whose N positions are generated (other bases kept)")
+    parser.add_argument("--class", dest="class_name", default=None, help="class to generate (class-conditional checkpoints)")
+    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (needs --class)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=256, help="sequences generated together")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--report", action="store_true", help="print quality metrics of the samples")
+    parser.add_argument("--real", default=None, help="real held-out sequences for --report: FASTA, seq<TAB>label table or the DHS table")
+    parser.add_argument("--train", default=None, help="training sequences for the memorisation check of --report (FASTA or table)")
+    parser.add_argument("--out", required=True, help="output FASTA (written atomically)")
+
+
+@dataclass
+class Reference:
+    """Real sequences for the report: held-out ones, a memorisation reference, labelled ones."""
+
+    held_out: list[str]
+    train: list[str] | None = None
+    labelled: list[str] = field(default_factory=list)
+    label_names: list[str] = field(default_factory=list)
+
+
+def _open_text(path: Path):
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", newline="") if gzipped else open(path, newline="")
+
+
+def read_reference(path: str | Path) -> Reference:
+    """Read real sequences from a FASTA file, a ``seq[<TAB>label]`` table or the DHS table.
+
+    Raises:
+        UserError: missing file or an unrecognised layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"real sequences {path} not found: pass a FASTA file or a seq<TAB>label table to --real")
+    with _open_text(path) as handle:
+        first = handle.readline()
+    if first.startswith(">"):
+        return Reference(held_out=_read_fasta(path))
+    header = first.rstrip("\r\n").split("\t")
+    if {"sequence", "TAG", "data_label"} <= set(header):
+        from dnadiff.data.dhs import load_dhs
+
+        dhs = load_dhs(path)
+        test, training = dhs.subset("test"), dhs.subset("training")
+        names = [dhs.class_names[i] for i in training.labels]
+        return Reference(held_out=test.sequences, train=training.sequences, labelled=training.sequences, label_names=names)
+    column = next((c for c in ("seq", "sequence") if c in header), None)
+    if column is None:
+        raise UserError(f"{path} is neither FASTA nor a table with a 'seq' column: give FASTA or seq<TAB>label with a header")
+    with _open_text(path) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    seqs = [row[column].upper() for row in rows]
+    if "label" in header:
+        return Reference(held_out=seqs, labelled=seqs, label_names=[row["label"] for row in rows])
+    return Reference(held_out=seqs)
+
+
+def _read_fasta(path: Path) -> list[str]:
+    seqs: list[str] = []
+    with _open_text(path) as handle:
+        for line in handle:
+            line = line.strip()
+            if line.startswith(">"):
+                seqs.append("")
+            elif line and seqs:
+                seqs[-1] += line.upper()
+    if not seqs:
+        raise UserError(f"{path} holds no FASTA record: check the file")
+    return seqs
+
+
+def build_report(generator, seqs: list[str], class_name: str | None, reference: Reference | None,
+                 train: list[str] | None) -> dict:
+    """Quality figures of the generated ``seqs`` (see :func:`dnadiff.eval.sequence_metrics.report`)."""
+    from dnadiff.eval.sequence_metrics import KmerClassifier, gc_fractions, report
+
+    score = lambda s: generator.bits_per_base(s, class_name=class_name)  # noqa: E731
+    if reference is None:
+        bits = score(seqs)
+        return {"num_generated": len(seqs), "gc_mean_generated": float(np.nanmean(gc_fractions(seqs))),
+                "bits_per_base_generated": float(bits.mean())}
+    train = train if train is not None else reference.train
+    classifier = requested = None
+    if class_name is not None and class_name in set(reference.label_names):
+        names = sorted(set(reference.label_names))
+        rng = np.random.default_rng(0)
+        keep = rng.permutation(len(reference.labelled))[:CLASSIFIER_TRAIN_SIZE]
+        classifier = KmerClassifier().fit([reference.labelled[i] for i in keep],
+                                          [names.index(reference.label_names[i]) for i in keep])
+        requested = [names.index(class_name)] * len(seqs)
+    return report(seqs, reference.held_out, train=train, classifier=classifier, requested=requested, bits_per_base=score)
+
+
+def _print_report(metrics: dict) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            value = " ".join(f"k={k}:{v:.4f}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        print(f"  {key:<26} {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dnadiff.generate import check_writable, load, write_fasta
+
+    check_writable(args.out)
+    reference = read_reference(args.real) if args.report and args.real else None
+    train = read_reference(args.train).held_out if args.report and args.train else None
+    generator = load(args.checkpoint, device=args.device)
+    started = time.perf_counter()
+    seqs = generator.generate(
+        args.num, length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
+        top_p=args.top_p, prefix=args.prefix, template=args.template, class_name=args.class_name,
+        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+    )
+    seconds = time.perf_counter() - started
+    suffix = f"_{args.class_name}" if args.class_name else ""
+    write_fasta(seqs, args.out, names=[f"sample_{i}{suffix}" for i in range(len(seqs))])
+    stats = generator.last_stats
+    print(f"wrote {len(seqs)} sequences of {stats['length']} bp to {args.out} "
+          f"({stats['denoiser_calls']} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
+    if args.report:
+        metrics = build_report(generator, seqs, args.class_name, reference, train)
+        print("report (generated vs real):" if reference else "report (no --real given: reference-free figures only):")
+        _print_report(metrics)
+        print(json.dumps(metrics, default=str))
+    return 0
