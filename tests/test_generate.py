@@ -1,0 +1,137 @@
+"""The generation API: fixed positions kept, only A/C/G/T out, classes routed, bad input refused."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dnadiff.diffusion import MaskedDiffusion
+from dnadiff.errors import UserError
+from dnadiff.generate import Generator, check_writable, write_fasta
+from dnadiff.models.transformer import DiffusionTransformer
+
+
+class PatternDenoiser(nn.Module):
+    """Predicts, with certainty, base ``position % 4`` (A C G T A C ...), or with labels the base
+    ``label`` at every position (the null label ``num_classes`` -> T)."""
+
+    time_conditioned = False
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, t, labels=None):
+        B, L = z.shape
+        target = torch.arange(L).remainder(4).expand(B, L) if labels is None else labels[:, None].expand(B, L).clamp_max(3)
+        return 50.0 * nn.functional.one_hot(target, 4).float() + self.dummy
+
+
+def pattern_generator(class_names=()) -> Generator:
+    payload = {"data": {"modality": "dna", "window": 16, "class_names": list(class_names)}}
+    return Generator(PatternDenoiser(), MaskedDiffusion(4), payload)
+
+
+def random_generator(class_names=()) -> Generator:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(vocab_size=7, num_outputs=4, d_model=32, n_layer=1, n_head=2, max_len=32,
+                                 num_classes=len(class_names))
+    for p in model.parameters():  # a random (not uniform) untrained model: every base gets drawn
+        nn.init.normal_(p, std=0.5)
+    payload = {"data": {"modality": "dna", "window": 32, "class_names": list(class_names)}}
+    return Generator(model, MaskedDiffusion(4), payload)
+
+
+def test_pattern_model_fills_template_and_keeps_fixed_bases_across_windows():
+    gen = pattern_generator()
+    template = "TTTT" + "N" * 20 + "GG" + "N" * 14  # 40 bp > window 16: semi-autoregressive windows
+    out = gen.generate(3, template=template, seed=0)
+    pattern = "ACGT" * 10
+    expected = "".join(t if t != "N" else p for t, p in zip(template, pattern))
+    # windows start at 0, 8, 16, 24 (block = 8, all multiples of 4): the local pattern is the global one
+    assert out == [expected] * 3
+
+
+def test_prefix_kept_and_rest_generated():
+    gen = pattern_generator()
+    out = gen.generate(2, length=12, prefix="GGGGG", seed=1)
+    assert out == ["GGGGG" + "CGTACGT"] * 2
+
+
+def test_random_model_outputs_only_acgt_and_keeps_template():
+    gen = random_generator()
+    template = "ACGTACGTAC" + "N" * 50 + "GATTACA"  # 67 bp > window 32
+    for sampler in ("cached", "ancestral"):
+        out = gen.generate(6, template=template, sampler=sampler, steps=16, seed=3)
+        assert set("".join(out)) == set("ACGT")  # every base drawn, N never generated
+        for s in out:
+            assert s[:10] == template[:10] and s[-7:] == "GATTACA"
+    tokens = gen.generate(6, length=40, as_strings=False, seed=4, top_p=0.9, temperature=0.7)
+    assert tokens.shape == (6, 40) and tokens.dtype == torch.long and int(tokens.max()) <= 3
+    assert gen.generate(4, length=40, seed=5) == gen.generate(4, length=40, seed=5)
+    assert gen.generate(4, length=40, seed=5) != gen.generate(4, length=40, seed=6)
+    assert gen.last_stats["num"] == 4 and gen.last_stats["denoiser_calls"] >= 1
+
+
+def test_classes_reach_the_denoiser_with_guidance():
+    gen = pattern_generator(["GM12878", "hESCT0", "K562", "HepG2"])
+    assert gen.generate(2, length=8, class_name="K562", guidance=2.0, seed=0) == ["GGGGGGGG"] * 2
+    assert gen.generate(2, length=8, class_name="hESCT0", seed=0) == ["CCCCCCCC"] * 2
+    assert gen.generate(1, length=8, seed=0) == ["TTTTTTTT"]  # null label: unconditional
+
+
+def test_bits_per_base_of_an_untrained_uniform_model_is_two_bits():
+    model = DiffusionTransformer(vocab_size=7, num_outputs=4, d_model=32, n_layer=1, n_head=2, max_len=32)
+    gen = Generator(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": 32, "class_names": []}})
+    bits = gen.bits_per_base(["ACGT" * 8, "ACGTNNNN" * 5], num_t=64)  # the second is cut into 32 + 8
+    assert bits.shape == (2,)
+    assert bits == pytest.approx([2.0, 2.0], abs=0.25)  # zero output layer: uniform over 4 bases
+
+
+BAD_REQUESTS = [
+    (dict(template="ACGTACGT"), "template has no N"),
+    (dict(length=4, prefix="ACGTACGT"), "prefix (8 bp) is longer than --length 4"),
+    (dict(class_name="liver"), "unknown class 'liver'"),
+    (dict(template="ACGTNNXN"), "template has letters 'X'"),
+    (dict(prefix="ACNN", length=8), "prefix has letters other than A, C, G, T"),
+    (dict(length=8, top_p=0.0), "top-p 0.0 must be in (0, 1]"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_REQUESTS)
+def test_bad_requests_are_one_line_user_errors(kwargs, message):
+    gen = pattern_generator(["K562", "HepG2"])
+    with pytest.raises(UserError) as err:
+        gen.generate(2, **kwargs)
+    assert message in str(err.value) and "\n" not in str(err.value) and ":" in str(err.value)
+
+
+def test_class_and_guidance_on_an_unconditional_checkpoint():
+    gen = pattern_generator()
+    with pytest.raises(UserError, match="trained without classes: drop --guidance"):
+        gen.generate(2, length=8, guidance=1.5)
+    with pytest.raises(UserError, match="trained without classes: drop --class"):
+        gen.generate(2, length=8, class_name="K562")
+
+
+def test_write_fasta_atomic_and_refuses_bad_paths(tmp_path, monkeypatch):
+    out = write_fasta(["ACGT" * 25, "GG"], tmp_path / "s.fa", width=60)
+    assert out.read_text() == ">sample_0\n" + "ACGT" * 15 + "\n" + "ACGT" * 10 + "\n>sample_1\nGG\n"
+    with pytest.raises(UserError, match="does not exist"):
+        write_fasta(["ACGT"], tmp_path / "missing" / "s.fa")
+    with pytest.raises(UserError, match="is a folder"):
+        check_writable(tmp_path)
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(UserError, match="not writable"):
+        write_fasta(["ACGT"], tmp_path / "t.fa")
+    monkeypatch.undo()
+
+    def failing_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(UserError, match="could not write"):
+        write_fasta(["ACGT"], tmp_path / "u.fa")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.fa"]  # nothing partly written
