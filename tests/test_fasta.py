@@ -146,3 +146,20 @@ def test_fetch_outside_contig_is_user_error(shared_data):
     with pytest.raises(UserError, match="'chrX' is not in"):
         genome.fetch("chrX", 0, 10)
     assert not (shared_data / "hg38/hg38_chrM.fa.fai").exists()  # read-only folder: index went to the cache
+
+
+def test_full_64k_bgzf_blocks_read_at_every_block_boundary(shared_data, hg38_seq, tmp_path):
+    """Biopython writes BGZF blocks of 65,536 bytes; regions starting on a block boundary must read right."""
+    from Bio import bgzf
+
+    body = ">chr2\n" + "\n".join(hg38_seq[i:i + 60] for i in range(0, 300_000, 60)) + "\n"
+    path = tmp_path / "full_blocks.fa.gz"
+    with bgzf.BgzfWriter(str(path), "wb") as handle:
+        handle.write(body.encode())
+    genome = open_genome(path)
+    for block in range(1, len(body) // 65536 + 1):
+        byte = block * 65536  # first byte of the block; sequence position skips the header and newlines
+        position = next(p for p in range(byte - 6 - (byte - 6) // 61 - 2, byte) if 6 + p + p // 60 >= byte)
+        for start in (position - 1, position, position + 1):
+            np.testing.assert_array_equal(genome.fetch(0, start, start + 100).numpy(),
+                                          independent_ids(hg38_seq[start:start + 100]))

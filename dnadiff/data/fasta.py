@@ -167,7 +167,15 @@ class Genome:
             raise UserError(f"region {name}:{start}-{end} is outside contig {name} of length {length}")
         if start == end:
             return b""
-        return str(self._fasta.faidx.fetch(name, start + 1, end)).encode("ascii")
+        try:
+            return str(self._fasta.faidx.fetch(name, start + 1, end)).encode("ascii")
+        except ValueError:
+            # pyfaidx 0.9 seeks one block too early when a region starts exactly on the boundary of a
+            # full 65,536-byte BGZF block (as Biopython writes them; samtools uses 65,280): read one
+            # base more from inside the previous block instead and drop it.
+            if start == 0:
+                raise
+            return str(self._fasta.faidx.fetch(name, start, end)).encode("ascii")[1:]
 
     def fetch(self, contig: int | str, start: int, end: int) -> torch.Tensor:
         """Token ids of ``[start, end)`` on the + strand.
