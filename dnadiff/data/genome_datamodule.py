@@ -33,7 +33,8 @@ class GenomeDataModule(L.LightningDataModule):
         window: window length L in bp.
         batch_size: windows per batch (per rank).
         num_workers: DataLoader worker processes (0 = load in the main process).
-        val_contigs, test_contigs: held-out contig names (ignored splits come from contig ends).
+        val_contigs, test_contigs: held-out contig names; without them (and without a BED split
+            column) the held-out ranges lie at the contig ends.
         holdout_frac: fraction of each contig held out at its end for val and for test when no
             BED split and no held-out contigs are given.
         max_n_frac: largest fraction of N accepted in a window.
