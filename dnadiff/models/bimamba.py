@@ -1,0 +1,29 @@
+"""Bidirectional Mamba (Caduceus' BiMamba): a forward pass plus a pass over the flipped sequence.
+
+The two directions share ``in_proj`` and ``out_proj`` (tied as in Caduceus, so both keys appear in
+the state dict) and their outputs are added. Because both projections are linear, position-wise and
+shared, they run once: out = out_proj(y_fwd + flip(y_rev)) with y_* the gated SSM outputs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from dnadiff.models.mamba import Mamba
+
+
+class BiMamba(nn.Module):
+    """[B, L, d_model] -> [B, L, d_model]; ``mamba_kwargs`` go to both :class:`Mamba` directions."""
+
+    def __init__(self, d_model: int, **mamba_kwargs):
+        super().__init__()
+        self.mamba_fwd = Mamba(d_model, **mamba_kwargs)
+        self.mamba_rev = Mamba(d_model, **mamba_kwargs)
+        self.mamba_rev.in_proj.weight = self.mamba_fwd.in_proj.weight
+        self.mamba_rev.out_proj.weight = self.mamba_fwd.out_proj.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [B, L, d_model] -> mamba_fwd(hidden) + flip(mamba_rev(flip(hidden))), flips along L."""
+        xz = self.mamba_fwd.in_proj(hidden).transpose(1, 2)  # [B, 2 * d_inner, L]
+        y = self.mamba_fwd.ssm(xz) + self.mamba_rev.ssm(xz.flip(-1)).flip(-1)
+        return self.mamba_fwd.out_proj(y.transpose(1, 2))

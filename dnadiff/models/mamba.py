@@ -1,0 +1,69 @@
+"""Mamba (v1) block in pure PyTorch, with mamba-ssm's parameter names and shapes.
+
+A state dict moves unchanged between this module and ``mamba_ssm.modules.mamba_simple.Mamba``
+(``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``; no in/out biases).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dnadiff.models.scan import check_kernels, selective_scan, use_cuda_kernels
+
+try:  # fused causal depthwise conv, used only on CUDA next to mamba-ssm
+    from causal_conv1d import causal_conv1d_fn
+except ImportError:  # pragma: no cover - depends on the machine
+    causal_conv1d_fn = None
+
+
+class Mamba(nn.Module):
+    """Selective state-space mixer: [B, L, d_model] -> [B, L, d_model]."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, kernels: str = "auto"):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.kernels = check_kernels(kernels)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        # dt_proj: weights uniform in +-dt_rank^-0.5, bias = softplus^-1 of a log-uniform step in [dt_min, dt_max]
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_reinit = True
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))  # A = -exp(A_log): [d_inner, d_state]
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.A_log._no_weight_decay = self.D._no_weight_decay = True
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [B, L, d_model] -> [B, L, d_model]."""
+        xz = self.in_proj(hidden).transpose(1, 2)
+        return self.out_proj(self.ssm(xz).transpose(1, 2))
+
+    def ssm(self, xz: torch.Tensor) -> torch.Tensor:
+        """Everything between the projections: xz [B, 2 * d_inner, L] -> gated y [B, d_inner, L]."""
+        x, z = xz.chunk(2, dim=1)
+        x = self.conv(x)
+        dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # bias goes in as delta_bias
+        A = -torch.exp(self.A_log.float())
+        return selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
+                              delta_bias=self.dt_proj.bias.float(), delta_softplus=True, kernels=self.kernels)
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Causal depthwise convolution then SiLU: [B, d_inner, L] -> [B, d_inner, L]."""
+        if causal_conv1d_fn is not None and use_cuda_kernels(x, self.kernels):
+            return causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        return F.silu(self.conv1d(x)[..., : x.shape[-1]])
