@@ -17,7 +17,7 @@ def all_sequences(V: int, L: int) -> torch.Tensor:
 def random_joint(V: int, L: int, seed: int = 0, concentration: float = 1.0) -> torch.Tensor:
     """A random strictly positive joint distribution over all V**L sequences: FloatTensor[V**L]."""
     g = torch.Generator().manual_seed(seed)
-    p = -torch.log(torch.rand(V**L, generator=g, dtype=torch.float64)) ** (1.0 / concentration)
+    p = (-torch.log(torch.rand(V**L, generator=g, dtype=torch.float64))) ** (1.0 / concentration)
     p = p + 1e-3
     return p / p.sum()
 
@@ -58,20 +58,32 @@ class ExactDenoiser(nn.Module):
         self.rows = 0
         self.dummy = nn.Parameter(torch.zeros(()))  # gives the module a device
 
-    def forward(self, z, t, labels=None):
-        self.calls += 1
-        self.rows += z.shape[0]
-        if labels is None:
-            p = self.joints[0].expand(z.shape[0], -1)
-        else:  # labels 0..C-1 -> class joints, C (null) -> unconditional joint
-            C = self.joints.shape[0] - 1
-            p = self.joints[torch.where(labels >= C, torch.zeros_like(labels), labels + 1)]
+    def _posterior(self, z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """mu [B, L, V] for noisy states z [B, L] under joints p [B, S]."""
         unmasked = z < self.V
         consistent = ((z[:, None, :] == self.seqs[None]) | ~unmasked[:, None, :]).all(-1)  # [B, S]
         w = p * consistent
         onehot = torch.nn.functional.one_hot(self.seqs, self.V).double()  # [S, L, V]
-        mu = torch.einsum("bs,slv->blv", w, onehot) / w.sum(-1)[:, None, None]
-        return torch.log(mu.clamp_min(1e-300)).float()
+        return torch.einsum("bs,slv->blv", w, onehot) / w.sum(-1)[:, None, None]
+
+    def _table(self) -> torch.Tensor:
+        """log mu for every noisy state and joint: [1 + C, (V+1)**L, L, V] (computed once)."""
+        if not hasattr(self, "_log_mu"):
+            states = all_sequences(self.V + 1, self.L)
+            tabs = [self._posterior(states, j.expand(len(states), -1)) for j in self.joints]
+            self._log_mu = torch.log(torch.stack(tabs).clamp_min(1e-300)).float()
+        return self._log_mu
+
+    def forward(self, z, t, labels=None):
+        self.calls += 1
+        self.rows += z.shape[0]
+        table = self._table()
+        idx = seq_index(z, self.V + 1)
+        if labels is None:
+            return table[0][idx]
+        C = self.joints.shape[0] - 1  # labels 0..C-1 -> class joints, C (null) -> unconditional joint
+        which = torch.where(labels >= C, torch.zeros_like(labels), labels + 1)
+        return table[which, idx]
 
 
 def entropy(p: torch.Tensor) -> float:

@@ -66,6 +66,16 @@ def denoiser_probs(process, denoiser, z: torch.Tensor, t: torch.Tensor, labels=N
     return top_p_filter(probs, top_p)
 
 
+def categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row by inversion of the CDF (much faster than torch.multinomial for short rows).
+
+    probs: FloatTensor[M, K] (rows sum to 1 up to rounding) -> LongTensor[M] in 0..K-1.
+    """
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, device=probs.device, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
+    return (cdf <= u).sum(-1).clamp_max(probs.shape[-1] - 1)
+
+
 def _device_of(module) -> torch.device:
     try:
         return next(module.parameters()).device
@@ -107,7 +117,7 @@ def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, 
                 stats["denoiser_calls"] = stats.get("denoiser_calls", 0) + 1
                 stats["rows_evaluated"] = stats.get("rows_evaluated", 0) + int(rows.numel())
         probs = process.reverse_probs(mu[is_masked], t, s)  # [M, V+1]; last column = stay masked
-        draw = torch.multinomial(probs.clamp_min(0), 1, generator=generator).squeeze(-1)
+        draw = categorical(probs, generator)
         draw = torch.where(draw == probs.shape[-1] - 1, torch.full_like(draw, mask_id), draw)
         new_z = z.clone()
         new_z[is_masked] = draw
