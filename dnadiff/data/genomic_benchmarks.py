@@ -1,0 +1,355 @@
+"""Genomic Benchmarks (Grešová et al. 2023) classification data, from three offline sources.
+
+1. the ``genomic-benchmarks`` package cache: ``<cache>/<task>/{train,test}/<class>/*.txt``
+   (what its ``download_dataset`` writes; downloaded only when asked with ``download=True``);
+2. the benchmark's coordinate files ``<task>/{train,test}/<class>.csv.gz``
+   (``id,region,start,end,strand``: 0-based start, end exclusive, reverse complement on ``-``)
+   cut from a local reference FASTA with pyfaidx;
+3. a TSV/CSV table with a sequence column and a label column (integers or class names).
+
+Class names and their number always come from the data; class ids are the class names in
+sorted order (integer labels sort numerically).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dnadiff.errors import UserError
+
+#: the 9 tasks: the 8 of the Caduceus / MDLM tables plus drosophila_enhancers_stark.
+TASKS = (
+    "dummy_mouse_enhancers_ensembl",
+    "demo_coding_vs_intergenomic_seqs",
+    "demo_human_or_worm",
+    "human_enhancers_cohn",
+    "human_enhancers_ensembl",
+    "human_ensembl_regulatory",
+    "human_nontata_promoters",
+    "human_ocr_ensembl",
+    "drosophila_enhancers_stark",
+)
+#: short names accepted for a task, with the note shown when one is used.
+ALIASES = {
+    "human_enhancers": (
+        "human_enhancers_cohn",
+        "'human_enhancers' means human_enhancers_cohn (the Caduceus/MDLM table task); "
+        "the other human enhancer task is human_enhancers_ensembl",
+    ),
+}
+SPLITS = ("train", "test")
+_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+_SEQ_COLUMNS = ("seq", "sequence", "sequences", "dna")
+_LABEL_COLUMNS = ("label", "labels", "class", "target", "y")
+
+
+@dataclass
+class Split:
+    """One split: ``seqs`` (N strings) and ``labels`` (int64[N], class ids)."""
+
+    seqs: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def subset(self, index: np.ndarray) -> "Split":
+        """The examples at ``index`` (int[M]) as a new Split."""
+        return Split([self.seqs[i] for i in index], self.labels[index])
+
+
+@dataclass
+class TaskData:
+    """A task's examples: ``train`` always, ``test`` when the source has an official test split."""
+
+    task: str
+    class_names: list[str]
+    train: Split
+    test: Split | None
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def resolve_task(name: str) -> tuple[str, str | None]:
+    """Canonical task name and a note when an alias was used; UserError listing the tasks otherwise."""
+    if name in TASKS:
+        return name, None
+    if name in ALIASES:
+        return ALIASES[name]
+    valid = ", ".join(TASKS + tuple(ALIASES))
+    raise UserError(f"unknown Genomic Benchmarks task {name!r}: use one of {valid}")
+
+
+# ---------------------------------------------------------------- source 1: package cache
+def default_cache_dir() -> Path:
+    """The genomic-benchmarks package's own cache folder (``~/.genomic_benchmarks``)."""
+    from genomic_benchmarks.utils.paths import CACHE_PATH
+
+    return Path(CACHE_PATH)
+
+
+def load_from_cache(task: str, cache_dir: str | Path | None = None, download: bool = False) -> TaskData:
+    """Read ``<cache>/<task>/{train,test}/<class>/*.txt`` (files in name order within a class).
+
+    With ``download=True`` a missing task is first fetched with the package's
+    ``download_dataset`` (needs the network); otherwise a missing task is a UserError.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / task
+    if not (root / "train").is_dir():
+        if not download:
+            raise UserError(
+                f"{task} is not in the genomic-benchmarks cache {cache}: pass --download on a networked "
+                "machine, or give --data FILE.tsv or --genome FASTA --coordinates DIR"
+            )
+        from genomic_benchmarks.loc2seq import download_dataset
+
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            download_dataset(task, dest_path=cache)
+        except Exception as err:  # network and package errors: tell the user the offline routes
+            raise UserError(f"downloading {task} failed ({err}): use an offline source (--data or --coordinates)") from err
+    class_names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not class_names:
+        raise UserError(f"{root / 'train'} holds no class folders: re-download the task with --download")
+    splits = {}
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        seqs, labels = [], []
+        for class_id, name in enumerate(class_names):
+            for path in sorted((root / split / name).glob("*.txt"), key=_natural_key):
+                seqs.append(path.read_text().strip())
+                labels.append(class_id)
+        splits[split] = _checked_split(seqs, labels, f"{root / split}")
+    return TaskData(task, class_names, splits["train"], splits.get("test"), source=f"cache:{root}")
+
+
+def _natural_key(path: Path):
+    stem = path.stem
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+# ---------------------------------------------------------------- source 2: coordinates + FASTA
+def read_coordinates(path: str | Path) -> list[tuple[str, str, int, int, str]]:
+    """Rows ``(id, region, start, end, strand)`` of one ``<class>.csv.gz`` (empty strand means ``+``)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"id", "region", "start", "end"} - set(reader.fieldnames or ())
+            if missing:
+                raise UserError(f"{path} lacks the columns {sorted(missing)}: expected id,region,start,end,strand")
+            rows = [
+                (row["id"], row["region"], int(row["start"]), int(row["end"]), (row.get("strand") or "+").strip() or "+")
+                for row in reader
+            ]
+    except (OSError, ValueError, EOFError, gzip.BadGzipFile) as err:
+        raise UserError(f"cannot read coordinates {path} ({err}): give the benchmark's <class>.csv.gz files") from err
+    return rows
+
+
+def rebuild_sequences(fasta, rows: list[tuple[str, str, int, int, str]], where: str = "") -> list[str]:
+    """Cut each row's ``[start, end)`` from ``fasta`` (a pyfaidx.Fasta), reverse-complemented on ``-``.
+
+    A region missing from the reference (also tried with/without a ``chr`` prefix) or an
+    interval outside its contig is a UserError. Returns upper-case strings.
+    """
+    names = set(fasta.keys())
+    seqs = []
+    for ident, region, start, end, strand in rows:
+        contig = _match_contig(region, names)
+        if contig is None:
+            raise UserError(
+                f"{where}example {ident}: region {region!r} is not in the reference (it has {_few(names)}): "
+                "give the genome the coordinates were made on (hg38 for the human tasks)"
+            )
+        length = len(fasta[contig])
+        if not 0 <= start < end <= length:
+            raise UserError(
+                f"{where}example {ident}: {region}:{start}-{end} lies outside the reference contig {contig} "
+                f"(length {length}): give the full genome the coordinates were made on"
+            )
+        seq = str(fasta[contig][start:end]).upper()
+        if strand == "-":
+            seq = seq.translate(_COMPLEMENT)[::-1]
+        elif strand != "+":
+            raise UserError(f"{where}example {ident}: strand {strand!r} is not '+' or '-': fix the coordinate file")
+        seqs.append(seq)
+    return seqs
+
+
+def _match_contig(region: str, names: set[str]) -> str | None:
+    for candidate in (region, "chr" + region, region[3:] if region.startswith("chr") else None):
+        if candidate and candidate in names:
+            return candidate
+    return None
+
+
+def _few(names: set[str]) -> str:
+    shown = sorted(names)[:5]
+    return ", ".join(shown) + (", ..." if len(names) > 5 else "")
+
+
+def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path) -> TaskData:
+    """Rebuild a task from ``<coordinates>[/<task>]/{train,test}/<class>.csv.gz`` and a reference FASTA."""
+    import pyfaidx
+
+    root = Path(coordinates)
+    if (root / task / "train").is_dir():
+        root = root / task
+    if not (root / "train").is_dir():
+        raise UserError(f"no {task}/train folder under {coordinates}: give the benchmark's coordinates folder")
+    genome = Path(genome)
+    if not genome.is_file():
+        raise UserError(f"reference FASTA {genome} does not exist: give a local genome with --genome")
+    try:
+        fasta = pyfaidx.Fasta(str(genome), rebuild=False)
+    except Exception as err:  # pyfaidx raises several types for unreadable / plain-gzip files
+        raise UserError(
+            f"cannot open reference {genome} ({err}): give an uncompressed or bgzip-compressed FASTA (`bgzip genome.fa`)"
+        ) from err
+    class_names = sorted(p.name[: -len(".csv.gz")] for p in (root / "train").glob("*.csv.gz"))
+    if not class_names:
+        raise UserError(f"{root / 'train'} holds no <class>.csv.gz files: give the benchmark's coordinates folder")
+    splits = {}
+    with fasta:
+        for split in SPLITS:
+            if not (root / split).is_dir():
+                continue
+            seqs, labels = [], []
+            for class_id, name in enumerate(class_names):
+                path = root / split / f"{name}.csv.gz"
+                if not path.is_file():
+                    continue
+                rows = read_coordinates(path)
+                seqs += rebuild_sequences(fasta, rows, where=f"{task}/{split}/{name}: ")
+                labels += [class_id] * len(rows)
+            splits[split] = _checked_split(seqs, labels, f"{root / split}")
+    return TaskData(task, class_names, splits["train"], splits.get("test"), source=f"coordinates:{root}+{genome}")
+
+
+# ---------------------------------------------------------------- source 3: TSV / CSV table
+def read_table(path: str | Path) -> tuple[list[str], list[str]]:
+    """Sequence and raw label strings of a TSV/CSV (tab, comma or semicolon; header optional).
+
+    The header names the columns (``seq``/``sequence`` and ``label``/``class``); without a
+    header the first column is the sequence and the second the label.
+    """
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", newline="") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
+        raise UserError(f"cannot read sequence file {path} ({err}): give a TSV/CSV with sequence and label columns") from err
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"sequence file {path} is empty: give a TSV/CSV with sequence and label columns")
+    delimiter = max("\t,;", key=lines[0].count)
+    rows = list(csv.reader(lines, delimiter=delimiter))
+    header = [cell.strip().lower() for cell in rows[0]]
+    seq_col = next((header.index(c) for c in _SEQ_COLUMNS if c in header), None)
+    label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
+    if seq_col is None and label_col is None and len(header) >= 2 and set(header[0].upper()) <= set("ACGTN"):
+        seq_col, label_col, body = 0, 1, rows  # headerless
+    elif seq_col is None or label_col is None:
+        raise UserError(
+            f"{path}: no sequence/label columns in the header {rows[0]}: name them 'seq' and 'label'"
+        )
+    else:
+        body = rows[1:]
+    if not body:
+        raise UserError(f"sequence file {path} has a header but no examples: add rows of sequence and label")
+    seqs, labels = [], []
+    for number, row in enumerate(body, start=2 if body is not rows else 1):
+        if len(row) <= max(seq_col, label_col):
+            raise UserError(f"{path} line {number} has {len(row)} columns, expected a sequence and a label")
+        seqs.append(row[seq_col].strip())
+        labels.append(row[label_col].strip())
+    return seqs, labels
+
+
+def parse_labels(raw: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+    """Class ids int64[N] and class names from label strings: all integers, or all names.
+
+    Integer labels keep their numeric order (names ``"0"``, ``"1"``, ...); names sort
+    alphabetically. Anything else (floats, blanks, a mix) is a UserError.
+    """
+    if all(_INTEGER.match(v) for v in raw):
+        values = np.array([int(v) for v in raw], dtype=np.int64)
+        uniques = np.unique(values)
+        return np.searchsorted(uniques, values).astype(np.int64), [str(u) for u in uniques]
+    if all(_NAME.match(v) for v in raw):
+        names = sorted(set(raw))
+        lookup = {name: i for i, name in enumerate(names)}
+        return np.array([lookup[v] for v in raw], dtype=np.int64), names
+    bad = next((v for v in raw if not (_INTEGER.match(v) or _NAME.match(v))), None)
+    problem = f"label {bad!r} is neither an integer class id nor a class name" if bad is not None else (
+        "labels mix integers and class names")
+    raise UserError(f"{where}: {problem}: use integers (0, 1, ...) or names (negative, positive) throughout")
+
+
+def load_from_table(task: str, path: str | Path, test_path: str | Path | None = None) -> TaskData:
+    """A task from a sequence/label table (the train split) and optionally a test table."""
+    seqs, raw = read_table(path)
+    labels, class_names = parse_labels(raw, str(path))
+    train = _checked_split(seqs, labels.tolist(), str(path))
+    test = None
+    if test_path is not None:
+        test_seqs, test_raw = read_table(test_path)
+        unknown = sorted(set(test_raw) - set(raw))
+        if unknown:
+            raise UserError(f"{test_path}: labels {unknown[:5]} do not occur in {path}: give test labels of the same classes")
+        lookup = {v: int(i) for v, i in zip(raw, labels)}
+        test = _checked_split(test_seqs, [lookup[v] for v in test_raw], str(test_path))
+    return TaskData(task, class_names, train, test, source=f"table:{path}")
+
+
+def _checked_split(seqs: list[str], labels: list[int], where: str) -> Split:
+    if not seqs:
+        raise UserError(f"{where} holds no examples: give a non-empty split")
+    empty = next((i for i, s in enumerate(seqs) if not s), None)
+    if empty is not None:
+        raise UserError(f"{where}: example {empty} has an empty sequence: remove it or fix the file")
+    if any(set(s.upper()) - set("ACGTNRYKMSWBDHV") for s in seqs):
+        bad = next(s for s in seqs if set(s.upper()) - set("ACGTNRYKMSWBDHV"))
+        raise UserError(f"{where}: sequence {bad[:30]!r} is not DNA: give sequences over A, C, G, T (N allowed)")
+    return Split(seqs, np.asarray(labels, dtype=np.int64))
+
+
+# ---------------------------------------------------------------- one entry point
+def load_task(
+    task: str,
+    data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    genome: str | Path | None = None,
+    coordinates: str | Path | None = None,
+    cache: str | Path | None = None,
+    download: bool = False,
+) -> TaskData:
+    """Load ``task`` (canonical name) from the one source the arguments name.
+
+    ``data`` -> table (source 3); ``genome`` + ``coordinates`` -> coordinates (source 2);
+    otherwise the package cache (source 1, ``cache`` or the package default).
+    """
+    if data is not None:
+        if genome is not None or coordinates is not None:
+            raise UserError("give either --data or --genome/--coordinates, not both")
+        return load_from_table(task, data, test_data)
+    if genome is not None or coordinates is not None:
+        if genome is None or coordinates is None:
+            raise UserError("the coordinate source needs both --genome FASTA and --coordinates DIR")
+        return load_from_coordinates(task, coordinates, genome)
+    return load_from_cache(task, cache, download=download)

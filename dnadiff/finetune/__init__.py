@@ -1,0 +1,126 @@
+"""Genomic Benchmarks fine-tuning: protocols (cross-validation or the Caduceus re-splits), the model
+and both baselines on the same splits, and the results record.
+
+:func:`run_finetune` is the whole experiment; ``dnadiff finetune`` and ``benchmarks/finetune.py``
+call it. Modules: ``cv`` (splits), ``trainer`` (one fold of the model), ``baselines`` (k-mer
+logistic regression, GB CNN), ``report`` (results.json / results.md).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from dnadiff.data.genomic_benchmarks import Split, TaskData
+from dnadiff.errors import UserError
+from dnadiff.eval.classification import METRICS, classification_metrics, summarize_folds
+from dnadiff.finetune.baselines import CNNBaseline, KmerLogReg
+from dnadiff.finetune.cv import caduceus_resplits, stratified_folds
+from dnadiff.finetune.trainer import FinetuneConfig, train_fold
+
+#: progress(event, fold, epoch, value): events "fold" (a run starts), "epoch" (value = val accuracy),
+#: "baselines" (the baselines of a run start).
+Progress = Callable[[str, int, int, float], None]
+
+
+def subsample(split: Split, max_examples: int | None, seed: int) -> Split:
+    """At most ``max_examples`` examples of ``split``, class-stratified when every class allows it."""
+    if max_examples is None or len(split) <= max_examples:
+        return split
+    index = np.arange(len(split))
+    counts = np.bincount(split.labels)
+    stratify = split.labels if counts[counts > 0].min() >= 2 and max_examples >= len(counts) else None
+    keep, _ = train_test_split(index, train_size=max_examples, stratify=stratify, random_state=seed)
+    return split.subset(np.sort(keep))
+
+
+def protocol_splits(data: TaskData, protocol: str, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, val_idx) per run: stratified k-fold (``cv``) or k random 90/10 re-splits (``caduceus``)."""
+    if protocol == "cv":
+        return stratified_folds(data.train.labels, folds, seed, data.class_names)
+    if protocol == "caduceus":
+        if data.test is None:
+            raise UserError(f"--protocol caduceus scores on the official test split, which this source lacks: "
+                            "give --test-data, the coordinates or the cache, or use --protocol cv")
+        return caduceus_resplits(len(data.train), folds, seed)
+    raise UserError(f"unknown protocol {protocol!r}: use cv or caduceus")
+
+
+def _record(index: int, scored: dict, extra: dict) -> dict:
+    return {"fold": index, **{m: scored[m] for m in METRICS}, "n": scored["n"], **extra}
+
+
+def run_finetune(
+    data: TaskData,
+    make_classifier: Callable[[], nn.Module] | None,
+    config: FinetuneConfig,
+    variant: str,
+    protocol: str = "cv",
+    folds: int = 5,
+    seed: int = 0,
+    baselines: bool = True,
+    cnn_epochs: int = 10,
+    progress: Progress | None = None,
+) -> dict:
+    """Run the protocol for the model (``make_classifier`` builds a fresh classifier per run; None
+    runs the baselines only) and both baselines on the same splits.
+
+    The metrics a fold reports at top level are those of the held-out fold (``cv``) or of the
+    test split (``caduceus``); with ``cv`` and a test split, ``fold["test"]`` holds the test metrics.
+    Returns the results dict (without task/model descriptions, which the caller adds).
+    """
+    progress = progress or (lambda *a: None)
+    splits = protocol_splits(data, protocol, folds, seed)
+    input_len = max(len(s) for s in data.train.seqs + (data.test.seqs if data.test else []))
+    input_len = min(input_len, config.max_length)
+    model_folds, base_folds = [], {"kmer_logreg": [], "cnn": []}
+    for index, (tr, va) in enumerate(splits):
+        train, val = data.train.subset(tr), data.train.subset(va)
+        scored_on_test = protocol == "caduceus"
+        progress("fold", index, 0, float("nan"))
+        if make_classifier is not None:
+            start = time.perf_counter()
+            out = train_fold(make_classifier, train, val, data.test, config, variant, seed + index,
+                             on_epoch=lambda epoch, acc, i=index: progress("epoch", i, epoch, acc))
+            main = out["test"] if scored_on_test else out["val"]
+            model_folds.append(_record(index, main, {
+                "best_epoch": out["best_epoch"], "seconds": time.perf_counter() - start,
+                "val": out["val"], "test": out["test"], "val_accuracy_per_epoch": out["val_accuracy_per_epoch"]}))
+        if baselines:
+            progress("baselines", index, 0, float("nan"))
+            target = data.test if scored_on_test else val
+            for name, model in (
+                ("kmer_logreg", lambda: KmerLogReg(seed=seed).fit(train.seqs, train.labels, data.num_classes)),
+                ("cnn", lambda: CNNBaseline(data.num_classes, input_len, epochs=cnn_epochs, seed=seed + index)
+                 .fit(train.seqs, train.labels, val.seqs, val.labels)),
+            ):
+                start = time.perf_counter()
+                fitted = model()
+                record = _record(index, classification_metrics(target.labels, fitted.predict_proba(target.seqs)),
+                                 {"seconds": time.perf_counter() - start})
+                if data.test is not None and not scored_on_test:
+                    record["test"] = classification_metrics(data.test.labels, fitted.predict_proba(data.test.seqs))
+                base_folds[name].append(record)
+    results = {
+        "task": data.task,
+        "num_classes": data.num_classes,
+        "class_names": data.class_names,
+        "protocol": protocol,
+        "num_train": len(data.train),
+        "num_test": len(data.test) if data.test is not None else 0,
+        "source": data.source,
+        "seed": seed,
+        "config": {k: v for k, v in vars(config).items() if k != "extra"},
+        "summary_scope": "held-out folds" if protocol == "cv" else "official test split",
+        "folds": model_folds,
+        "summary": summarize_folds(model_folds),
+        "baselines": {name: {"folds": f, "summary": summarize_folds(f)} for name, f in base_folds.items() if baselines},
+    }
+    if data.test is not None and protocol == "cv":
+        results["test_summary"] = summarize_folds([f["test"] for f in model_folds])
+        for base in results["baselines"].values():
+            base["test_summary"] = summarize_folds([f["test"] for f in base["folds"]])
+    return results

@@ -1,0 +1,54 @@
+"""Train / validation index splits for the two fine-tuning protocols.
+
+``cv``: scikit-learn ``StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)``;
+fold i trains on the other folds and selects its best epoch on fold i.
+``caduceus``: the Caduceus paper's protocol, ``runs`` seeds (seed, seed+1, ...), each a random
+90/10 re-split of the train split; the best-validation model is scored on the test split.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from dnadiff.errors import UserError
+
+PROTOCOLS = ("cv", "caduceus")
+
+
+def check_class_counts(labels: np.ndarray, folds: int, class_names: list[str]) -> None:
+    """UserError when a class has fewer examples than folds (StratifiedKFold cannot place it)."""
+    counts = np.bincount(np.asarray(labels), minlength=len(class_names))
+    for name, count in zip(class_names, counts):
+        if count < folds:
+            raise UserError(
+                f"class {name!r} has {count} example(s), fewer than the {folds} folds: "
+                f"give more examples of it or lower --folds to at most {max(int(counts.min()), 2)}"
+            )
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int, class_names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` pairs ``(train_idx int[M], val_idx int[N-M])`` partitioning 0..N-1, class-stratified.
+
+    The same ``labels``, ``folds`` and ``seed`` always give the same folds.
+    """
+    if folds < 2:
+        raise UserError(f"--folds {folds} is too few: cross-validation needs at least 2 folds")
+    labels = np.asarray(labels)
+    check_class_counts(labels, folds, class_names)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(tr.astype(np.int64), va.astype(np.int64)) for tr, va in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def caduceus_resplits(num_examples: int, runs: int, seed: int, val_fraction: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``runs`` random re-splits ``(train_idx, val_idx)`` of 0..N-1, the i-th drawn with seed ``seed + i``.
+
+    Each holds out ``round(val_fraction * N)`` examples (at least one) for validation.
+    """
+    num_val = max(1, int(round(val_fraction * num_examples)))
+    if num_val >= num_examples:
+        raise UserError(f"{num_examples} training example(s) cannot be re-split 90/10: give more examples")
+    splits = []
+    for run in range(runs):
+        order = np.random.default_rng(seed + run).permutation(num_examples)
+        splits.append((np.sort(order[num_val:]), np.sort(order[:num_val])))
+    return splits
