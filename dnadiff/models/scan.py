@@ -54,24 +54,35 @@ def _skip_and_gate(y, u, D, z):
     return y if z is None else y * F.silu(z)
 
 
-def _chunk_states(decay: torch.Tensor, state: torch.Tensor, chunk: int) -> torch.Tensor:
-    """In place: turn inputs x_l into states h_l = decay_l * h_{l-1} + x_l (h_{-1} = 0) along dim 0.
+def _chunk_states(decay: torch.Tensor, state: torch.Tensor, chunk: int, reverse: bool = False) -> torch.Tensor:
+    """In place: turn inputs x_l into states along dim 0; returns ``state`` (now holding the states).
 
-    decay, state: [L, ...] with L a multiple of ``chunk``; ``decay`` is overwritten by the running
-    products of decays inside each chunk. Returns ``state`` (now holding h).
+    Forward: h_l = decay_l * h_{l-1} + x_l. Reverse (the adjoint): h_l = decay_{l+1} * h_{l+1} + x_l.
+    decay, state: [L, ...] with L a multiple of ``chunk``; ``decay`` is overwritten (running products).
     """
     K = state.shape[0] // chunk
     a = decay.view(K, chunk, *decay.shape[1:])
     h = state.view(K, chunk, *state.shape[1:])
-    for t in range(1, chunk):  # local scans of every chunk at once
-        h[:, t].addcmul_(a[:, t], h[:, t - 1])
-        a[:, t].mul_(a[:, t - 1])
-    for k in range(1, K):  # carry the last state of chunk k-1 into chunk k
-        h[k].addcmul_(a[k], h[k - 1, -1].unsqueeze(0))
+    if not reverse:
+        for t in range(1, chunk):  # local scans of every chunk at once; a[:, t] <- prod a[:, :t+1]
+            h[:, t].addcmul_(a[:, t], h[:, t - 1])
+            a[:, t].mul_(a[:, t - 1])
+        for k in range(1, K):  # carry the last state of chunk k-1 into chunk k
+            h[k].addcmul_(a[k], h[k - 1, -1].unsqueeze(0))
+        return state
+    for t in range(chunk - 2, -1, -1):  # a[:, t+1] <- prod a[:, t+1:]
+        h[:, t].addcmul_(a[:, t + 1], h[:, t + 1])
+        if t + 2 < chunk:
+            a[:, t + 1].mul_(a[:, t + 2])
+    for k in range(K - 2, -1, -1):  # carry a_{next} * (first state of chunk k+1) into chunk k
+        carry = a[k + 1, 0] * h[k + 1, 0]
+        h[k, :-1].addcmul_(a[k, 1:], carry.unsqueeze(0))
+        h[k, -1].add_(carry)
     return state
 
 
 def _chunk_for(length: int) -> int:
+    """Default chunk length: the power of two nearest sqrt(L) (balances the two Python loops)."""
     return max(1, 2 ** round(math.log2(max(1.0, math.sqrt(length)))))
 
 
@@ -79,48 +90,49 @@ class _ChunkedScan(torch.autograd.Function):
     """y[b, d, l] = <C_l, h_l> for the recurrence above (no skip, no gate; delta already positive)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C):
+    def forward(ctx, u, delta, A, B, C, chunk):
         ctx.save_for_backward(u, delta, A, B, C)
+        ctx.chunk = chunk
         y = u.new_empty(u.shape)
-        for sl, (dl, ul, Bl, Cl, _) in _tiles(u, delta, A, B, C, None):
+        for sl, (dl, ul, Bl, Cl, _) in _tiles(u, delta, A, B, C, None, chunk):
             a, h = _decays_and_inputs(dl, ul, A[sl], Bl)
-            h = _chunk_states(a, h, _chunk_for(h.shape[0]))
-            y[:, sl] = torch.einsum("lbdn,lbn->bdl", h, Cl)[..., : u.shape[-1]]
+            h = _chunk_states(a, h, chunk)
+            y[:, sl] = (h @ Cl.unsqueeze(-1))[: u.shape[-1], ..., 0].permute(1, 2, 0)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, A, B, C = ctx.saved_tensors
         gu, gdelta, gA = torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A)
-        gB, gC = torch.zeros_like(B.permute(2, 0, 1)), torch.zeros_like(C.permute(2, 0, 1))  # [L, B, N]
         L = u.shape[-1]
-        for sl, (dl, ul, Bl, Cl, gl) in _tiles(u, delta, A, B, C, gy):
-            chunk = _chunk_for(dl.shape[0])
-            a, h = _decays_and_inputs(dl, ul, A[sl], Bl)
+        gB, gC = u.new_zeros(L, u.shape[0], A.shape[1]), u.new_zeros(L, u.shape[0], A.shape[1])  # [L, B, N]
+        chunk = ctx.chunk
+        for sl, (dl, ul, Bl, Cl, gl) in _tiles(u, delta, A, B, C, gy, chunk):
+            Ad = A[sl]
+            a, h = _decays_and_inputs(dl, ul, Ad, Bl)
+            a_copy = a.clone()
             h = _chunk_states(a, h, chunk)
-            gC += torch.einsum("lbdn,lbd->lbn", h, gl)[:L]
-            # adjoint: g_l = C_l gy_l + a_{l+1} g_{l+1}, a reverse scan with decays shifted by one
-            a, x = _decays_and_inputs(dl, ul, A[sl], Bl)
-            a_rev = torch.cat([torch.ones_like(a[:1]), a.flip(0)[:-1]])
-            g = _chunk_states(a_rev, (gl.unsqueeze(-1) * Cl.unsqueeze(2)).flip(0), chunk).flip(0)
-            g_du = torch.einsum("lbdn,lbn->lbd", g, Bl)  # d loss / d (delta * u)
+            gC += (gl.unsqueeze(-2) @ h)[:L, :, 0]
+            # adjoint states g_l = C_l gy_l + a_{l+1} g_{l+1} (reverse scan, same decays)
+            g = _chunk_states(a_copy, gl.unsqueeze(-1) * Cl.unsqueeze(2), chunk, reverse=True)
             du = dl * ul
-            gB += torch.einsum("lbdn,lbd->lbn", g, du)[:L]
-            m = g.mul_(h.sub_(x))  # g_l * a_l * h_{l-1}: gradient through the decay a_l = exp(delta_l A)
-            gdelta[:, sl] = (g_du * ul + torch.einsum("lbdn,dn->lbd", m, A[sl]))[:L].permute(1, 2, 0)
-            gA[sl] = torch.einsum("lbdn,lbd->dn", m, dl)
+            g_du = (g @ Bl.unsqueeze(-1))[..., 0]  # d loss / d (delta * u): [Lp, B, d]
+            gB += (du.unsqueeze(-2) @ g)[:L, :, 0]
+            # m = g_l * a_l * h_{l-1} = g_l * (h_l - x_l): the gradient through a_l = exp(delta_l A)
+            m = g.mul_(h.sub_(du.unsqueeze(-1) * Bl.unsqueeze(2))).mul_(Ad)
+            gdelta[:, sl] = (g_du * ul + m.sum(-1))[:L].permute(1, 2, 0)
+            gA[sl] = m.mul_(dl.unsqueeze(-1)).sum((0, 1)) / Ad
             gu[:, sl] = (g_du * dl)[:L].permute(1, 2, 0)
-        return gu, gdelta, gA, gB.permute(1, 2, 0), gC.permute(1, 2, 0)
+        return gu, gdelta, gA, gB.permute(1, 2, 0), gC.permute(1, 2, 0), None
 
 
-def _tiles(u, delta, A, B, C, gy):
+def _tiles(u, delta, A, B, C, gy, chunk):
     """Yield (channel slice, time-major padded tensors) over channel tiles of the pure scan.
 
     Each item: dl, ul, gl [Lp, B, d_tile]; Bl, Cl [Lp, B, N] with Lp a multiple of the chunk length;
     padded positions have delta = 0 (decay 1, no input) and gy = 0, so they change nothing.
     """
     b, d, L = u.shape
-    chunk = _chunk_for(L)
     pad = (-L) % chunk
     tm = lambda x: F.pad(x, (0, pad)).permute(2, 0, 1)  # noqa: E731  [B, *, L] -> [Lp, B, *]
     Bl, Cl = tm(B).contiguous(), tm(C).contiguous()
@@ -138,16 +150,18 @@ def _decays_and_inputs(dl, ul, A, Bl):
     return a, x
 
 
-def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                           chunk: int | None = None):
     """Chunked pure-PyTorch selective scan (same arguments and result as :func:`selective_scan_ref`).
 
-    Differentiable in u, delta, A, B, C, D, z and delta_bias. Returns y: [B, D, L].
+    Differentiable in u, delta, A, B, C, D, z and delta_bias; ``chunk``: chunk length (default about
+    sqrt(L)). Returns y: [B, D, L].
     """
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    y = _ChunkedScan.apply(u, delta, A, B.to(u.dtype), C.to(u.dtype))
+    y = _ChunkedScan.apply(u, delta, A, B.to(u.dtype), C.to(u.dtype), chunk or _chunk_for(u.shape[-1]))
     return _skip_and_gate(y, u, D, z)
 
 
