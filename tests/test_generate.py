@@ -135,3 +135,91 @@ def test_write_fasta_atomic_and_refuses_bad_paths(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="could not write"):
         write_fasta(["ACGT"], tmp_path / "u.fa")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.fa"]  # nothing partly written
+
+
+# ---------------------------------------------------------------------------- the command line
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A saved dnadiff-model/1 checkpoint of a small random class-conditional transformer."""
+    from dnadiff.training.checkpoint import MODEL_FORMAT, save_checkpoint
+
+    spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 32, "n_layer": 1, "n_head": 2,
+            "max_len": 32, "num_classes": 2}
+    torch.manual_seed(0)
+    model = DiffusionTransformer(**{k: v for k, v in spec.items() if k != "name"})
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.5)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, {"format": MODEL_FORMAT, "model": spec, "diffusion": {"vocab_size": 4, "schedule": "linear"},
+                           "state_dict": model.state_dict(), "metrics": {},
+                           "data": {"modality": "dna", "window": 32, "class_names": ["K562", "HepG2"]}})
+    return path
+
+
+def read_fasta(path):
+    records = {}
+    for line in path.read_text().splitlines():
+        if line.startswith(">"):
+            name = line[1:]
+            records[name] = ""
+        else:
+            records[name] += line
+    return records
+
+
+def test_cli_writes_fasta_with_prefix_and_class(checkpoint, tmp_path, capsys):
+    from dnadiff.cli import main
+
+    out = tmp_path / "s.fa"
+    code = main(["sample", "--checkpoint", str(checkpoint), "--num", "5", "--length", "50", "--prefix", "GATTACA",
+                 "--class", "HepG2", "--guidance", "1.5", "--seed", "0", "--steps", "20", "--out", str(out)])
+    assert code == 0
+    records = read_fasta(out)
+    assert list(records) == [f"sample_{i}_HepG2" for i in range(5)]
+    assert all(len(s) == 50 and s.startswith("GATTACA") and set(s) <= set("ACGT") for s in records.values())
+    assert "wrote 5 sequences of 50 bp" in capsys.readouterr().out
+
+    real = tmp_path / "real.fa"
+    write_fasta(["ACGTTGCAAC" * 5, "GGGCCCATTA" * 5, "TTTTAAAACG" * 5], real)
+    code = main(["sample", "--checkpoint", str(checkpoint), "--num", "4", "--length", "50", "--seed", "1",
+                 "--report", "--real", str(real), "--train", str(real), "--out", str(tmp_path / "r.fa")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for key in ("kmer_js_mean", "gc_wasserstein", "nn_identity_mean", "nn_identity_real_mean", "bits_per_base_generated"):
+        assert key in printed
+    assert '"nn_identity_real_mean": 1.0' in printed  # the real set is its own training set
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--template", "ACGTACGT"], "template has no N"),
+    (["--length", "5", "--prefix", "ACGTACGT"], "prefix (8 bp) is longer than --length 5"),
+    (["--length", "8", "--class", "liver"], "unknown class 'liver': this checkpoint knows K562, HepG2"),
+    (["--length", "8", "--guidance", "2"], "guidance needs a class"),
+])
+def test_cli_bad_input_one_line_and_no_output(checkpoint, tmp_path, capsys, args, message):
+    from dnadiff.cli import main
+
+    out = tmp_path / "s.fa"
+    assert main(["sample", "--checkpoint", str(checkpoint), "--num", "2", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_cli_unconditional_checkpoint_and_unwritable_output(tmp_path, capsys):
+    from dnadiff.cli import main
+    from dnadiff.training.checkpoint import MODEL_FORMAT, save_checkpoint
+
+    spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 32, "n_layer": 1, "n_head": 2,
+            "max_len": 32}
+    model = DiffusionTransformer(**{k: v for k, v in spec.items() if k != "name"})
+    path = save_checkpoint(tmp_path / "u.pt", {
+        "format": MODEL_FORMAT, "model": spec, "diffusion": {"vocab_size": 4, "schedule": "linear"},
+        "state_dict": model.state_dict(), "metrics": {}, "data": {"modality": "dna", "window": 32, "class_names": []}})
+    out = tmp_path / "s.fa"
+    assert main(["sample", "--checkpoint", str(path), "--num", "2", "--length", "8", "--class", "K562",
+                 "--guidance", "2", "--out", str(out)]) == 2
+    assert "trained without classes" in capsys.readouterr().err and not out.exists()
+    assert main(["sample", "--checkpoint", str(path), "--num", "2", "--out", str(tmp_path / "no" / "s.fa")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist: create it or choose another --out" in err and err.count("\n") == 1
