@@ -1,0 +1,185 @@
+"""`dnadiff pretrain`: masked-diffusion pretraining with Lightning (CPU, GPU, DDP, FSDP).
+
+    dnadiff pretrain --genome hg38.fa [--config 470k] [--bed FILE] [--out DIR] [--max-steps N]
+                     [--devices N] [--strategy ddp|fsdp] [--resume [CKPT]] [key=value ...]
+    dnadiff pretrain --text FILE --config text8_tiny      # or --images digits|CIFAR_DIR
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from dnadiff.errors import UserError
+
+
+def add_arguments(p) -> None:
+    src = p.add_argument_group("data source (exactly one)")
+    src.add_argument("--genome", help="genome FASTA, plain or bgzip (a .fai is built if missing)")
+    src.add_argument("--text", help="a UTF-8 text file (character or byte level, see data.text_level)")
+    src.add_argument("--images", help="'digits' (scikit-learn's bundled 8x8 digits) or a CIFAR-10 python batches folder")
+    p.add_argument("--config", help="YAML config path or a name in configs/pretrain/ (default: 470k for DNA)")
+    p.add_argument("--bed", help="BED of usable intervals: chrom start end [split]")
+    p.add_argument("--val-contigs", help="comma-separated held-out validation contigs")
+    p.add_argument("--test-contigs", help="comma-separated held-out test contigs")
+    p.add_argument("--decompress", action="store_true",
+                   help="for a plain-gzip FASTA: decompress it once into a cache instead of failing")
+    p.add_argument("--out", default="runs/pretrain", help="output directory (default runs/pretrain)")
+    p.add_argument("--max-steps", type=int, help="training steps (overrides train.max_steps)")
+    p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
+    p.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 4 or auto")
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node training")
+    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...")
+    p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default OUT/checkpoints/last.ckpt)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3 data.window=512")
+
+
+def writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and check a file can be written there (UserError otherwise)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"output directory {path} is not writable ({err.strerror}): choose another --out") from None
+    return path
+
+
+def config_from_args(args) -> dict:
+    from dnadiff.training.config import load_config
+
+    is_dna = bool(args.genome)
+    cfg = load_config(args.config or ("470k" if is_dna else None), args.overrides or [])
+    data = cfg["data"]
+    for key in ("genome", "text", "images", "bed"):
+        if getattr(args, key, None):
+            data[key] = getattr(args, key)
+    if args.val_contigs:
+        data["val_contigs"] = args.val_contigs
+    if args.test_contigs:
+        data["test_contigs"] = args.test_contigs
+    if args.decompress:
+        data["decompress"] = True
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
+        cfg["train"]["max_steps"] = args.max_steps
+    if args.seed is not None:
+        cfg["train"]["seed"] = args.seed
+    return cfg
+
+
+def resolve_resume(resume: str | None, out: Path) -> str | None:
+    """Checkpoint path to resume from, checked to load safely (UserError if missing or corrupt)."""
+    from dnadiff.training.checkpoint import load_checkpoint
+
+    if resume is None:
+        return None
+    path = out / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
+    ckpt = load_checkpoint(path)
+    if "hyper_parameters" not in ckpt or "model_spec" not in (ckpt.get("hyper_parameters") or {}):
+        raise UserError(f"{path} is not a `dnadiff pretrain` checkpoint: resume from OUT/checkpoints/last.ckpt")
+    return str(path)
+
+
+def build_module(cfg: dict, data_info: dict):
+    from dnadiff.training.module import DiffusionModule
+
+    model = dict(cfg["model"])
+    if data_info["modality"] != "dna":
+        from dnadiff.training.modalities import model_io
+
+        model.update(model_io(data_info))
+        if model.get("name") == "caduceus":
+            raise UserError("Caduceus is a DNA model: use model.name=transformer (e.g. --config text8_tiny)")
+    if data_info.get("class_names"):
+        model["num_classes"] = len(data_info["class_names"])
+    if model.get("name") == "transformer":
+        for key in ("variant", "d_state", "d_conv", "expand", "kernels", "conjoin", "rc_augment"):
+            model.pop(key, None)
+    diffusion = {"vocab_size": data_info["vocab_size"], **cfg["diffusion"]}
+    t, o = cfg["train"], dict(cfg["optim"])
+    o["max_steps"] = t["max_steps"]
+    o.pop("grad_clip", None)
+    return DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
+                           label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info)
+
+
+def make_trainer(cfg: dict, args, out: Path):
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from dnadiff.training.callbacks import Throughput, WindowAudit
+    from dnadiff.training.checkpoint import AtomicCheckpointIO
+
+    t = cfg["train"]
+    max_steps = int(t["max_steps"])
+    loggers = [CSVLogger(out, name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    precision = t["precision"]
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda") else "32-true"
+    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
+                                 every_n_train_steps=int(t["ckpt_every"]), save_last=True, save_top_k=1),
+                 Throughput()]
+    if t.get("audit"):
+        callbacks.append(WindowAudit(out))
+    if not args.no_progress:
+        callbacks.append(RichProgressBar())
+    devices = args.devices if args.devices == "auto" else int(args.devices)
+    return L.Trainer(max_steps=max_steps, val_check_interval=min(int(t["val_every"]), max_steps),
+                     check_val_every_n_epoch=None, num_sanity_val_steps=0, accelerator=args.accelerator,
+                     devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=precision,
+                     gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None, logger=loggers,
+                     callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=out,
+                     log_every_n_steps=int(t["log_every"]), enable_model_summary=False,
+                     enable_progress_bar=not args.no_progress, use_distributed_sampler=False)
+
+
+def run(args) -> int:
+    import lightning as L
+    import yaml
+
+    from dnadiff.training.checkpoint import atomic_write, save_checkpoint
+    from dnadiff.training.data import build_data, genome_path
+
+    cfg = config_from_args(args)
+    out = writable_dir(args.out)
+    if cfg["data"].get("genome"):
+        cfg["data"]["genome"] = str(genome_path(cfg["data"]["genome"], cfg["data"].get("decompress", False)))
+    resume = resolve_resume(args.resume, out)
+    seed = int(cfg["train"]["seed"])
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm, data_info = build_data(cfg, seed)
+    module = build_module(cfg, data_info)
+    trainer = make_trainer(cfg, args, out)
+    if trainer.is_global_zero:
+        atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
+    start = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    summary = {"steps": int(trainer.global_step), "seconds": round(time.time() - start, 1),
+               "parameters": sum(p.numel() for p in module.model.parameters()), **metrics}
+    if trainer.is_global_zero:
+        save_checkpoint(out / "model.pt", module.export_payload(summary))
+        atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+        bits = summary.get("val/bits_per_token", math.nan)
+        print(f"pretrain done: {summary['steps']} steps in {summary['seconds']} s, "
+              f"{summary['parameters']:,} parameters, val {bits:.4f} {data_info['unit']} "
+              f"(perplexity {math.exp(bits * math.log(2)):.3f}), "
+              f"{summary.get('train/tokens_per_s', math.nan):,.0f} tokens/s -> {out / 'model.pt'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Lightning modules, checkpoints and configs for pretraining (all modalities)."""

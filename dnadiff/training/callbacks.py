@@ -1,0 +1,52 @@
+"""Small Lightning callbacks."""
+from __future__ import annotations
+
+import time
+
+import lightning as L
+
+
+class Throughput(L.Callback):
+    """Logs ``train/tokens_per_s``: counted (loss-mask) tokens per second over the training steps,
+    excluding validation time."""
+
+    def __init__(self):
+        self.tokens = 0
+        self.seconds = 0.0
+        self._t0 = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._t0 is None:
+            return
+        self.seconds += time.perf_counter() - self._t0
+        self.tokens += int(batch["tokens"].numel()) * trainer.world_size
+        if self.seconds > 0:
+            pl_module.log("train/tokens_per_s", self.tokens / self.seconds, prog_bar=False, rank_zero_only=True)
+
+
+class WindowAudit(L.Callback):
+    """Records, per rank, the global indices of the training windows it consumed and a checksum
+    of its final weights, in ``OUT/audit_rank{r}.json`` (for checking DDP data sharding)."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.indices: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if "index" in batch:
+            self.indices.extend(int(i) for i in batch["index"])
+
+    def on_train_end(self, trainer, pl_module):
+        import json
+        from pathlib import Path
+
+        import torch
+
+        with torch.no_grad():
+            flat = torch.cat([p.detach().double().flatten().cpu() for p in pl_module.model.parameters()])
+        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "indices": self.indices,
+                  "param_sum": float(flat.sum()), "param_sq_sum": float((flat**2).sum())}
+        (Path(self.out_dir) / f"audit_rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -1,0 +1,117 @@
+"""Checkpoints: atomic writes, safe loads (``weights_only=True``), the exported ``model.pt``.
+
+A dnadiff model checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only):
+``{"format": "dnadiff-model/1", "model": <build_model spec>, "diffusion": {...}, "state_dict":
+<denoiser weights (EMA)>, "data": {...}, "metrics": {...}}``.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from dnadiff.errors import UserError
+
+MODEL_FORMAT = "dnadiff-model/1"
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or error never leaves a half-written ``path``; an existing file survives until the
+    new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` with ``torch.save`` atomically (temp file + os.replace)."""
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; UserError if missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: check the path (a pretraining run writes "
+                        f"OUT/model.pt and OUT/checkpoints/last.ckpt)")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({first[:160]}): "
+                        f"re-create it or point to another file") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict: point to a "
+                        f"dnadiff model.pt, a Lightning .ckpt or a state dict")
+    return obj
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes atomically and reads with ``weights_only=True``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        save_checkpoint(path, checkpoint)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location or "cpu")
+
+
+def model_payload_from_lightning(ckpt: dict) -> dict:
+    """The ``model.pt`` payload stored inside a Lightning checkpoint of a DiffusionModule."""
+    hp = ckpt.get("hyper_parameters") or {}
+    if "model_spec" not in hp:
+        raise UserError("this Lightning checkpoint was not written by `dnadiff pretrain`: no model spec inside")
+    ema = ckpt.get("ema")
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    if ema is not None:
+        state.update({k: v for k, v in ema["shadow"].items()})
+    return {"format": MODEL_FORMAT, "model": hp["model_spec"], "diffusion": hp["diffusion_spec"],
+            "state_dict": state, "data": hp.get("data_info", {}), "metrics": {},
+            "genmd4": {k[len("genmd4."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("genmd4.")}}
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Load a dnadiff ``model.pt`` (or a pretraining Lightning ``.ckpt``) into an eval-mode denoiser.
+
+    Returns:
+        (denoiser nn.Module, diffusion process (MaskedDiffusion or GenMD4), payload dict).
+    """
+    from dnadiff.models import build_model
+    from dnadiff.training.module import build_diffusion
+
+    payload = load_checkpoint(path, map_location)
+    if payload.get("format") != MODEL_FORMAT:
+        if "state_dict" in payload and "hyper_parameters" in payload:
+            payload = model_payload_from_lightning(payload)
+        else:
+            raise UserError(f"{path} is not a dnadiff model checkpoint (no 'format: {MODEL_FORMAT}'): "
+                            f"use the model.pt written by `dnadiff pretrain`")
+    model = build_model(payload["model"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"weights in {path} do not fit the model it describes ({str(err).splitlines()[0][:160]})") from None
+    model.eval()
+    process = build_diffusion(payload["diffusion"])
+    if payload.get("genmd4") and isinstance(process, torch.nn.Module):
+        process.load_state_dict(payload["genmd4"])
+    return model, process, payload

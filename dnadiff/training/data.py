@@ -1,0 +1,61 @@
+"""One entry point from a config's ``data`` section to a Lightning DataModule and its ``data_info``.
+
+DNA comes from a genome FASTA (:class:`dnadiff.data.genome_datamodule.GenomeDataModule`); text
+and pixels from :mod:`dnadiff.training.modalities`. ``data_info`` is a plain dict stored in
+checkpoints, enough to rebuild the same splits for evaluation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dnadiff.data import tokenizer as tok
+from dnadiff.errors import UserError
+
+DNA_KEYS = ("window", "batch_size", "num_workers", "max_n_frac", "rc_aug", "holdout_frac", "max_eval_windows",
+            "val_contigs", "test_contigs", "bed")
+
+
+def genome_path(path: str | Path, decompress: bool = False) -> Path:
+    """The FASTA to read: plain-gzip files are decompressed once into a cache when ``decompress``."""
+    from dnadiff.data.fasta import compression_of, decompress_to_cache
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"genome file {path} does not exist: check the --genome path")
+    if decompress and compression_of(path) == "gzip":
+        return decompress_to_cache(path)
+    return path
+
+
+def build_dna(data: dict, genome: str | Path, seed: int = 0, variant: str = "ph"):
+    """GenomeDataModule and data_info for DNA pretraining/evaluation.
+
+    ``rc_aug`` applies to Caduceus-Ph only (PS is RC-equivariant by construction).
+    """
+    from dnadiff.data.genome_datamodule import GenomeDataModule
+
+    as_list = lambda v: [c for c in (v.split(",") if isinstance(v, str) else (v or [])) if c]  # noqa: E731
+    dm = GenomeDataModule(genome, bed=data.get("bed"), window=int(data["window"]), batch_size=int(data["batch_size"]),
+                          num_workers=int(data["num_workers"]), val_contigs=as_list(data.get("val_contigs")),
+                          test_contigs=as_list(data.get("test_contigs")), holdout_frac=float(data["holdout_frac"]),
+                          max_n_frac=float(data["max_n_frac"]), rc_aug=bool(data["rc_aug"]) and variant == "ph",
+                          seed=seed, max_eval_windows=data.get("max_eval_windows"))
+    info = {"modality": "dna", "genome": str(genome), "vocab_size": tok.NUM_BASES, "embed_size": tok.EMBED_SIZE,
+            "unit": "bits/nt", "uniform_bits": 2.0, "class_names": [],
+            **{k: data.get(k) for k in DNA_KEYS}}
+    info["val_contigs"], info["test_contigs"] = as_list(data.get("val_contigs")), as_list(data.get("test_contigs"))
+    return dm, info
+
+
+def build_data(cfg: dict, seed: int = 0):
+    """(datamodule, data_info) from a full config; ``cfg["data"]`` names exactly one source:
+    ``genome``, ``text`` or ``images``."""
+    from dnadiff.training import modalities
+
+    data = cfg["data"]
+    sources = [k for k in ("genome", "text", "images") if data.get(k)]
+    if len(sources) != 1:
+        raise UserError("give exactly one data source: --genome FASTA, --text FILE or --images DIR|digits")
+    if sources[0] == "genome":
+        return build_dna(data, data["genome"], seed, cfg["model"].get("variant", "ph"))
+    return modalities.build_datamodule(data)

@@ -1,0 +1,184 @@
+"""The Lightning module for masked-diffusion pretraining, for any modality and any denoiser.
+
+Holds the denoiser (built from a plain model spec), the diffusion process of the core, an EMA
+of the weights (used for validation, export and sampling), AdamW with linear warm-up then cosine
+decay, and classifier-free label dropout for class-conditional models.
+"""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from dnadiff.diffusion import EMA, GenMD4, MaskedDiffusion, get_schedule
+from dnadiff.models import build_model
+
+OPTIM_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 100,
+                  "min_lr_ratio": 0.1, "max_steps": 1000}
+
+
+def build_diffusion(spec: dict):
+    """Diffusion process from a plain spec: ``{"vocab_size": V, "schedule": name, **schedule_kwargs,
+    "num_steps": T | None}``; ``schedule: genmd4`` gives a learnable :class:`GenMD4` (``init_w``)."""
+    spec = dict(spec)
+    V = int(spec.pop("vocab_size"))
+    name = spec.pop("schedule", "linear")
+    if name == "genmd4":
+        return GenMD4(V, init_w=spec.pop("init_w", 1.0))
+    num_steps = spec.pop("num_steps", None)
+    return MaskedDiffusion(V, get_schedule(name, **spec), num_steps=num_steps)
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, cosine down to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class DiffusionModule(L.LightningModule):
+    """Masked-diffusion training of a denoiser.
+
+    Args:
+        model_spec: ``build_model`` spec of the denoiser.
+        diffusion_spec: ``build_diffusion`` spec.
+        optim: learning rate, weight decay, betas, warm-up / total steps, final lr ratio.
+        ema_decay: EMA decay (0 disables the EMA).
+        label_dropout: probability of replacing a label by the null label (classifier-free guidance).
+        val_num_t: Monte-Carlo draws of t per validation sequence.
+        data_info: plain dict describing the data (modality, window, class names, units), stored
+            in checkpoints for evaluation and sampling.
+    Batches: ``tokens`` LongTensor[B, L], ``loss_mask`` BoolTensor[B, L], optional ``labels`` LongTensor[B].
+    """
+
+    def __init__(self, model_spec: dict, diffusion_spec: dict, optim: dict | None = None, ema_decay: float = 0.999,
+                 label_dropout: float = 0.1, val_num_t: int = 4, data_info: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(model_spec)
+        process = build_diffusion(diffusion_spec)
+        self.genmd4 = process if isinstance(process, GenMD4) else None  # learnable: a submodule
+        self._process = None if self.genmd4 is not None else process
+        self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
+        self.ema = EMA(self.model, ema_decay) if ema_decay > 0 else None
+        self.num_classes = int(model_spec.get("num_classes", 0) or 0)
+        self.label_dropout = label_dropout
+        self.val_num_t = val_num_t
+        self._val = None
+
+    @property
+    def diffusion(self):
+        """The diffusion process of the core (MaskedDiffusion, or the learnable GenMD4)."""
+        return self.genmd4 if self.genmd4 is not None else self._process
+
+    # ------------------------------------------------------------------ steps
+    def _labels(self, batch, train: bool):
+        labels = batch.get("labels")
+        if labels is None or self.num_classes == 0:
+            return None
+        if train and self.label_dropout > 0:
+            drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        return labels
+
+    def training_step(self, batch, batch_idx):
+        x, mask = batch["tokens"], batch["loss_mask"]
+        labels = self._labels(batch, train=True)
+        if self.genmd4 is not None:
+            loss, nelbo = self.genmd4.loss(self.model, x, mask, labels)
+        else:
+            loss = nelbo = self.diffusion.loss(self.model, x, mask, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/bits_per_token", nelbo.detach() / math.log(2), prog_bar=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"] if self._trainer else 0.0)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            if next(iter(self.ema.shadow.values())).device != self.device:
+                self.ema.to(self.device)
+            self.ema.update(self.model)
+
+    def on_validation_epoch_start(self):
+        self._val = {"nats": torch.zeros((), dtype=torch.float64, device=self.device),
+                     "tokens": torch.zeros((), dtype=torch.float64, device=self.device)}
+        self._swap_in_ema()
+
+    def validation_step(self, batch, batch_idx):
+        x, mask = batch["tokens"], batch["loss_mask"]
+        draws = self.diffusion.nelbo(self.model, x, num_t=self.val_num_t, mask=mask, labels=self._labels(batch, False))
+        self._val["nats"] += draws.double().sum()
+        self._val["tokens"] += mask.sum().double()
+
+    def on_validation_epoch_end(self):
+        self._swap_out_ema()
+        nats, tokens = self._val["nats"], self._val["tokens"]
+        if self.trainer.world_size > 1:
+            nats, tokens = self.all_gather(nats).sum(), self.all_gather(tokens).sum()
+        per = (nats / tokens.clamp_min(1)).float()
+        self.log("val/nats_per_token", per, sync_dist=False, rank_zero_only=False)
+        self.log("val/bits_per_token", per / math.log(2), prog_bar=True)
+        self.log("val/perplexity", torch.exp(per))
+
+    def _swap_in_ema(self):
+        if self.ema is not None:
+            self._backup = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.ema.shadow}
+            self.ema.to(self.device).copy_to(self.model)
+
+    def _swap_out_ema(self):
+        if self.ema is not None and getattr(self, "_backup", None) is not None:
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    if n in self._backup:
+                        p.copy_(self._backup[n])
+            self._backup = None
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        o = self.optim
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name or "embed" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=o["lr"], betas=tuple(o["betas"]))
+        total = int(o["max_steps"])
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, int(o["warmup_steps"]), total, float(o["min_lr_ratio"])))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint):
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        # the masking noise stream, so that a resumed run continues exactly
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self._resume_rng = checkpoint.get("rng")
+
+    def on_train_start(self):
+        rng = getattr(self, "_resume_rng", None)
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._resume_rng = None
+
+    def export_payload(self, metrics: dict | None = None) -> dict:
+        """The ``model.pt`` payload: model spec, diffusion spec, EMA weights, data info, metrics."""
+        from dnadiff.training.checkpoint import MODEL_FORMAT
+
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            state.update({k: v.detach().cpu().clone() for k, v in self.ema.shadow.items()})
+        return {"format": MODEL_FORMAT, "model": dict(self.hparams.model_spec),
+                "diffusion": dict(self.hparams.diffusion_spec), "state_dict": state,
+                "data": dict(self.hparams.data_info or {}), "metrics": dict(metrics or {}),
+                "genmd4": {} if self.genmd4 is None else {k: v.cpu() for k, v in self.genmd4.state_dict().items()}}
