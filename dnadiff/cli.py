@@ -37,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     from dnadiff.errors import UserError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may sit anywhere among the options
+    overrides = [x for x in extra if "=" in x and not x.startswith("-")]
+    leftover = [x for x in extra if x not in overrides]
+    if leftover or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(leftover or overrides)}")
+    if overrides:
+        args.overrides = list(args.overrides or []) + overrides
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except UserError as err:
