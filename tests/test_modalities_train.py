@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import dnadiff
-from dnadiff.data import tokenizer
 from dnadiff.diffusion import MaskedDiffusion, get_schedule
 from dnadiff.errors import UserError
 from dnadiff.eval.units import bits_per_character, bits_per_dimension, bits_per_token, nats_to_bits, perplexity, uniform_bits
@@ -169,22 +168,73 @@ def _class_definitions(package: Path) -> list[tuple[str, list[str], str]]:
     return found
 
 
-def test_dna_text_and_pixels_share_the_one_diffusion_core():
-    """No fork: MaskedDiffusion is defined once and never subclassed, and its loss trains DNA, text and pixels."""
+def _pretrain_path(modality: str, tmp_path: Path):
+    """Data and Lightning module exactly as `dnadiff pretrain` builds them, with a tiny model."""
+    from dnadiff.commands.pretrain import build_module
+    from dnadiff.training.config import load_config
+    from dnadiff.training.data import build_data
+
+    tiny = ["model.d_model=16", "model.n_layer=1", "data.batch_size=4"]
+    if modality != "dna":
+        tiny += ["model.name=transformer", "model.n_head=2"]
+    cfg = load_config(None, tiny + ["data.window=64"])
+    if modality == "dna":  # a generated toy genome is enough to exercise the DNA path
+        rng = np.random.default_rng(0)
+        (tmp_path / "toy.fa").write_text(">chrT\n" + "".join(rng.choice(list("ACGT"), 20000)) + "\n")
+        cfg["data"]["genome"] = str(tmp_path / "toy.fa")
+    elif modality == "text":
+        cfg["data"]["text"] = str(REAL_TEXT)
+    else:
+        cfg["data"]["images"] = "digits"
+    data, info = build_data(cfg, seed=0)
+    data.setup("fit")
+    return data, info, build_module(cfg, info)
+
+
+def test_dna_text_and_pixels_share_the_one_diffusion_core(tmp_path):
+    """No fork: MaskedDiffusion is defined once, never subclassed, and the DNA, text and pixel
+    pretraining paths all train with an object of exactly that class and its very loss."""
     package = Path(dnadiff.__file__).parent
     definitions = _class_definitions(package)
     assert [where for name, _, where in definitions if name == "MaskedDiffusion"] == ["diffusion/masked.py"]
     assert not [name for name, bases, _ in definitions if "MaskedDiffusion" in bases]
-    text_data, text_info = build_datamodule({"text": str(REAL_TEXT), "window": 32, "batch_size": 8})
-    pixel_data, pixel_info = build_datamodule({"images": "digits", "batch_size": 8})
-    dna, _ = tokenizer.encode_batch(["ACGTNACGTACGTTGCAGGATCCA"[i:] + "ACGT"[: i % 4] for i in range(8)], length=24)
-    batches = {
-        "dna": (tokenizer.EMBED_SIZE, tokenizer.NUM_BASES, {"tokens": dna, "loss_mask": dna < tokenizer.NUM_BASES}),
-        "text": (text_info["embed_size"], text_info["vocab_size"], next(iter(text_data.train_dataloader()))),
-        "pixels": (pixel_info["embed_size"], pixel_info["vocab_size"], next(iter(pixel_data.train_dataloader()))),
-    }
-    for name, (embed_size, vocab_size, batch) in batches.items():
-        core = MaskedDiffusion(vocab_size=vocab_size, schedule=get_schedule("linear"))
-        model = DiffusionTransformer(embed_size, vocab_size, d_model=16, n_layer=1, n_head=2)
-        loss = core.loss(model, batch["tokens"], batch["loss_mask"])
-        assert loss.item() == pytest.approx(math.log(vocab_size), rel=0.5), name
+    seen = {}
+    for modality in ("dna", "text", "pixels"):
+        data, info, module = _pretrain_path(modality, tmp_path)
+        assert info["modality"] == modality
+        assert type(module.diffusion) is MaskedDiffusion
+        assert type(module.diffusion).loss is MaskedDiffusion.loss and type(module.diffusion).nelbo is MaskedDiffusion.nelbo
+        batch = next(iter(data.train_dataloader()))
+        torch.manual_seed(1)
+        loss = module.diffusion.loss(module.model, batch["tokens"], batch["loss_mask"])
+        torch.manual_seed(1)
+        fresh = MaskedDiffusion(vocab_size=info["vocab_size"], schedule=module.diffusion.schedule)
+        assert torch.equal(loss, fresh.loss(module.model, batch["tokens"], batch["loss_mask"]))
+        assert loss.item() == pytest.approx(math.log(info["vocab_size"]), rel=0.5), modality
+        seen[modality] = (info["vocab_size"], type(module.model).__name__)
+    assert seen == {"dna": (4, "CaduceusDenoiser"), "text": (27, "DiffusionTransformer"), "pixels": (17, "DiffusionTransformer")}
+
+
+@pytest.mark.slow
+def test_cli_pretrains_and_evaluates_digits_and_text(tmp_path, capsys):
+    """`dnadiff pretrain --images digits` / `--text FILE` then `dnadiff evaluate` report bpd / bpc."""
+    import json
+
+    from dnadiff.cli import main
+
+    runs = {"digits": (["--images", "digits", "--config", "digits_tiny", "--max-steps", "60"], [], "bpd", 17),
+            "text": (["--text", str(REAL_TEXT), "--config", "text8_tiny", "--max-steps", "6"], ["data.window=64"], "bpc", 27)}
+    for name, (source, overrides, unit, levels) in runs.items():
+        out = tmp_path / name
+        with one_thread():
+            assert main(["pretrain", *source, "--out", str(out), "--no-progress", "train.val_every=1000", *overrides]) == 0
+            capsys.readouterr()
+            assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--max-windows", "64", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert (result["modality"], result["unit"], result["uniform_bits"]) == (
+            "pixels" if name == "digits" else "text", unit, uniform_bits(levels))
+        assert result["num_positions"] == 64 * 64  # 64 digits of 64 pixels; 64 text chunks of 64 characters
+        assert 0 < result["bits"] < uniform_bits(levels) + 3 * result["bits_stderr"]
+        if name == "digits":  # 60 steps are enough to learn the many blank pixels of a digit
+            assert result["bits"] < 0.9 * uniform_bits(levels)
+    assert json.loads((tmp_path / "digits" / "summary.json").read_text())["steps"] == 60
