@@ -124,3 +124,15 @@ def test_invalid_shapes_are_refused(kwargs, message):
 def test_too_long_sequence_is_refused():
     with pytest.raises(ValueError, match="max_len"):
         tiny(max_len=8)(torch.zeros(1, 9, dtype=torch.long), torch.zeros(1))
+
+
+def test_runs_in_bfloat16_weights_and_under_autocast():
+    model = _randomize(tiny(time_conditioning=True, num_classes=2))
+    z = torch.randint(0, 5, (2, 12))
+    t = torch.rand(2)
+    reference = model(z, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(z, t)
+    low = model.to(torch.bfloat16)(z, t)
+    assert mixed.dtype == low.dtype == torch.bfloat16
+    assert torch.allclose(mixed.float(), reference, atol=0.1) and torch.allclose(low.float(), reference, atol=0.15)

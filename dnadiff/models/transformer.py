@@ -44,7 +44,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate queries or keys by their position: x FloatTensor[B, H, L, D], cos/sin [L, D] -> [B, H, L, D]."""
     first, second = x.chunk(2, dim=-1)
     rotated_half = torch.cat([-second, first], dim=-1)
-    return x * cos + rotated_half * sin
+    return x * cos.to(x.dtype) + rotated_half * sin.to(x.dtype)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -65,7 +65,8 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angles = (t.float() * TIME_SCALE)[:, None] * self.freqs[None, :]
-        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))
+        features = torch.cat([angles.cos(), angles.sin()], dim=-1)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class SelfAttention(nn.Module):
