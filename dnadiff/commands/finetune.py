@@ -18,12 +18,9 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "finetune"
 
-#: model sizes for --from-scratch (Caduceus-Ph): "470k" is the Caduceus paper's Genomic
-#: Benchmarks model (d_model 118, 4 layers, ~470k parameters); "demo" a CPU-sized one.
-MODEL_SIZES = {
-    "demo": {"name": "caduceus", "d_model": 32, "n_layer": 2, "variant": "ph"},
-    "470k": {"name": "caduceus", "d_model": 118, "n_layer": 4, "variant": "ph"},
-}
+#: --model-size choices (Caduceus-Ph presets of dnadiff.models.sizes): "470k" is the Caduceus
+#: paper's Genomic Benchmarks model (d_model 118, 4 layers); "demo" a CPU-sized one.
+MODEL_SIZES = ("demo", "470k")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     init = parser.add_mutually_exclusive_group()
     init.add_argument("--checkpoint", help="dnadiff model.pt or an original Caduceus folder (config.json + pytorch_model.bin)")
     init.add_argument("--from-scratch", action="store_true", help="randomly initialised backbone")
-    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), help="backbone size (default 470k from scratch)")
+    parser.add_argument("--model-size", choices=MODEL_SIZES, help="backbone size (default 470k from scratch)")
     parser.add_argument("--folds", type=int, default=5, help="folds (cv) or seeds (caduceus); default 5")
     parser.add_argument("--max-epochs", type=int, help="override the config's epochs")
     parser.add_argument("--batch-size", type=int, help="override the config's batch size")
@@ -72,7 +69,9 @@ def _classifier_factory(args, num_classes: int, pooling: str):
 
     if not args.checkpoint and not args.from_scratch:
         raise UserError("say where the backbone comes from: --checkpoint CKPT or --from-scratch")
-    size = MODEL_SIZES[args.model_size] if args.model_size else None
+    from dnadiff.models.sizes import caduceus_spec
+
+    size = caduceus_spec(args.model_size, variant="ph") if args.model_size else None
     if args.checkpoint:
         backbone, spec = trainer.backbone_from_checkpoint(args.checkpoint, size)
         init = f"checkpoint {args.checkpoint}"
@@ -80,7 +79,7 @@ def _classifier_factory(args, num_classes: int, pooling: str):
         def fresh_backbone():
             return copy.deepcopy(backbone)
     else:
-        spec = dict(size or MODEL_SIZES["470k"])
+        spec = size or caduceus_spec("470k", variant="ph")
         backbone = trainer.backbone_from_scratch(spec)
         init = "from scratch"
 
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dnadiff.data.genomic_benchmarks import load_task, resolve_task
     from dnadiff.errors import UserError
-    from dnadiff.finetune import run_finetune, subsample
+    from dnadiff.finetune import protocol_splits, run_finetune, subsample
     from dnadiff.finetune.report import write_results
 
     console = Console(stderr=True)
@@ -126,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     data.train = subsample(data.train, args.max_examples, args.seed)
     if data.test is not None:
         data.test = subsample(data.test, args.max_examples, args.seed)
+    splits = protocol_splits(data, args.protocol, args.folds, args.seed)  # user errors before any display
     make_classifier, variant, model_info = _classifier_factory(args, data.num_classes, config.pooling)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
         results = run_finetune(data, make_classifier, config, variant, protocol=args.protocol,
                                folds=args.folds, seed=args.seed, baselines=not args.no_baselines,
-                               cnn_epochs=config.epochs, progress=progress)
+                               cnn_epochs=config.epochs, progress=progress, splits=splits)
         bar.update(runs, completed=args.folds, status="done")
     results["model"] = model_info
     results["max_examples"] = args.max_examples

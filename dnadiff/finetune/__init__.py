@@ -64,16 +64,18 @@ def run_finetune(
     baselines: bool = True,
     cnn_epochs: int = 10,
     progress: Progress | None = None,
+    splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """Run the protocol for the model (``make_classifier`` builds a fresh classifier per run; None
     runs the baselines only) and both baselines on the same splits.
 
     The metrics a fold reports at top level are those of the held-out fold (``cv``) or of the
     test split (``caduceus``); with ``cv`` and a test split, ``fold["test"]`` holds the test metrics.
+    ``splits`` (from :func:`protocol_splits`) may be passed when the caller validated them already.
     Returns the results dict (without task/model descriptions, which the caller adds).
     """
     progress = progress or (lambda *a: None)
-    splits = protocol_splits(data, protocol, folds, seed)
+    splits = splits if splits is not None else protocol_splits(data, protocol, folds, seed)
     input_len = max(len(s) for s in data.train.seqs + (data.test.seqs if data.test else []))
     input_len = min(input_len, config.max_length)
     model_folds, base_folds = [], {"kmer_logreg": [], "cnn": []}

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from dnadiff.data.genomic_benchmarks import Split
-from dnadiff.data.tokenizer import EMBED_SIZE, encode_batch, reverse_complement
+from dnadiff.data.tokenizer import EMBED_SIZE, encode_batch
 from dnadiff.errors import UserError
 from dnadiff.eval.classification import classification_metrics
+from dnadiff.models.heads import reverse_complement_valid
 
 
 @dataclass
@@ -46,7 +47,8 @@ class FinetuneConfig:
 
 # ------------------------------------------------------------------ backbones
 def backbone_from_checkpoint(path: str | Path, spec: dict | None = None) -> tuple[nn.Module, dict]:
-    """A denoiser and its model spec from a dnadiff ``model.pt`` or an original Caduceus folder.
+    """A denoiser and its model spec from a dnadiff ``model.pt`` (or pretraining ``.ckpt``) or an
+    original Caduceus folder.
 
     An original Hugging Face Caduceus checkpoint is a folder with ``config.json`` and
     ``pytorch_model.bin``. ``spec`` (the requested model size), when given, must match the
@@ -60,7 +62,11 @@ def backbone_from_checkpoint(path: str | Path, spec: dict | None = None) -> tupl
         from dnadiff.models import build_model
         from dnadiff.training.checkpoint import load_checkpoint
 
+        from dnadiff.training.checkpoint import model_payload_from_lightning
+
         payload = load_checkpoint(path)
+        if "hyper_parameters" in payload and "model" not in payload:  # a Lightning .ckpt of pretraining
+            payload = model_payload_from_lightning(payload)
         if not isinstance(payload, dict) or "model" not in payload or "state_dict" not in payload:
             raise UserError(f"{path} is not a dnadiff model checkpoint (no model spec / state_dict): "
                             "give a model.pt written by `dnadiff pretrain`, or an original Caduceus folder")
@@ -117,10 +123,14 @@ def rc_variant(backbone: nn.Module) -> str:
 
 
 def build_classifier(backbone: nn.Module, num_classes: int, pooling: str) -> nn.Module:
-    """``SequenceClassifier`` over ``backbone.features``: LongTensor[B, L] -> logits FloatTensor[B, K]."""
+    """``SequenceClassifier`` over ``backbone.features``: (tokens [B, L], valid [B, L]) -> logits [B, K].
+
+    Its own conjoining stays off: for "ph" this module conjoins at inference only (``predict_proba``),
+    as Caduceus-Ph does; for "ps" the head's pooling is RC-invariant by construction.
+    """
     from dnadiff.models.heads import SequenceClassifier
 
-    return SequenceClassifier(backbone, num_classes=num_classes, pooling=pooling)
+    return SequenceClassifier(backbone, num_classes=num_classes, pooling=pooling, conjoin=False)
 
 
 # ------------------------------------------------------------------ schedule
@@ -141,15 +151,16 @@ def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float) ->
 # ------------------------------------------------------------------ training
 def predict_proba(classifier: nn.Module, seqs: list[str], max_length: int, conjoin: bool,
                   batch_size: int = 256) -> np.ndarray:
-    """Class probabilities float[N, K]; with ``conjoin`` the logits of x and RC(x) are averaged."""
+    """Class probabilities float[N, K]; with ``conjoin`` the logits of x and RC(x) are averaged
+    (RC of each sequence's valid part; padding stays on the right)."""
     classifier.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(seqs), batch_size):
-            tokens = encode_batch(seqs[start : start + batch_size], max_length)[0]
-            logits = classifier(tokens)
+            tokens, valid = encode_batch(seqs[start : start + batch_size], max_length)
+            logits = classifier(tokens, valid)
             if conjoin:
-                logits = (logits + classifier(reverse_complement(tokens))) / 2
+                logits = (logits + classifier(reverse_complement_valid(tokens, valid), valid)) / 2
             out.append(torch.softmax(logits.float(), dim=-1))
     return torch.cat(out).numpy()
 
@@ -184,11 +195,11 @@ def train_fold(
         order = torch.randperm(len(train), generator=gen)
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
-            tokens = encode_batch([train.seqs[i] for i in batch], config.max_length)[0]
+            tokens, valid = encode_batch([train.seqs[i] for i in batch], config.max_length)
             if augment:
                 flip = torch.rand(len(batch), generator=gen) < 0.5
-                tokens = torch.where(flip[:, None], reverse_complement(tokens), tokens)
-            loss = nn.functional.cross_entropy(classifier(tokens), labels[batch])
+                tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, valid), tokens)
+            loss = nn.functional.cross_entropy(classifier(tokens, valid), labels[batch])
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(classifier.parameters(), config.grad_clip)
