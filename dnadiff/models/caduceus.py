@@ -106,9 +106,10 @@ class CaduceusDenoiser(nn.Module):
                  num_classes: int = 0, kernels: str = "auto", conjoin: bool = False, rc_augment: bool = False):
         super().__init__()
         comp = torch.as_tensor(list(complement_map), dtype=torch.long)
-        if num_outputs > vocab_size or sorted(comp[:num_outputs].tolist()) != list(range(num_outputs)):
-            raise UserError(f"the complement map must map the first {num_outputs} tokens among themselves: "
-                            f"got {comp.tolist()}")
+        if (len(comp) != vocab_size or num_outputs > vocab_size or not torch.equal(comp[comp], torch.arange(vocab_size))
+                or sorted(comp[:num_outputs].tolist()) != list(range(num_outputs))):
+            raise UserError(f"the complement map must be its own inverse over {vocab_size} tokens and map the first "
+                            f"{num_outputs} among themselves: got {comp.tolist()}")
         self.num_outputs, self.num_classes = num_outputs, num_classes
         self.time_conditioned = bool(time_conditioning)
         self.conjoin, self.rc_augment = conjoin, rc_augment
