@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(epochs, status="baselines")
 
         results = run_finetune(data, make_classifier, config, variant, protocol=args.protocol,
-                               folds=args.folds, seed=args.seed, baselines=not args.no_baselines,
+                               folds=args.folds, seed=args.seed, baselines=() if args.no_baselines else ("kmer_logreg", "cnn"),
                                cnn_epochs=config.epochs, progress=progress, splits=splits)
         bar.update(runs, completed=args.folds, status="done")
     results["model"] = model_info

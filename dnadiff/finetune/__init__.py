@@ -61,13 +61,13 @@ def run_finetune(
     protocol: str = "cv",
     folds: int = 5,
     seed: int = 0,
-    baselines: bool = True,
+    baselines: tuple[str, ...] = ("kmer_logreg", "cnn"),
     cnn_epochs: int = 10,
     progress: Progress | None = None,
     splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """Run the protocol for the model (``make_classifier`` builds a fresh classifier per run; None
-    runs the baselines only) and both baselines on the same splits.
+    runs the baselines only) and the named ``baselines`` (default both) on the same splits.
 
     The metrics a fold reports at top level are those of the held-out fold (``cv``) or of the
     test split (``caduceus``); with ``cv`` and a test split, ``fold["test"]`` holds the test metrics.
@@ -78,7 +78,7 @@ def run_finetune(
     splits = splits if splits is not None else protocol_splits(data, protocol, folds, seed)
     input_len = max(len(s) for s in data.train.seqs + (data.test.seqs if data.test else []))
     input_len = min(input_len, config.max_length)
-    model_folds, base_folds = [], {"kmer_logreg": [], "cnn": []}
+    model_folds, base_folds = [], {name: [] for name in baselines}
     for index, (tr, va) in enumerate(splits):
         train, val = data.train.subset(tr), data.train.subset(va)
         scored_on_test = protocol == "caduceus"
@@ -99,6 +99,8 @@ def run_finetune(
                 ("cnn", lambda: CNNBaseline(data.num_classes, input_len, epochs=cnn_epochs, seed=seed + index)
                  .fit(train.seqs, train.labels, val.seqs, val.labels)),
             ):
+                if name not in baselines:
+                    continue
                 start = time.perf_counter()
                 fitted = model()
                 record = _record(index, classification_metrics(target.labels, fitted.predict_proba(target.seqs)),
@@ -119,7 +121,7 @@ def run_finetune(
         "summary_scope": "held-out folds" if protocol == "cv" else "official test split",
         "folds": model_folds,
         "summary": summarize_folds(model_folds),
-        "baselines": {name: {"folds": f, "summary": summarize_folds(f)} for name, f in base_folds.items() if baselines},
+        "baselines": {name: {"folds": f, "summary": summarize_folds(f)} for name, f in base_folds.items()},
     }
     if data.test is not None and protocol == "cv":
         results["test_summary"] = summarize_folds([f["test"] for f in model_folds])
