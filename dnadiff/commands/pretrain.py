@@ -21,7 +21,8 @@ def add_arguments(p) -> None:
     src.add_argument("--genome", help="genome FASTA, plain or bgzip (a .fai is built if missing)")
     src.add_argument("--text", help="a UTF-8 text file (character or byte level, see data.text_level)")
     src.add_argument("--images", help="'digits' (scikit-learn's bundled 8x8 digits) or a CIFAR-10 python batches folder")
-    p.add_argument("--config", help="YAML config path or a name in configs/pretrain/ (default: 470k for DNA)")
+    p.add_argument("--config", help="YAML config path or a name in configs/pretrain/ "
+                                    "(default: 470k for DNA, text8_tiny for text, digits_tiny for images)")
     p.add_argument("--bed", help="BED of usable intervals: chrom start end [split]")
     p.add_argument("--val-contigs", help="comma-separated held-out validation contigs")
     p.add_argument("--test-contigs", help="comma-separated held-out test contigs")
@@ -54,8 +55,11 @@ def writable_dir(path: str | Path) -> Path:
 def config_from_args(args) -> dict:
     from dnadiff.training.config import load_config
 
-    is_dna = bool(args.genome)
-    cfg = load_config(args.config or ("470k" if is_dna else None), args.overrides or [])
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():  # `--resume key=value ...`
+        args.overrides = [args.resume, *(args.overrides or [])]
+        args.resume = "last"
+    default = "text8_tiny" if args.text else "digits_tiny" if args.images else "470k"
+    cfg = load_config(args.config or default, args.overrides or [])
     data = cfg["data"]
     for key in ("genome", "text", "images", "bed"):
         if getattr(args, key, None):
@@ -105,10 +109,11 @@ def build_module(cfg: dict, data_info: dict):
             model.pop(key, None)
     diffusion = {"vocab_size": data_info["vocab_size"], **cfg["diffusion"]}
     t, o = cfg["train"], dict(cfg["optim"])
-    o["max_steps"] = t["max_steps"]
+    o["max_steps"] = o.pop("total_steps", None) or t["max_steps"]  # horizon of the cosine decay
     o.pop("grad_clip", None)
     return DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
-                           label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info)
+                           label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
+                           seed=int(t["seed"]))
 
 
 def make_trainer(cfg: dict, args, out: Path):

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from dnadiff.diffusion import EMA, GenMD4, MaskedDiffusion, get_schedule
+from dnadiff.errors import UserError
 from dnadiff.models import build_model
 
 OPTIM_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 100,
@@ -27,7 +28,12 @@ def build_diffusion(spec: dict):
     if name == "genmd4":
         return GenMD4(V, init_w=spec.pop("init_w", 1.0))
     num_steps = spec.pop("num_steps", None)
-    return MaskedDiffusion(V, get_schedule(name, **spec), num_steps=num_steps)
+    try:
+        schedule = get_schedule(name, **spec)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"bad diffusion settings {dict(schedule=name, **spec)} ({err}): "
+                        f"check the config's diffusion section") from None
+    return MaskedDiffusion(V, schedule, num_steps=num_steps)
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -50,11 +56,12 @@ class DiffusionModule(L.LightningModule):
         val_num_t: Monte-Carlo draws of t per validation sequence.
         data_info: plain dict describing the data (modality, window, class names, units), stored
             in checkpoints for evaluation and sampling.
+        seed: seed of the masking noise (see :meth:`noise_generator`).
     Batches: ``tokens`` LongTensor[B, L], ``loss_mask`` BoolTensor[B, L], optional ``labels`` LongTensor[B].
     """
 
     def __init__(self, model_spec: dict, diffusion_spec: dict, optim: dict | None = None, ema_decay: float = 0.999,
-                 label_dropout: float = 0.1, val_num_t: int = 4, data_info: dict | None = None):
+                 label_dropout: float = 0.1, val_num_t: int = 4, data_info: dict | None = None, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(model_spec)
@@ -66,6 +73,7 @@ class DiffusionModule(L.LightningModule):
         self.num_classes = int(model_spec.get("num_classes", 0) or 0)
         self.label_dropout = label_dropout
         self.val_num_t = val_num_t
+        self.seed = int(seed)
         self._val = None
 
     @property
@@ -74,29 +82,39 @@ class DiffusionModule(L.LightningModule):
         return self.genmd4 if self.genmd4 is not None else self._process
 
     # ------------------------------------------------------------------ steps
-    def _labels(self, batch, train: bool):
+    def noise_generator(self, device) -> torch.Generator:
+        """The masking-noise generator of this training step: a pure function of (seed, step, rank), so a
+        resumed run draws exactly the noise an uninterrupted one would (and DDP ranks differ)."""
+        g = torch.Generator(device=device)
+        rank = self.global_rank if self._trainer is not None else 0
+        g.manual_seed((self.seed * 1_000_003 + self.global_step * 7_919 + rank * 104_729) % (2**63))
+        return g
+
+    def _labels(self, batch, train: bool, generator=None):
         labels = batch.get("labels")
         if labels is None or self.num_classes == 0:
             return None
         if train and self.label_dropout > 0:
-            drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+            drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.label_dropout
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return labels
 
     def training_step(self, batch, batch_idx):
         x, mask = batch["tokens"], batch["loss_mask"]
-        labels = self._labels(batch, train=True)
+        g = self.noise_generator(x.device)
+        labels = self._labels(batch, train=True, generator=g)
         if self.genmd4 is not None:
-            loss, nelbo = self.genmd4.loss(self.model, x, mask, labels)
+            loss, nelbo = self.genmd4.loss(self.model, x, mask, labels, generator=g)
         else:
-            loss = nelbo = self.diffusion.loss(self.model, x, mask, labels)
+            loss = nelbo = self.diffusion.loss(self.model, x, mask, labels, generator=g)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/bits_per_token", nelbo.detach() / math.log(2), prog_bar=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"] if self._trainer else 0.0)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        if self.ema is not None:
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:  # here, not in on_train_batch_end: checkpoints of this step include it
             if next(iter(self.ema.shadow.values())).device != self.device:
                 self.ema.to(self.device)
             self.ema.update(self.model)
@@ -153,23 +171,10 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
-        # the masking noise stream, so that a resumed run continues exactly
-        checkpoint["rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint):
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
-        self._resume_rng = checkpoint.get("rng")
-
-    def on_train_start(self):
-        rng = getattr(self, "_resume_rng", None)
-        if rng is not None:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            self._resume_rng = None
 
     def export_payload(self, metrics: dict | None = None) -> dict:
         """The ``model.pt`` payload: model spec, diffusion spec, EMA weights, data info, metrics."""
