@@ -58,12 +58,17 @@ class Mamba(nn.Module):
         x = self.conv(x)
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # bias goes in as delta_bias
-        A = -torch.exp(self.A_log.float())
-        return selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
-                              delta_bias=self.dt_proj.bias.float(), delta_softplus=True, kernels=self.kernels)
+        A = -torch.exp(_fp32_or_wider(self.A_log))
+        return selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), _fp32_or_wider(self.D), z=z,
+                              delta_bias=_fp32_or_wider(self.dt_proj.bias), delta_softplus=True, kernels=self.kernels)
 
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         """Causal depthwise convolution then SiLU: [B, d_inner, L] -> [B, d_inner, L]."""
         if causal_conv1d_fn is not None and use_cuda_kernels(x, self.kernels):
             return causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         return F.silu(self.conv1d(x)[..., : x.shape[-1]])
+
+
+def _fp32_or_wider(p: torch.Tensor) -> torch.Tensor:
+    """SSM parameters in float32 (as mamba-ssm does under half precision), float64 kept as is."""
+    return p if p.dtype == torch.float64 else p.float()
