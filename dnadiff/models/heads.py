@@ -37,11 +37,12 @@ class SequenceClassifier(nn.Module):
     """Backbone features -> pooled -> linear score: forward(tokens [B, L], valid [B, L]) -> logits [B, C].
 
     For a Caduceus-PS backbone ([B, L, 2d] features) the score reads both strands (forward half, and the
-    channel-flipped RC half pooled in RC order) and averages: exactly RC-invariant. With ``conjoin``
-    (default for any other backbone: False) it averages the scores of x and of the RC of its valid part.
+    channel-flipped RC half pooled in RC order) and averages: exactly RC-invariant. Any other backbone
+    is conjoined, averaging the scores of x and of the RC of its valid part: ``conjoin`` True always,
+    False never, None (default) post hoc, i.e. in eval mode only (Caduceus-Ph's recipe).
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, pooling: str = "mean", conjoin: bool = False):
+    def __init__(self, backbone: nn.Module, num_classes: int, pooling: str = "mean", conjoin: bool | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise UserError(f"unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
@@ -60,7 +61,8 @@ class SequenceClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """tokens: LongTensor[B, L] (dnadiff ids, PAD outside ``valid``); valid: BoolTensor[B, L] -> [B, C]."""
         logits = self.strand_logits(self.backbone.features(tokens), valid)
-        if self.conjoin and not self.rcps:
+        conjoin = (not self.training) if self.conjoin is None else self.conjoin
+        if conjoin and not self.rcps:
             rc = self.strand_logits(self.backbone.features(reverse_complement_valid(tokens, valid)), valid)
             logits = (logits + rc) / 2
         return logits
