@@ -13,7 +13,7 @@ a loop over the T offsets runs all chunks at once (local scans from a zero state
 product of decays), then a loop over the K chunks adds each chunk's incoming state times that
 product. Only products of decays in (0, 1] appear, so no exponent can overflow, whatever the decay.
 Gradients come from the adjoint recurrence (a reverse scan with the same decays), recomputing the
-states instead of storing them, tile by tile over channels so the working set stays in cache.
+states instead of storing them, tile by tile over channels so the working memory stays bounded.
 """
 from __future__ import annotations
 
