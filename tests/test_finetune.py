@@ -172,3 +172,23 @@ def test_bad_coordinates_outside_reference(capsys, tmp_path, shared_data):
 
 def test_bad_no_backbone_choice(capsys, tmp_path, shared_data):
     _fails(capsys, tmp_path, ["--task", "human_enhancers_cohn", "--data", _tsv(shared_data)], "--from-scratch")
+
+
+def test_results_written_atomically_and_nothing_on_error(tmp_path):
+    from dnadiff.finetune.report import write_results
+
+    summary = {m: {"mean": 0.5, "std": float("nan"), "min": 0.5, "max": 0.5} for m in METRICS}
+    fold = {"fold": 0, "best_epoch": 0, **{m: 0.5 for m in METRICS}, "n": 4,
+            "val": {m: 0.5 for m in METRICS}, "test": None}
+    results = {"task": "t", "num_classes": 2, "class_names": ["a", "b"], "protocol": "cv", "num_train": 4,
+               "num_test": 0, "summary_scope": "held-out folds", "folds": [fold], "summary": summary,
+               "baselines": {"kmer_logreg": {"summary": summary}}, "model": {"init": "from scratch", "description": "m"}}
+    json_path, md_path = write_results(tmp_path / "a", results)
+    loaded = json.loads(json_path.read_text())
+    assert loaded["summary"]["accuracy"]["std"] is None  # NaN -> null, valid JSON
+    assert "| 0 | 0 | 0.500 |" in md_path.read_text() and "n/a" in md_path.read_text()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["results.json", "results.md"]
+    results["summary"]["accuracy"]["mean"] = object()  # not serialisable: fails before anything is written
+    with pytest.raises(TypeError):
+        write_results(tmp_path / "b", results)
+    assert not (tmp_path / "b").exists()

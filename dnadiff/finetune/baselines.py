@@ -110,11 +110,17 @@ def _cnn_probs(model: GBCNN, tokens: torch.Tensor, batch_size: int = 512) -> np.
     return torch.cat(out).numpy()
 
 
+#: shortest input the three conv(8) + max-pool(2) blocks accept is 57; shorter inputs are padded.
+CNN_MIN_LENGTH = 64
+
+
 class CNNBaseline:
-    """Train the GB CNN on one fold: ``fit(train, val)`` keeps the best-validation-accuracy epoch."""
+    """Train the GB CNN on one fold: ``fit(train, val)`` keeps the best-validation-accuracy epoch.
+
+    Sequences are padded (PAD) or cut to ``max(input_len, CNN_MIN_LENGTH)``."""
 
     def __init__(self, num_classes: int, input_len: int, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, seed: int = 0):
-        self.num_classes, self.input_len = num_classes, input_len
+        self.num_classes, self.input_len = num_classes, max(input_len, CNN_MIN_LENGTH)
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, lr, seed
 
     def fit(self, seqs: list[str], labels: np.ndarray, val_seqs: list[str], val_labels: np.ndarray) -> "CNNBaseline":
