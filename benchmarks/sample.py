@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="benchmark this model.pt instead of a random backbone")
     parser.add_argument("--backbone", choices=("transformer", "caduceus"), default="transformer")
-    parser.add_argument("--num", type=int, default=8, help="sequences per configuration")
+    parser.add_argument("--num", type=int, default=4, help="sequences per configuration")
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 1024])
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
