@@ -171,3 +171,23 @@ def test_cli_process_exit_code_and_no_traceback(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "nope.fa" in proc.stderr
+
+
+@pytest.mark.slow
+def test_conditional_pretraining_on_dhs_then_guided_sampling(shared_data, tmp_path, capsys):
+    dhs = shared_data / "dna_diffusion" / "K562_hESCT0_HepG2_GM12878_12k_sequences_per_group.txt.gz"
+    out = tmp_path / "dhs"
+    code = main(["pretrain", "--no-progress", "--dhs", str(dhs), "--out", str(out), "--max-steps", "4",
+                 "model.d_model=16", "model.n_layer=1", "data.batch_size=8", "data.max_sequences=64",
+                 "train.val_every=4"])
+    assert code == 0
+    payload = load_checkpoint(out / "model.pt")
+    assert payload["data"]["class_names"] == ["GM12878", "hESCT0", "K562", "HepG2"]
+    assert payload["model"]["num_classes"] == 4 and "label_embed.weight" in payload["state_dict"]
+    fasta = tmp_path / "k562.fa"
+    code = main(["sample", "--checkpoint", str(out / "model.pt"), "--num", "3", "--length", "200", "--steps", "20",
+                 "--class", "K562", "--guidance", "2", "--out", str(fasta)])
+    assert code == 0
+    records = fasta.read_text().split(">")[1:]
+    seqs = ["".join(r.splitlines()[1:]) for r in records]
+    assert len(seqs) == 3 and all(len(s) == 200 and set(s) <= set("ACGT") for s in seqs)

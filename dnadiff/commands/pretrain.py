@@ -19,10 +19,11 @@ from dnadiff.errors import UserError
 def add_arguments(p) -> None:
     src = p.add_argument_group("data source (exactly one)")
     src.add_argument("--genome", help="genome FASTA, plain or bgzip (a .fai is built if missing)")
+    src.add_argument("--dhs", help="class-labelled DHS sequences (DNA-Diffusion format) for conditional pretraining")
     src.add_argument("--text", help="a UTF-8 text file (character or byte level, see data.text_level)")
     src.add_argument("--images", help="'digits' (scikit-learn's bundled 8x8 digits) or a CIFAR-10 python batches folder")
     p.add_argument("--config", help="YAML config path or a name in configs/pretrain/ "
-                                    "(default: 470k for DNA, text8_tiny for text, digits_tiny for images)")
+                                    "(default: 470k for DNA, dhs_conditional for --dhs, text8_tiny for text, digits_tiny for images)")
     p.add_argument("--bed", help="BED of usable intervals: chrom start end [split]")
     p.add_argument("--val-contigs", help="comma-separated held-out validation contigs")
     p.add_argument("--test-contigs", help="comma-separated held-out test contigs")
@@ -58,10 +59,11 @@ def config_from_args(args) -> dict:
     if args.resume and "=" in args.resume and not Path(args.resume).exists():  # `--resume key=value ...`
         args.overrides = [args.resume, *(args.overrides or [])]
         args.resume = "last"
-    default = "text8_tiny" if args.text else "digits_tiny" if args.images else "470k"
+    default = ("text8_tiny" if args.text else "digits_tiny" if args.images else
+               "dhs_conditional" if args.dhs else "470k")
     cfg = load_config(args.config or default, args.overrides or [])
     data = cfg["data"]
-    for key in ("genome", "text", "images", "bed"):
+    for key in ("genome", "dhs", "text", "images", "bed"):
         if getattr(args, key, None):
             data[key] = getattr(args, key)
     if args.val_contigs:
@@ -182,9 +184,25 @@ def run(args) -> int:
     if trainer.is_global_zero:
         save_checkpoint(out / "model.pt", module.export_payload(summary))
         atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+        if data_info["modality"] != "dna":
+            write_samples(module, data_info, out)
         bits = summary.get("val/bits_per_token", math.nan)
         print(f"pretrain done: {summary['steps']} steps in {summary['seconds']} s, "
               f"{summary['parameters']:,} parameters, val {bits:.4f} {data_info['unit']} "
               f"(perplexity {math.exp(bits * math.log(2)):.3f}), "
               f"{summary.get('train/tokens_per_s', math.nan):,.0f} tokens/s -> {out / 'model.pt'}")
     return 0
+
+
+def write_samples(module, data_info: dict, out: Path, num: int = 16) -> Path:
+    """A few samples of a text or pixel model (EMA weights): OUT/samples.txt or OUT/samples.png."""
+    from dnadiff.training.modalities import save_samples
+
+    model = module.model.cpu().eval()
+    if module.ema is not None:
+        module.ema.to("cpu").copy_to(model)
+    window = int(data_info["window"])
+    tokens = module.diffusion.sample(model, num=num, length=window, steps=min(window, 256), sampler="cached")
+    path = save_samples(data_info, tokens, out / "samples")
+    print(f"samples -> {path}")
+    return path

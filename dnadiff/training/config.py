@@ -18,7 +18,7 @@ DEFAULTS: dict = {
     "diffusion": {"schedule": "loglinear"},
     "data": {"window": 1024, "batch_size": 16, "num_workers": 0, "max_n_frac": 0.1, "rc_aug": True,
              "holdout_frac": 0.05, "max_eval_windows": 64, "val_contigs": [], "test_contigs": [], "bed": None,
-             "genome": None, "decompress": False, "text": None, "text_level": "char", "images": None, "pixel_order": "interleaved",
+             "genome": None, "decompress": False, "dhs": None, "max_sequences": None, "text": None, "text_level": "char", "images": None, "pixel_order": "interleaved",
              "val_fraction": 0.05, "test_fraction": 0.05},
     "optim": {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 100, "min_lr_ratio": 0.1,
               "grad_clip": 1.0, "total_steps": None},

@@ -1,7 +1,8 @@
 """One entry point from a config's ``data`` section to a Lightning DataModule and its ``data_info``.
 
 DNA comes from a genome FASTA (:class:`dnadiff.data.genome_datamodule.GenomeDataModule`); text
-and pixels from :mod:`dnadiff.training.modalities`. ``data_info`` is a plain dict stored in
+and pixels from :mod:`dnadiff.training.modalities`; class-labelled DHS sequences (cell types) from
+:mod:`dnadiff.data.dhs` for conditional pretraining. ``data_info`` is a plain dict stored in
 checkpoints, enough to rebuild the same splits for evaluation.
 """
 from __future__ import annotations
@@ -47,15 +48,30 @@ def build_dna(data: dict, genome: str | Path, seed: int = 0, variant: str = "ph"
     return dm, info
 
 
+def build_dhs(data: dict, seed: int = 0):
+    """Class-labelled DHS sequences (cell types) for conditional pretraining: DHSDataModule and data_info."""
+    from dnadiff.data.dhs import CLASS_NAMES, DHSDataModule
+
+    path = Path(data["dhs"])
+    if not path.is_file():
+        raise UserError(f"DHS file {path} does not exist: check the --dhs path")
+    dm = DHSDataModule(path, batch_size=int(data["batch_size"]), limit=data.get("max_sequences"), seed=seed)
+    info = {"modality": "dna", "dhs": str(path), "window": 200, "vocab_size": tok.NUM_BASES,
+            "embed_size": tok.EMBED_SIZE, "unit": "bits/nt", "uniform_bits": 2.0, "class_names": list(CLASS_NAMES)}
+    return dm, info
+
+
 def build_data(cfg: dict, seed: int = 0):
     """(datamodule, data_info) from a full config; ``cfg["data"]`` names exactly one source:
     ``genome``, ``text`` or ``images``."""
     from dnadiff.training import modalities
 
     data = cfg["data"]
-    sources = [k for k in ("genome", "text", "images") if data.get(k)]
+    sources = [k for k in ("genome", "dhs", "text", "images") if data.get(k)]
     if len(sources) != 1:
-        raise UserError("give exactly one data source: --genome FASTA, --text FILE or --images DIR|digits")
+        raise UserError("give exactly one data source: --genome FASTA, --dhs FILE, --text FILE or --images DIR|digits")
     if sources[0] == "genome":
         return build_dna(data, data["genome"], seed, cfg["model"].get("variant", "ph"))
+    if sources[0] == "dhs":
+        return build_dhs(data, seed)
     return modalities.build_datamodule(data)
