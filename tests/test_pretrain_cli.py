@@ -36,6 +36,7 @@ def test_pretrain_then_evaluate_on_hg38(shared_data, tmp_path, capsys):
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "logs" / "metrics.csv").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and 0 < summary["val/bits_per_token"] < 3
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 6  # saved at the end too
     model, process, _ = load_model(out / "model.pt")
     assert process.vocab_size == 4 and not model.training
     code = main(["evaluate", "--checkpoint", str(out / "model.pt"), "--genome", hg38(shared_data), "--json",

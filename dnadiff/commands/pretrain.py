@@ -178,6 +178,7 @@ def run(args) -> int:
         atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the end state, whatever ckpt_every was
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     summary = {"steps": int(trainer.global_step), "seconds": round(time.time() - start, 1),
                "parameters": sum(p.numel() for p in module.model.parameters()), **metrics}
