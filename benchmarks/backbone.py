@@ -1,9 +1,11 @@
 """Backbone speed: the 470k Caduceus (d_model 118, 4 layers), forward + backward on 8 x 1024 tokens.
 
-Prints ONE JSON line. Figures per variant (Ph and PS): seconds for one training step's forward +
-backward, training tokens/s, inference (no-grad forward) tokens/s, and the speed-up over the same
-model running mamba-ssm's sequential reference recurrence (``selective_scan_ref``), measured in the
-same run at a shorter length and extrapolated linearly in length (its cost is linear in L).
+Prints ONE JSON line. Figures per variant (Ph and PS) and CPU scan (``pure``: the chunked PyTorch
+scan; ``cpp``: the fused C++ scan of ``dnadiff.models.cpu_scan``, when it builds): seconds for one
+training step's forward + backward, training tokens/s, inference (no-grad forward) tokens/s, and the
+speed-up over the same model running mamba-ssm's sequential reference recurrence
+(``selective_scan_ref``), measured in the same run at a shorter length and extrapolated linearly in
+length (its cost is linear in L). Thread count: torch's default, or set OMP_NUM_THREADS.
 On a CUDA machine it also times the pure path and the mamba-ssm path (when installed) on the GPU.
 Timings on a shared machine are distorted by other processes: the load average is reported.
 
@@ -18,7 +20,7 @@ import time
 
 import torch
 
-from dnadiff.models import build_model, scan
+from dnadiff.models import build_model, cpu_scan, scan
 from dnadiff.models.sizes import caduceus_spec
 
 
@@ -80,13 +82,17 @@ def main():
     parser.add_argument("--variants", default="ph,ps")
     args = parser.parse_args()
     result = {"benchmark": "backbone", "model": "caduceus-470k", "batch": args.batch, "length": args.length,
-              "torch_threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+              "torch_threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
+              "cpu_kernel_available": cpu_scan.available()}
     for variant in args.variants.split(","):
-        figures, model = bench_variant(variant, "cpu", "pure", args)
+        pure, model = bench_variant(variant, "cpu", "pure", args)
         ref = bench_reference(model, "cpu", args)
-        figures.update({"ref_fwd_bwd_s_extrapolated": round(ref, 1), "ref_measured_at_length": args.ref_length,
-                        "speedup_vs_sequential_ref": round(ref / figures["fwd_bwd_s"], 1)})
-        result[f"cpu_{variant}"] = figures
+        result[f"cpu_{variant}_ref"] = {"fwd_bwd_s_extrapolated": round(ref, 1), "measured_at_length": args.ref_length}
+        result[f"cpu_{variant}_pure"] = dict(pure, speedup_vs_sequential_ref=round(ref / pure["fwd_bwd_s"], 1))
+        if result["cpu_kernel_available"]:
+            cpp = bench_variant(variant, "cpu", "auto", args)[0]
+            result[f"cpu_{variant}_cpp"] = dict(cpp, speedup_vs_sequential_ref=round(ref / cpp["fwd_bwd_s"], 1),
+                                                speedup_vs_pure=round(pure["fwd_bwd_s"] / cpp["fwd_bwd_s"], 2))
         if torch.cuda.is_available():
             for kernels in ("pure", "cuda") if scan._mamba_scan is not None else ("pure",):
                 result[f"cuda_{variant}_{kernels}"] = bench_variant(variant, "cuda", kernels, args)[0]

@@ -1,4 +1,4 @@
-"""Mamba's selective scan: a sequential reference, a chunked pure-PyTorch scan, and dispatch to mamba-ssm.
+"""Mamba's selective scan: a sequential reference, a chunked pure-PyTorch scan, and dispatch to fused kernels.
 
 The recurrence (per batch b, channel d, state n; mamba-ssm's ``selective_scan_ref``)::
 
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dnadiff.errors import UserError
+from dnadiff.models import cpu_scan
 
 try:  # fused CUDA kernels, used only for CUDA tensors
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_scan
@@ -180,11 +181,21 @@ def use_cuda_kernels(x: torch.Tensor, kernels: str) -> bool:
     return kernels != "pure" and _mamba_scan is not None and x.is_cuda
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, kernels="auto"):
-    """Selective scan through mamba-ssm's fused kernel on CUDA when available, else the chunked scan.
+def use_cpu_kernel(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, kernels: str) -> bool:
+    """True when the fused C++ CPU scan (:mod:`dnadiff.models.cpu_scan`) should run: kernels="auto",
+    CPU float32/float64 tensors, and the extension builds (compiled on the first call)."""
+    return kernels == "auto" and u.device.type == "cpu" and cpu_scan.supports(u, delta, A)
 
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, kernels="auto"):
+    """Selective scan through a fused kernel when one applies, else the chunked pure-PyTorch scan.
+
+    CUDA tensors: mamba-ssm's kernel when installed (unless kernels="pure"). CPU tensors with
+    kernels="auto": the fused C++ scan of :mod:`dnadiff.models.cpu_scan` when it builds.
     Same arguments as :func:`selective_scan_ref`; ``kernels`` in {"auto", "pure", "cuda"}. Returns [B, D, L].
     """
     if use_cuda_kernels(u, kernels):
         return _mamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if use_cpu_kernel(u, delta, A, kernels):
+        return cpu_scan.selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
