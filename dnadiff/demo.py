@@ -2,8 +2,9 @@
 
 1. pretrain the demo-size Caduceus with masked diffusion on the 2.3 Mb piece of hg38 (data/hg38/);
 2. evaluate held-out bits/nt and perplexity beside an order-k Markov baseline on the same positions;
-3. fine-tune it on human_enhancers_cohn with 5-fold cross-validation beside the k-mer and CNN baselines;
-4. generate a few synthetic sequences and compare them with real held-out DNA.
+3. generate a few synthetic sequences and compare them with real held-out DNA;
+4. fine-tune it on human_enhancers_cohn with 5-fold cross-validation and print the fold table beside the
+   k-mer and CNN baselines.
 
 Outputs go to ``demo_out/`` (``demo_out/model.pt`` is the checkpoint the notebook and the
 fine-tuning pick up). Environment: DEMO_STEPS (pretraining steps, default from configs/pretrain/demo.yaml),
@@ -35,19 +36,20 @@ def step(title: str, argv: list[str]) -> None:
 def main() -> None:
     out = Path(os.environ.get("DEMO_OUT", ROOT / "demo_out"))
     steps = os.environ.get("DEMO_STEPS")
-    pre = ["pretrain", "--genome", str(GENOME), "--config", "demo", "--out", str(out), "--no-progress"]
+    pre = ["pretrain", "--genome", str(GENOME), "--config", "demo", "--out", str(out)]
     step("1. pretrain Caduceus-Ph (demo size) with masked diffusion on hg38 chr2:1-2,333,275",
          pre + (["--max-steps", steps] if steps else []))
     step("2. held-out perplexity vs an order-k Markov baseline (same positions)",
          ["evaluate", "--checkpoint", str(out / "model.pt"), "--genome", str(GENOME), "--split", "test",
           "--max-windows", "64", "--num-t", "4"])
-    step("3. fine-tune on human_enhancers_cohn, 5-fold CV, beside k-mer and CNN baselines",
+    step("3. generate synthetic DNA and compare it with real held-out sequence",
+         ["sample", "--checkpoint", str(out / "model.pt"), "--num", "8", "--length", "512", "--steps", "64",
+          "--out", str(out / "samples.fa"), "--report", "--real", str(GENOME)])
+    step("4. fine-tune on human_enhancers_cohn, 5-fold CV, beside k-mer and CNN baselines",
          ["finetune", "--task", "human_enhancers", "--data", str(ENHANCERS), "--checkpoint", str(out / "model.pt"),
           "--folds", "5", "--max-epochs", "2", "--max-examples", os.environ.get("DEMO_FT_EXAMPLES", "1500"),
           "--out", str(out / "finetune")])
-    step("4. generate synthetic DNA and compare with real held-out sequence",
-         ["sample", "--checkpoint", str(out / "model.pt"), "--num", "16", "--length", "512", "--steps", "128",
-          "--out", str(out / "samples.fa"), "--report", "--real", str(GENOME)])
+    print((out / "finetune" / "results.md").read_text())
     print(f"\ndemo finished: outputs in {out}")
 
 
