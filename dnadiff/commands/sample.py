@@ -110,6 +110,19 @@ def _read_fasta(path: Path) -> list[str]:
     return seqs
 
 
+MAX_REFERENCE_PIECES = 256
+
+
+def comparable_pieces(real: list[str], length: int, limit: int = MAX_REFERENCE_PIECES) -> list[str]:
+    """Real sequences cut to the generated length (a whole chromosome becomes windows), at most
+    ``limit`` evenly spaced pieces, so the report compares like with like in bounded time."""
+    pieces = [s[i:i + length] for s in real for i in range(0, max(1, len(s) - length + 1), length)]
+    if len(pieces) > limit:
+        step = len(pieces) / limit
+        pieces = [pieces[int(k * step)] for k in range(limit)]
+    return pieces
+
+
 def build_report(generator, seqs: list[str], class_name: str | None, reference: Reference | None,
                  train: list[str] | None) -> dict:
     """Quality figures of the generated ``seqs`` (see :func:`dnadiff.eval.sequence_metrics.report`)."""
@@ -121,6 +134,7 @@ def build_report(generator, seqs: list[str], class_name: str | None, reference: 
         return {"num_generated": len(seqs), "gc_mean_generated": float(np.nanmean(gc_fractions(seqs))),
                 "bits_per_base_generated": float(bits.mean())}
     train = train if train is not None else reference.train
+    held_out = comparable_pieces(reference.held_out, max(len(s) for s in seqs))
     classifier = requested = None
     if class_name is not None and class_name in set(reference.label_names):
         names = sorted(set(reference.label_names))
@@ -129,7 +143,7 @@ def build_report(generator, seqs: list[str], class_name: str | None, reference: 
         classifier = KmerClassifier().fit([reference.labelled[i] for i in keep],
                                           [names.index(reference.label_names[i]) for i in keep])
         requested = [names.index(class_name)] * len(seqs)
-    return report(seqs, reference.held_out, train=train, classifier=classifier, requested=requested, bits_per_base=score)
+    return report(seqs, held_out, train=train, classifier=classifier, requested=requested, bits_per_base=score)
 
 
 def _print_report(metrics: dict) -> None:
