@@ -8,7 +8,7 @@
 
 Outputs go to ``demo_out/`` (``demo_out/model.pt`` is the checkpoint the notebook and the
 fine-tuning pick up). Environment: DEMO_STEPS (pretraining steps, default from configs/pretrain/demo.yaml),
-DEMO_FT_EXAMPLES (fine-tuning subsample, default 1500).
+DEMO_FT_EXAMPLES (fine-tuning subsample, default 600).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def main() -> None:
           "--out", str(out / "samples.fa"), "--report", "--real", str(GENOME)])
     step("4. fine-tune on human_enhancers_cohn, 5-fold CV, beside k-mer and CNN baselines",
          ["finetune", "--task", "human_enhancers", "--data", str(ENHANCERS), "--checkpoint", str(out / "model.pt"),
-          "--folds", "5", "--max-epochs", "2", "--max-examples", os.environ.get("DEMO_FT_EXAMPLES", "1500"),
+          "--folds", "5", "--max-epochs", "2", "--max-examples", os.environ.get("DEMO_FT_EXAMPLES", "600"),
           "--out", str(out / "finetune")])
     print((out / "finetune" / "results.md").read_text())
     print(f"\ndemo finished: outputs in {out}")
