@@ -43,18 +43,29 @@ class EMA:
             if n in self.shadow:
                 p.copy_(self.shadow[n])
 
+    def store(self, model: nn.Module) -> None:
+        """Keep a copy of the model's current (raw) parameters, to be put back by :meth:`restore`."""
+        self._backup = {n: p.detach().clone() for n, p in model.named_parameters() if n in self.shadow}
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module) -> None:
+        """Put back the parameters saved by :meth:`store` (no-op if nothing is stored)."""
+        if self._backup is None:
+            return
+        for n, p in model.named_parameters():
+            if n in self._backup:
+                p.copy_(self._backup[n])
+        self._backup = None
+
     @contextlib.contextmanager
     def average_parameters(self, model: nn.Module):
         """Temporarily swap the averaged weights into ``model`` (restored on exit)."""
-        backup = {n: p.detach().clone() for n, p in model.named_parameters() if n in self.shadow}
+        self.store(model)
         self.copy_to(model)
         try:
             yield model
         finally:
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in backup:
-                        p.copy_(backup[n])
+            self.restore(model)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}

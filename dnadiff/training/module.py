@@ -142,16 +142,12 @@ class DiffusionModule(L.LightningModule):
 
     def _swap_in_ema(self):
         if self.ema is not None:
-            self._backup = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.ema.shadow}
-            self.ema.to(self.device).copy_to(self.model)
+            self.ema.to(self.device).store(self.model)
+            self.ema.copy_to(self.model)
 
     def _swap_out_ema(self):
-        if self.ema is not None and getattr(self, "_backup", None) is not None:
-            with torch.no_grad():
-                for n, p in self.model.named_parameters():
-                    if n in self._backup:
-                        p.copy_(self._backup[n])
-            self._backup = None
+        if self.ema is not None:
+            self.ema.restore(self.model)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
