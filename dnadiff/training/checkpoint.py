@@ -75,6 +75,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location or "cpu")
 
 
+def model_payload(model_spec: dict, diffusion_spec: dict, state_dict: dict, data_info: dict | None = None,
+                  metrics: dict | None = None, genmd4: dict | None = None) -> dict:
+    """The ``model.pt`` payload (plain types and tensors only)."""
+    return {"format": MODEL_FORMAT, "model": dict(model_spec), "diffusion": dict(diffusion_spec),
+            "state_dict": state_dict, "data": dict(data_info or {}), "metrics": dict(metrics or {}),
+            "genmd4": dict(genmd4 or {})}
+
+
 def model_payload_from_lightning(ckpt: dict) -> dict:
     """The ``model.pt`` payload stored inside a Lightning checkpoint of a DiffusionModule."""
     hp = ckpt.get("hyper_parameters") or {}
@@ -84,9 +92,8 @@ def model_payload_from_lightning(ckpt: dict) -> dict:
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     if ema is not None:
         state.update({k: v for k, v in ema["shadow"].items()})
-    return {"format": MODEL_FORMAT, "model": hp["model_spec"], "diffusion": hp["diffusion_spec"],
-            "state_dict": state, "data": hp.get("data_info", {}), "metrics": {},
-            "genmd4": {k[len("genmd4."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("genmd4.")}}
+    genmd4 = {k[len("genmd4."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("genmd4.")}
+    return model_payload(hp["model_spec"], hp["diffusion_spec"], state, hp.get("data_info"), genmd4=genmd4)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):

@@ -174,12 +174,11 @@ class DiffusionModule(L.LightningModule):
 
     def export_payload(self, metrics: dict | None = None) -> dict:
         """The ``model.pt`` payload: model spec, diffusion spec, EMA weights, data info, metrics."""
-        from dnadiff.training.checkpoint import MODEL_FORMAT
+        from dnadiff.training.checkpoint import model_payload
 
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             state.update({k: v.detach().cpu().clone() for k, v in self.ema.shadow.items()})
-        return {"format": MODEL_FORMAT, "model": dict(self.hparams.model_spec),
-                "diffusion": dict(self.hparams.diffusion_spec), "state_dict": state,
-                "data": dict(self.hparams.data_info or {}), "metrics": dict(metrics or {}),
-                "genmd4": {} if self.genmd4 is None else {k: v.cpu() for k, v in self.genmd4.state_dict().items()}}
+        genmd4 = None if self.genmd4 is None else {k: v.cpu() for k, v in self.genmd4.state_dict().items()}
+        return model_payload(self.hparams.model_spec, self.hparams.diffusion_spec, state, self.hparams.data_info,
+                             metrics, genmd4)
