@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import struct
 import zlib
 
@@ -126,3 +127,50 @@ def test_rgb_png_is_readable_by_matplotlib(tmp_path):
     matplotlib_image = pytest.importorskip("matplotlib.image")
     decoded = matplotlib_image.imread(tmp_path / "rgb.png")  # floats in [0, 1]
     assert np.array_equal(np.rint(decoded * 255).astype(np.uint8), image)
+
+
+class _CreatesFile:
+    """Unpickling this runs ``open(path, "w")``: a stand-in for any code a crafted batch could run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batch_with_code_is_refused_and_runs_nothing(tmp_path, protocol):
+    victim = tmp_path / "pwned"
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    payload = {b"labels": [1], b"data": np.zeros((1, 3072), np.uint8), b"x": _CreatesFile(victim)}
+    (folder / "test_batch").write_bytes(pickle.dumps(payload, protocol=protocol))
+    pickle.loads((folder / "test_batch").read_bytes())  # the payload is live: plain pickle creates the file
+    assert victim.exists()
+    victim.unlink()
+    with pytest.raises(UserError) as err:
+        read_cifar10_batch(folder / "test_batch")
+    assert not victim.exists()
+    message = str(err.value)
+    assert "\n" not in message and re.search(r"refers to \w+\.open, ", message) and "CIFAR-10" in message
+
+
+def test_cifar_batch_with_object_array_is_refused(tmp_path):
+    data = np.empty((1, 3072), dtype=object)
+    data[:] = 0
+    with open(tmp_path / "test_batch", "wb") as handle:
+        pickle.dump({b"labels": [1], b"data": data}, handle, protocol=2)
+    with pytest.raises(UserError, match="not a CIFAR-10 python batch"):
+        read_cifar10_batch(tmp_path / "test_batch")
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batch_reads_under_every_pickle_protocol(tmp_path, protocol):
+    data = np.arange(2 * 3072, dtype=np.int64).reshape(2, 3072).astype(np.uint8)
+    with open(tmp_path / "data_batch_1", "wb") as handle:
+        pickle.dump({b"batch_label": b"x", b"labels": [4, 9], b"data": data,
+                     b"filenames": [b"a.png", b"b.png"]}, handle, protocol=protocol)
+    images, labels = read_cifar10_batch(tmp_path / "data_batch_1")
+    assert labels.tolist() == [4, 9]
+    assert images[1, 0, 0, 0] == data[1, 0] and images[1, 0, 0, 1] == data[1, 1024] and images[0, 31, 31, 2] == data[0, 3071]

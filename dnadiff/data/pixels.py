@@ -19,6 +19,7 @@ and embedding tables need V + 1 rows. Bits per token are bits per dimension.
 """
 from __future__ import annotations
 
+import codecs
 import math
 import pickle
 import struct
@@ -41,19 +42,73 @@ DIGITS_LEVELS = 17
 ORDERS = ("interleaved", "planar")
 
 
+def _checked_dtype(*args):
+    """``numpy.dtype`` for the unpickler, refusing object dtypes (they would unpickle arbitrary objects)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("an array of Python objects")
+    return dtype
+
+
+def _numpy_helpers() -> dict:
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct, scalar
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct, scalar
+        from numpy.core.numeric import _frombuffer
+    helpers = {"multiarray._reconstruct": _reconstruct, "multiarray.scalar": scalar, "numeric._frombuffer": _frombuffer}
+    out = {}
+    for core in ("numpy.core", "numpy._core"):  # files pickled under numpy 1.x or 2.x
+        for dotted, fn in helpers.items():
+            module, name = dotted.split(".")
+            out[(f"{core}.{module}", name)] = fn
+    return out
+
+
+#: the only globals a CIFAR-10 batch file refers to: numpy arrays and dtypes (with the reconstruct
+#: helpers of numpy 1.x, ``numpy.core``, and 2.x, ``numpy._core``) and ``_codecs.encode``, which
+#: protocol-2 pickles written by Python 3 use for bytes. Everything else is refused.
+_CIFAR_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _checked_dtype,
+                  ("_codecs", "encode"): codecs.encode, **_numpy_helpers()}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """A pickle reader that admits only what a CIFAR-10 batch holds (dicts, lists, str/bytes, ints,
+    numpy arrays and dtypes); any other global, such as ``os.system``, is refused before it is called."""
+
+    def find_class(self, module: str, name: str):
+        found = _CIFAR_GLOBALS.get((module, name))
+        if found is None:
+            raise _Refused(f"{module}.{name}")
+        return found
+
+
+class _Refused(Exception):
+    """A pickle global outside :data:`_CIFAR_GLOBALS`."""
+
+
 def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR-10 python batch file.
+    """Read one CIFAR-10 python batch file with a restricted unpickler (no code runs from the file).
 
     Returns:
         images: uint8[N, 32, 32, 3] (height, width, RGB), labels: int64[N].
+    Raises:
+        UserError: the file is not a CIFAR-10 batch, or it refers to anything but numpy arrays.
     """
     path = Path(path)
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise TypeError(f"a pickled {type(batch).__name__}, not a dict")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
+    except _Refused as err:
+        raise UserError(f"{path} refers to {err}, which a CIFAR-10 batch never holds: refusing to read it "
+                        f"(it could run code); use the files of 'CIFAR-10 python version'") from None
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError,
+            IndexError, MemoryError) as err:
         raise UserError(f"{path} is not a CIFAR-10 python batch file ({err}): download 'CIFAR-10 python version' and unpack it") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise UserError(f"{path}: data has shape {data.shape} for {len(labels)} labels, expected [N, 3072]: is it CIFAR-10?")
