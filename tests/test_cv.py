@@ -1,7 +1,6 @@
 """Fold splits of the two protocols and the warm-up + cosine schedule."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from sklearn.model_selection import StratifiedKFold
 from dnadiff.errors import UserError
 from dnadiff.finetune import protocol_splits, subsample
 from dnadiff.finetune.cv import caduceus_resplits, stratified_folds
-from dnadiff.finetune.trainer import warmup_cosine
 
 LABELS = np.array([0] * 23 + [1] * 17 + [2] * 10)
 
@@ -70,11 +68,3 @@ def test_subsample_is_stratified_and_deterministic():
     assert len(small) == 20 and np.bincount(small.labels).tolist() in ([9, 7, 4], [9, 7, 4])
     assert small.seqs == subsample(split, 20, seed=0).seqs
     assert subsample(split, 1000, seed=0) is split
-
-
-def test_warmup_cosine_schedule_values():
-    f = warmup_cosine(total_steps=200, warmup_fraction=0.05, min_ratio=0.1)  # 10 warm-up steps
-    assert f(0) == pytest.approx(0.1) and f(4) == pytest.approx(0.5) and f(9) == pytest.approx(1.0)
-    assert f(10) == pytest.approx(1.0)
-    assert f(105) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 95 / 190)))
-    assert f(200) == pytest.approx(0.1)

@@ -27,6 +27,7 @@ from dnadiff.data.tokenizer import EMBED_SIZE, encode_batch
 from dnadiff.errors import UserError
 from dnadiff.eval.classification import classification_metrics
 from dnadiff.models.heads import reverse_complement_valid
+from dnadiff.training.optim import build_optimizer, warmup_steps
 
 
 @dataclass
@@ -133,21 +134,6 @@ def build_classifier(backbone: nn.Module, num_classes: int, pooling: str) -> nn.
     return SequenceClassifier(backbone, num_classes=num_classes, pooling=pooling, conjoin=False)
 
 
-# ------------------------------------------------------------------ schedule
-def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float) -> Callable[[int], float]:
-    """lr multiplier at step s: linear 1/w ... 1 over w = max(1, warmup_fraction*total) steps, then
-    cosine from 1 down to ``min_ratio`` at ``total_steps``."""
-    warmup = max(1, int(round(warmup_fraction * total_steps)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 # ------------------------------------------------------------------ training
 def predict_proba(classifier: nn.Module, seqs: list[str], max_length: int, conjoin: bool,
                   batch_size: int = 256) -> np.ndarray:
@@ -183,10 +169,9 @@ def train_fold(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     classifier = make_classifier()
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps_per_epoch * config.epochs, config.warmup_fraction, config.min_lr_ratio))
+    total = math.ceil(len(train) / config.batch_size) * config.epochs
+    optimizer, schedule = build_optimizer(classifier, config.lr, config.weight_decay,
+                                          warmup_steps(total, config.warmup_fraction), total, config.min_lr_ratio)
     labels = torch.as_tensor(train.labels, dtype=torch.long)
     augment = conjoin = variant == "ph"
     best_acc, best_state, best_probs, best_epoch, history = -1.0, None, None, -1, []

@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover - depends on the machine
 class Mamba(nn.Module):
     """Selective state-space mixer: [B, L, d_model] -> [B, L, d_model]."""
 
+    #: excluded from weight decay (see dnadiff.training.optim); also marked on the parameters, as mamba-ssm does
+    no_weight_decay_params = ("A_log", "D")
+
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, kernels: str = "auto"):

@@ -14,6 +14,7 @@ import torch
 from dnadiff.diffusion import EMA, GenMD4, MaskedDiffusion, get_schedule
 from dnadiff.errors import UserError
 from dnadiff.models import build_model
+from dnadiff.training.optim import build_optimizer
 
 OPTIM_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 100,
                   "min_lr_ratio": 0.1, "max_steps": 1000}
@@ -34,14 +35,6 @@ def build_diffusion(spec: dict):
         raise UserError(f"bad diffusion settings {dict(schedule=name, **spec)} ({err}): "
                         f"check the config's diffusion section") from None
     return MaskedDiffusion(V, schedule, num_steps=num_steps)
-
-
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, cosine down to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class DiffusionModule(L.LightningModule):
@@ -152,15 +145,9 @@ class DiffusionModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         o = self.optim
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name or "embed" in name else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=o["lr"], betas=tuple(o["betas"]))
-        total = int(o["max_steps"])
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, int(o["warmup_steps"]), total, float(o["min_lr_ratio"])))
+        opt, sched = build_optimizer(self, lr=float(o["lr"]), weight_decay=float(o["weight_decay"]),
+                                     warmup=int(o["warmup_steps"]), total=int(o["max_steps"]),
+                                     min_lr_ratio=float(o["min_lr_ratio"]), betas=tuple(o["betas"]))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints
