@@ -3,16 +3,18 @@
 This package imports nothing from the rest of dnadiff: any ``nn.Module`` mapping
 (z_t LongTensor[B, L], t FloatTensor[B]) to logits FloatTensor[B, L, V] is a valid denoiser.
 """
+from .build import build_diffusion
+from .denoiser import call_denoiser
 from .ema import EMA
 from .genmd4 import GenMD4
 from .likelihood import LikelihoodReport, evaluate, summarize
-from .masked import MaskedDiffusion, call_denoiser
+from .masked import MaskedDiffusion
 from .sampling import sample, time_grid, top_p_filter
 from .schedules import (SCHEDULES, CosineSchedule, GeometricSchedule, LinearSchedule, LogLinearSchedule,
                         MaskingSchedule, PolynomialSchedule, get_schedule)
 
 __all__ = [
-    "EMA", "GenMD4", "LikelihoodReport", "evaluate", "summarize", "MaskedDiffusion", "call_denoiser", "sample",
+    "build_diffusion", "EMA", "GenMD4", "LikelihoodReport", "evaluate", "summarize", "MaskedDiffusion", "call_denoiser", "sample",
     "time_grid", "top_p_filter", "SCHEDULES", "MaskingSchedule", "LinearSchedule", "CosineSchedule",
     "PolynomialSchedule", "GeometricSchedule", "LogLinearSchedule", "get_schedule",
 ]

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .masked import call_denoiser
+from .denoiser import call_denoiser
 
 
 class GenMD4(nn.Module):

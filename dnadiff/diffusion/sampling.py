@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .masked import call_denoiser
+from .denoiser import call_denoiser
 
 
 def time_grid(steps: int, grid: str = "uniform") -> list[float]:

@@ -96,6 +96,16 @@ def model_payload_from_lightning(ckpt: dict) -> dict:
     return model_payload(hp["model_spec"], hp["diffusion_spec"], state, hp.get("data_info"), genmd4=genmd4)
 
 
+def build_process(spec: dict):
+    """:func:`dnadiff.diffusion.build_diffusion` with bad settings reported as a :class:`UserError`."""
+    from dnadiff.diffusion import build_diffusion
+
+    try:
+        return build_diffusion(spec)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Load a dnadiff ``model.pt`` (or a pretraining Lightning ``.ckpt``) into an eval-mode denoiser.
 
@@ -103,7 +113,6 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         (denoiser nn.Module, diffusion process (MaskedDiffusion or GenMD4), payload dict).
     """
     from dnadiff.models import build_model
-    from dnadiff.training.module import build_diffusion
 
     payload = load_checkpoint(path, map_location)
     if payload.get("format") != MODEL_FORMAT:
@@ -118,7 +127,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     except RuntimeError as err:
         raise UserError(f"weights in {path} do not fit the model it describes ({str(err).splitlines()[0][:160]})") from None
     model.eval()
-    process = build_diffusion(payload["diffusion"])
+    process = build_process(payload["diffusion"])
     if payload.get("genmd4") and isinstance(process, torch.nn.Module):
         process.load_state_dict(payload["genmd4"])
     return model, process, payload

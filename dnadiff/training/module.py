@@ -11,30 +11,13 @@ import math
 import lightning as L
 import torch
 
-from dnadiff.diffusion import EMA, GenMD4, MaskedDiffusion, get_schedule
-from dnadiff.errors import UserError
+from dnadiff.diffusion import EMA, GenMD4
 from dnadiff.models import build_model
+from dnadiff.training.checkpoint import build_process, model_payload
 from dnadiff.training.optim import build_optimizer
 
 OPTIM_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 100,
                   "min_lr_ratio": 0.1, "max_steps": 1000}
-
-
-def build_diffusion(spec: dict):
-    """Diffusion process from a plain spec: ``{"vocab_size": V, "schedule": name, **schedule_kwargs,
-    "num_steps": T | None}``; ``schedule: genmd4`` gives a learnable :class:`GenMD4` (``init_w``)."""
-    spec = dict(spec)
-    V = int(spec.pop("vocab_size"))
-    name = spec.pop("schedule", "linear")
-    if name == "genmd4":
-        return GenMD4(V, init_w=spec.pop("init_w", 1.0))
-    num_steps = spec.pop("num_steps", None)
-    try:
-        schedule = get_schedule(name, **spec)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"bad diffusion settings {dict(schedule=name, **spec)} ({err}): "
-                        f"check the config's diffusion section") from None
-    return MaskedDiffusion(V, schedule, num_steps=num_steps)
 
 
 class DiffusionModule(L.LightningModule):
@@ -42,7 +25,7 @@ class DiffusionModule(L.LightningModule):
 
     Args:
         model_spec: ``build_model`` spec of the denoiser.
-        diffusion_spec: ``build_diffusion`` spec.
+        diffusion_spec: ``dnadiff.diffusion.build_diffusion`` spec.
         optim: learning rate, weight decay, betas, warm-up / total steps, final lr ratio.
         ema_decay: EMA decay (0 disables the EMA).
         label_dropout: probability of replacing a label by the null label (classifier-free guidance).
@@ -58,7 +41,7 @@ class DiffusionModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(model_spec)
-        process = build_diffusion(diffusion_spec)
+        process = build_process(diffusion_spec)
         self.genmd4 = process if isinstance(process, GenMD4) else None  # learnable: a submodule
         self._process = None if self.genmd4 is not None else process
         self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
@@ -161,8 +144,6 @@ class DiffusionModule(L.LightningModule):
 
     def export_payload(self, metrics: dict | None = None) -> dict:
         """The ``model.pt`` payload: model spec, diffusion spec, EMA weights, data info, metrics."""
-        from dnadiff.training.checkpoint import model_payload
-
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             state.update({k: v.detach().cpu().clone() for k, v in self.ema.shadow.items()})
