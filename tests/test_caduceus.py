@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from dnadiff.data.tokenizer import COMPLEMENT, MASK, encode, reverse_complement
+from dnadiff.data.tokenizer import MASK, encode
+from dnadiff.rc import COMPLEMENT, reverse_complement
 from dnadiff.errors import UserError
 from dnadiff.models import CaduceusDenoiser, build_model
 from dnadiff.models.sizes import PRESETS, caduceus_spec, count_parameters

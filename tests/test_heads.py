@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dnadiff.data.tokenizer import PAD, encode_batch, reverse_complement
+from dnadiff.data.tokenizer import PAD, encode_batch
 from dnadiff.errors import UserError
 from dnadiff.models import CaduceusDenoiser
-from dnadiff.models.heads import SequenceClassifier, pool, reverse_complement_valid
+from dnadiff.models.heads import SequenceClassifier, pool
+from dnadiff.rc import reverse_complement, reverse_complement_valid
 
 
 def test_pooling_by_hand():

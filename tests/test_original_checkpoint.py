@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from dnadiff.data.tokenizer import CADUCEUS_IDS, COMPLEMENT, encode, to_caduceus_ids
+from dnadiff.data.tokenizer import CADUCEUS_IDS, encode, to_caduceus_ids
+from dnadiff.rc import COMPLEMENT
 from dnadiff.errors import UserError
 from dnadiff.models import denoiser_from_original, load_original_caduceus, original_state_dict
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dnadiff.errors import UserError
+from dnadiff.rc import reverse_complement_str
 
 #: the 9 tasks: the 8 of the Caduceus / MDLM tables plus drosophila_enhancers_stark.
 TASKS = (
@@ -43,7 +44,6 @@ ALIASES = {
     ),
 }
 SPLITS = ("train", "test")
-_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _SEQ_COLUMNS = ("seq", "sequence", "sequences", "dna")
@@ -183,7 +183,7 @@ def rebuild_sequences(fasta, rows: list[tuple[str, str, int, int, str]], where: 
             )
         seq = str(fasta[contig][start:end]).upper()
         if strand == "-":
-            seq = seq.translate(_COMPLEMENT)[::-1]
+            seq = reverse_complement_str(seq)
         elif strand != "+":
             raise UserError(f"{where}example {ident}: strand {strand!r} is not '+' or '-': fix the coordinate file")
         seqs.append(seq)

@@ -1,4 +1,4 @@
-"""DNA tokenizer: bases to token ids and back, reverse complement in token space.
+"""DNA tokenizer: bases to token ids and back (reverse complement: :mod:`dnadiff.rc`).
 
 dnadiff's DNA vocabulary (the diffusion vocabulary is the first ``NUM_BASES`` ids):
 
@@ -22,9 +22,6 @@ PAD = 6
 EMBED_SIZE = 7
 ALPHABET = "ACGT"
 ID_TO_CHAR = np.frombuffer(b"ACGT?NP", dtype=np.uint8)  # MASK prints as '?', PAD as 'P'
-
-#: complement of each token id (A<->T, C<->G; MASK, N, PAD map to themselves).
-COMPLEMENT = [T, G, C, A, MASK, N, PAD]
 
 # byte -> id lookup: everything that is not A/C/G/T (any case) is N.
 _LUT = np.full(256, N, dtype=np.int64)
@@ -73,12 +70,6 @@ def decode(ids: torch.Tensor) -> str:
 def decode_batch(ids: torch.Tensor) -> list[str]:
     """Decode LongTensor[B, L] into B strings (PAD stripped)."""
     return [decode(row).replace("P", "") for row in ids]
-
-
-def reverse_complement(ids: torch.Tensor) -> torch.Tensor:
-    """Reverse complement along the last axis: LongTensor[..., L] -> LongTensor[..., L]."""
-    comp = torch.tensor(COMPLEMENT, dtype=ids.dtype, device=ids.device)
-    return comp[ids].flip(-1)
 
 
 def to_caduceus_ids(ids: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from dnadiff.data.fasta import Genome, open_genome
 from dnadiff.data.intervals import Intervals
-from dnadiff.data.tokenizer import NUM_BASES, N, reverse_complement
+from dnadiff.data.tokenizer import NUM_BASES, N
+from dnadiff.rc import reverse_complement
 from dnadiff.errors import UserError
 
 _MASK64 = (1 << 64) - 1

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from dnadiff.data.tokenizer import NUM_BASES, encode
+from dnadiff.rc import reverse_complement_str
 
 KMER_SIZES = tuple(range(1, 7))
 
@@ -122,10 +123,6 @@ def _one_hot(seqs: Sequence[str]) -> np.ndarray:
     return eye[ids].reshape(len(seqs), -1)
 
 
-def _reverse_complement(seq: str) -> str:
-    return seq.upper().translate(str.maketrans("ACGT", "TGCA"))[::-1]
-
-
 def nearest_neighbour_identity(
     generated: Sequence[str], train: Sequence[str], both_strands: bool = True, chunk: int = 4096
 ) -> np.ndarray:
@@ -151,7 +148,7 @@ def nearest_neighbour_identity(
     for start in range(0, len(train), chunk):
         block = list(train[start : start + chunk])
         if both_strands:
-            block += [_reverse_complement(s) for s in block]
+            block += [reverse_complement_str(s) for s in block]
         matches = gen @ _one_hot(block).T  # [G, chunk]: identical positions
         best = np.maximum(best, matches.max(axis=1) / length)
     return best

@@ -26,7 +26,7 @@ from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.data.tokenizer import EMBED_SIZE, encode_batch
 from dnadiff.errors import UserError
 from dnadiff.eval.classification import classification_metrics
-from dnadiff.models.heads import reverse_complement_valid
+from dnadiff.rc import reverse_complement_valid
 from dnadiff.training.optim import build_optimizer, warmup_steps
 
 

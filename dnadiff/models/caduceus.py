@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dnadiff.data.tokenizer import COMPLEMENT
 from dnadiff.errors import UserError
 from dnadiff.models.bimamba import BiMamba
 from dnadiff.models.rcps import RCPSEmbedding, rcps_add_norm, rcps_logits, rcps_mixer
+from dnadiff.rc import COMPLEMENT, conjoin, random_rc, rc_logits
 
 VARIANTS = ("ph", "ps")
 
@@ -123,16 +123,17 @@ class CaduceusDenoiser(nn.Module):
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z_t: LongTensor[B, L]; t: FloatTensor[B]; labels: LongTensor[B] or None -> FloatTensor[B, L, num_outputs]."""
         extra = self.conditioning(z_t, t, labels)
+
+        def logits(ids):
+            return self.backbone.logits(self.backbone(ids, extra), self.num_outputs)
+
         if self.backbone.variant == "ph" and self.training and self.rc_augment:
             flip = torch.rand(z_t.shape[0], device=z_t.device) < 0.5
-            z_in = torch.where(flip[:, None], self.rc_ids(z_t), z_t)
-            out = self.backbone.logits(self.backbone(z_in, extra), self.num_outputs)
-            return torch.where(flip[:, None, None], self.rc_logits(out), out)
-        out = self.backbone.logits(self.backbone(z_t, extra), self.num_outputs)
+            out = logits(random_rc(z_t, flip, complement=self.complement))
+            return torch.where(flip[:, None, None], rc_logits(out, self.complement), out)
         if self.backbone.variant == "ph" and self.conjoin and not self.training:
-            rc_out = self.backbone.logits(self.backbone(self.rc_ids(z_t), extra), self.num_outputs)
-            out = (out + self.rc_logits(rc_out)) / 2
-        return out
+            return conjoin(logits, z_t, complement=self.complement, per_position=True)
+        return logits(z_t)
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: LongTensor[B, L] -> final-normed hidden states FloatTensor[B, L, H] (null label, t = 0)."""
@@ -152,14 +153,6 @@ class CaduceusDenoiser(nn.Module):
         if extra is not None and self.backbone.variant == "ps":
             extra = torch.cat([extra, extra.flip(-1)], dim=-1)
         return extra
-
-    def rc_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Reverse complement of token ids [B, L] (complement map of this model)."""
-        return self.complement[ids].flip(-1)
-
-    def rc_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits of the RC strand back onto the forward strand: flip L, permute outputs by complement."""
-        return logits.flip(-2)[..., self.complement[: self.num_outputs]]
 
 
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from dnadiff.data.tokenizer import COMPLEMENT
 from dnadiff.errors import UserError
+from dnadiff.rc import conjoin as conjoined
 
 POOLINGS = ("mean", "first", "last")
 
@@ -22,15 +22,6 @@ def pool(hidden: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
     index = torch.zeros_like(valid[:, 0], dtype=torch.long) if how == "first" else \
         (valid.long().sum(1) - 1).clamp(min=0)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-
-
-def reverse_complement_valid(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Reverse complement of each row's valid prefix, padding kept where it was: [B, L] -> [B, L]."""
-    comp = torch.tensor(COMPLEMENT, device=tokens.device)
-    lengths = valid.long().sum(1, keepdim=True)
-    pos = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-    source = torch.where(valid, lengths - 1 - pos, pos)
-    return torch.where(valid, comp[tokens.gather(1, source)], tokens)
 
 
 class SequenceClassifier(nn.Module):
@@ -60,12 +51,11 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """tokens: LongTensor[B, L] (dnadiff ids, PAD outside ``valid``); valid: BoolTensor[B, L] -> [B, C]."""
-        logits = self.strand_logits(self.backbone.features(tokens), valid)
+        def logits(ids):
+            return self.strand_logits(self.backbone.features(ids), valid)
+
         conjoin = (not self.training) if self.conjoin is None else self.conjoin
-        if conjoin and not self.rcps:
-            rc = self.strand_logits(self.backbone.features(reverse_complement_valid(tokens, valid)), valid)
-            logits = (logits + rc) / 2
-        return logits
+        return conjoined(logits, tokens, valid) if conjoin and not self.rcps else logits(tokens)
 
     def strand_logits(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         if not self.rcps:

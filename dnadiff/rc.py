@@ -1,0 +1,79 @@
+"""Reverse complement, in one place: the complement map of the token ids, the reverse complement of
+token ids, of the valid prefix of right-padded batches, of DNA strings and of per-position logits,
+random RC of a batch (augmentation) and conjoining (averaging a function of x and of RC(x)).
+
+Token ids are those of :mod:`dnadiff.data.tokenizer` (A=0 C=1 G=2 T=3 MASK=4 N=5 PAD=6); a model
+with its own complement map passes it as ``complement`` (LongTensor[V'], its own inverse).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from dnadiff.data.tokenizer import MASK, PAD, A, C, G, N, T
+
+#: complement of each token id (A<->T, C<->G; MASK, N, PAD map to themselves).
+COMPLEMENT = [T, G, C, A, MASK, N, PAD]
+_STRING_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+
+
+def _complement(complement: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if complement is None:
+        return torch.tensor(COMPLEMENT, dtype=torch.long, device=like.device)
+    return complement.to(like.device)
+
+
+def reverse_complement(ids: torch.Tensor, complement: torch.Tensor | None = None) -> torch.Tensor:
+    """Reverse complement along the last axis: LongTensor[..., L] -> LongTensor[..., L]."""
+    return _complement(complement, ids)[ids].flip(-1).to(ids.dtype)
+
+
+def reverse_complement_valid(tokens: torch.Tensor, valid: torch.Tensor, complement: torch.Tensor | None = None
+                             ) -> torch.Tensor:
+    """Reverse complement of each row's valid prefix, padding kept where it was.
+
+    Args:
+        tokens: LongTensor[B, L] right-padded; valid: BoolTensor[B, L], a prefix of each row (its length
+            is the row's sequence length). Returns LongTensor[B, L].
+    """
+    lengths = valid.long().sum(1, keepdim=True)
+    pos = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+    source = torch.where(valid, lengths - 1 - pos, pos)
+    return torch.where(valid, _complement(complement, tokens)[tokens.gather(1, source)], tokens)
+
+
+def reverse_complement_str(seq: str) -> str:
+    """Reverse complement of a DNA string (upper-cased; letters other than A/C/G/T, e.g. N, stay as they are)."""
+    return seq.upper().translate(_STRING_COMPLEMENT)[::-1]
+
+
+def rc_logits(logits: torch.Tensor, complement: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-position outputs of the RC strand back onto the forward strand: flip L and permute the outputs
+    by the complement. logits: FloatTensor[B, L, V] (V <= len(complement)) -> FloatTensor[B, L, V]."""
+    return logits.flip(-2)[..., _complement(complement, logits)[: logits.shape[-1]]]
+
+
+def random_rc(tokens: torch.Tensor, flip: torch.Tensor, valid: torch.Tensor | None = None,
+              complement: torch.Tensor | None = None) -> torch.Tensor:
+    """RC augmentation: the rows where ``flip`` (BoolTensor[B]) is True reverse-complemented (only their
+    valid prefix when ``valid`` BoolTensor[B, L] is given): LongTensor[B, L] -> LongTensor[B, L]."""
+    rc = reverse_complement(tokens, complement) if valid is None else reverse_complement_valid(tokens, valid, complement)
+    return torch.where(flip[:, None], rc, tokens)
+
+
+def conjoin(fn: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, valid: torch.Tensor | None = None,
+            complement: torch.Tensor | None = None, per_position: bool = False) -> torch.Tensor:
+    """Post-hoc RC conjoining (Caduceus-Ph): (fn(x) + back(fn(RC(x)))) / 2.
+
+    Args:
+        fn: tokens LongTensor[B, L] -> outputs; per-sequence outputs ([B, ...]) are averaged as they are,
+            per-position logits ([B, L, V], ``per_position=True``) are first mapped back with :func:`rc_logits`.
+        valid: BoolTensor[B, L] valid prefixes of a right-padded batch (per-sequence outputs only).
+    """
+    if per_position and valid is not None:
+        raise ValueError("conjoin: per-position outputs of right-padded batches are not supported")
+    out = fn(tokens)
+    rc = reverse_complement(tokens, complement) if valid is None else reverse_complement_valid(tokens, valid, complement)
+    out_rc = fn(rc)
+    return (out + (rc_logits(out_rc, complement) if per_position else out_rc)) / 2
