@@ -124,6 +124,8 @@ class Generator:
         seed: int | None = None,
         as_strings: bool = True,
         batch_size: int = 256,
+        remdm=None,
+        confidence=None,
     ) -> list[str] | torch.Tensor:
         """Generate ``num`` sequences.
 
@@ -132,7 +134,11 @@ class Generator:
             length: L in bases (default: the template's length, else the model's window).
             steps: reverse steps per window (default min(L, window): about one base per step).
             sampler: ``"cached"`` (exact, reuses denoiser outputs when the model is not
-                time-conditioned) or ``"ancestral"``.
+                time-conditioned), ``"ancestral"``, ``"first-hitting"`` (exact, one call per
+                reveal; ``steps=0`` reveals one base per call with no time grid), ``"remdm"``
+                (ReMDM remasking, ``remdm`` options; more steps than bases keep improving) or
+                ``"confidence"`` (top-k by confidence, LLaDA-style, ``confidence`` options; not
+                an exact sampler of the model).
             temperature, top_p: applied to the denoiser's distribution before each draw.
             prefix: A/C/G/T bases kept at the start. template: a length-L string whose N
                 positions are generated and whose A/C/G/T are kept.
@@ -150,14 +156,18 @@ class Generator:
         length, fixed, fixed_mask = self._fixed(length, prefix, template)
         if num < 1:
             raise UserError(f"--num {num} is not positive: ask for at least 1 sequence")
-        if sampler not in ("cached", "ancestral"):
-            raise UserError(f"unknown sampler {sampler!r}: use cached or ancestral")
+        from dnadiff.diffusion.sampling import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
         if not temperature > 0:
             raise UserError(f"temperature {temperature} must be positive: 1.0 samples the model as trained")
         if not 0 < top_p <= 1:
             raise UserError(f"top-p {top_p} must be in (0, 1]: 1.0 keeps every base")
         steps = steps if steps is not None else min(length, self.window)
-        if steps < 1:
+        if steps == 0 and sampler == "first-hitting":
+            steps = None  # one base per call, no time grid
+        elif steps < 1:
             raise UserError(f"--steps {steps} is not positive: use at least 1 (about the window length is exact-quality)")
         labels, null = self._labels(num, class_name, guidance)
         device = self.device
@@ -172,7 +182,7 @@ class Generator:
                 fixed_mask=None if fixed_mask is None else fixed_mask.expand(n, -1).to(device),
                 labels=None if labels is None else labels[start : start + n].to(device),
                 guidance=guidance, null_label=null, max_context=self.window, generator=generator,
-                return_stats=True,
+                return_stats=True, remdm=remdm, confidence=confidence,
             )
             outputs.append(tokens.cpu())
             stats["denoiser_calls"] += batch_stats["denoiser_calls"]

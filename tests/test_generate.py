@@ -63,7 +63,7 @@ def test_prefix_kept_and_rest_generated():
 def test_random_model_outputs_only_acgt_and_keeps_template():
     gen = random_generator()
     template = "ACGTACGTAC" + "N" * 50 + "GATTACA"  # 67 bp > window 32
-    for sampler in ("cached", "ancestral"):
+    for sampler in ("cached", "ancestral", "first-hitting", "remdm", "confidence"):
         out = gen.generate(6, template=template, sampler=sampler, steps=16, seed=3)
         assert set("".join(out)) == set("ACGT")  # every base drawn, N never generated
         for s in out:
@@ -188,6 +188,23 @@ def test_cli_writes_fasta_with_prefix_and_class(checkpoint, tmp_path, capsys):
     for key in ("kmer_js_mean", "gc_wasserstein", "nn_identity_mean", "nn_identity_real_mean", "bits_per_base_generated"):
         assert key in printed
     assert '"nn_identity_real_mean": 1.0' in printed  # the real set is its own training set
+
+
+@pytest.mark.parametrize("sampler", ["first-hitting", "remdm", "confidence"])
+def test_cli_every_sampler_keeps_prefix_with_guidance(checkpoint, tmp_path, capsys, sampler):
+    from dnadiff.cli import main
+
+    out = tmp_path / "s.fa"
+    extra = {"first-hitting": ["--steps", "0"], "remdm": ["--steps", "80", "--remdm-strategy", "cap"],
+             "confidence": ["--steps", "10", "--block-length", "25"]}[sampler]
+    assert main(["sample", "--checkpoint", str(checkpoint), "--num", "3", "--length", "50", "--prefix", "GATTACA",
+                 "--class", "K562", "--guidance", "1.5", "--seed", "0", "--sampler", sampler, *extra,
+                 "--out", str(out)]) == 0
+    seqs = list(read_fasta(out).values())
+    assert len(seqs) == 3 and all(len(s) == 50 and s.startswith("GATTACA") and set(s) <= set("ACGT") for s in seqs)
+    assert main(["sample", "--checkpoint", str(checkpoint), "--num", "2", "--sampler", "remdm", "--eta", "-1",
+                 "--out", str(tmp_path / "bad.fa")]) == 2
+    assert "eta must be >= 0" in capsys.readouterr().err and not (tmp_path / "bad.fa").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -32,7 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num", type=int, required=True, help="number of sequences")
     parser.add_argument("--length", type=int, default=None, help="bases per sequence (default: the template's length or the model's window)")
     parser.add_argument("--steps", type=int, default=None, help="reverse steps per window (default: min(length, window))")
-    parser.add_argument("--sampler", choices=("cached", "ancestral"), default="cached")
+    parser.add_argument("--sampler", choices=("cached", "ancestral", "first-hitting", "remdm", "confidence"), default="cached",
+                        help="cached/ancestral/first-hitting: exact; remdm: remasking (--remdm-strategy, --eta); "
+                             "confidence: top-k by confidence (--block-length), not exact")
+    parser.add_argument("--remdm-strategy", choices=("cap", "rescale", "loop"), default="loop")
+    parser.add_argument("--eta", type=float, default=None, help="ReMDM remasking rate (default: the strategy's published one)")
+    parser.add_argument("--block-length", type=int, default=None, help="confidence sampler: semi-autoregressive block size")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = off)")
     parser.add_argument("--prefix", default=None, help="A/C/G/T bases kept at the start of every sequence")
@@ -155,10 +160,23 @@ def _print_report(metrics: dict) -> None:
         print(f"  {key:<26} {value}")
 
 
+def sampler_options(args: argparse.Namespace) -> dict:
+    """ReMDM / confidence options from the command line (checked before any work)."""
+    from dnadiff.diffusion.confidence import ConfidenceOptions
+    from dnadiff.diffusion.remdm import ReMDMOptions
+
+    try:
+        return {"remdm": ReMDMOptions(getattr(args, "remdm_strategy", "loop"), getattr(args, "eta", None)),
+                "confidence": ConfidenceOptions(block_length=getattr(args, "block_length", None))}
+    except ValueError as err:
+        raise UserError(f"{err}: fix --eta / --block-length") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from dnadiff.generate import check_writable, load, write_fasta
 
     check_writable(args.out)
+    sampler_options(args)
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train).held_out if args.report and args.train else None
     generator = load(args.checkpoint, device=args.device)
@@ -166,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     seqs = generator.generate(
         args.num, length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
         top_p=args.top_p, prefix=args.prefix, template=args.template, class_name=args.class_name,
-        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size, **sampler_options(args),
     )
     seconds = time.perf_counter() - started
     suffix = f"_{args.class_name}" if args.class_name else ""

@@ -9,12 +9,15 @@ from .ema import EMA
 from .genmd4 import GenMD4
 from .likelihood import LikelihoodReport, evaluate, summarize
 from .masked import MaskedDiffusion
-from .sampling import sample, time_grid, top_p_filter
-from .schedules import (SCHEDULES, CosineSchedule, GeometricSchedule, LinearSchedule, LogLinearSchedule,
+from .confidence import ConfidenceOptions
+from .remdm import ReMDMOptions
+from .sampling import SAMPLERS, sample, time_grid, top_p_filter
+from .schedules import (SCHEDULES, ClippedSchedule, CosineSchedule, GeometricSchedule, LinearSchedule, LogLinearSchedule,
                         MaskingSchedule, PolynomialSchedule, get_schedule)
 
 __all__ = [
     "build_diffusion", "EMA", "GenMD4", "LikelihoodReport", "evaluate", "summarize", "MaskedDiffusion", "call_denoiser", "sample",
     "time_grid", "top_p_filter", "SCHEDULES", "MaskingSchedule", "LinearSchedule", "CosineSchedule",
-    "PolynomialSchedule", "GeometricSchedule", "LogLinearSchedule", "get_schedule",
+    "PolynomialSchedule", "GeometricSchedule", "LogLinearSchedule", "get_schedule", "ClippedSchedule", "SAMPLERS",
+    "ReMDMOptions", "ConfidenceOptions",
 ]

@@ -119,8 +119,9 @@ class GenMD4(nn.Module):
 
     def reverse_probs(self, mu: torch.Tensor, t: float, s: float) -> torch.Tensor:
         """p(z_s | z_t = mask): unmask to j with mu_j (alpha_{s,j} - alpha_{t,j})/(1 - alpha_{t,j}),
-        else stay masked. mu: FloatTensor[..., V] -> FloatTensor[..., V + 1]."""
-        w = self.w.detach().to(mu.dtype)
+        else stay masked, in float64. mu: FloatTensor[..., V] -> DoubleTensor[..., V + 1]."""
+        w = self.w.detach().double()
+        mu = mu.double()
         one_minus_t, one_minus_s = t ** w, s ** w  # 1 - alpha
         p_unmask = (one_minus_t - one_minus_s) / one_minus_t.clamp_min(1e-12)
         unmask = mu * p_unmask

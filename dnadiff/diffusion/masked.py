@@ -16,7 +16,10 @@ Discrete time with T steps, s(i) = (i-1)/T, t(i) = i/T:
     NELBO_T(x) = sum_i E_{z_t(i)} [ (alpha_s - alpha_t)/(1 - alpha_t) * sum_{masked} -log mu ] + prior.
 
 The prior for alpha(1) > 0 puts each position on the mask with probability 1 - alpha(1) and on a
-uniform real token otherwise, so KL(q(z_1|x) || p(z_1)) = n_tokens * alpha(1) * log V exactly.
+uniform real token otherwise, so KL(q(z_1|x) || p(z_1)) = n_tokens * alpha(1) * log V exactly; the
+samplers start from this same prior. For alpha(0) < 1 (MD4's clipped schedules) the positions
+still masked at t = 0 are decoded uniformly: reconstruction term n_tokens * (1 - alpha(0)) * log V,
+and the samplers finish the same way. Step coefficients are computed in float64.
 """
 from __future__ import annotations
 
@@ -85,22 +88,47 @@ class MaskedDiffusion:
 
     # ------------------------------------------------------------------ objective
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-sequence weight of the masked cross-entropy: FloatTensor[B].
+        """Per-sequence weight of the masked cross-entropy: FloatTensor[B] (dtype of ``t``).
 
         Continuous time: w(t) = -alpha'(t)/(1-alpha(t)). Discrete time (T steps): the
         single-step coefficient (alpha_s - alpha_t)/(1 - alpha_t) times T, so that a uniform draw
-        of the step index gives an unbiased estimate of the sum over steps.
+        of the step index gives an unbiased estimate of the sum over steps (computed in float64).
         """
         if self.num_steps is None:
             return self.schedule.weight(t)
-        s = t - 1.0 / self.num_steps
-        a_t, a_s = self.schedule.alpha(t), self.schedule.alpha(s.clamp_min(0.0))
-        return self.num_steps * (a_s - a_t) / (1.0 - a_t).clamp_min(1e-12)
+        t64 = t.double()
+        return (self.num_steps * self.step_coefficient(t64 - 1.0 / self.num_steps, t64)).to(t.dtype)
+
+    def step_coefficient(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(alpha_s - alpha_t)/(1 - alpha_t) for s < t, evaluated in float64: FloatTensor[B] (float64).
+
+        The probability that a position masked at t is revealed by s, and the discrete-time ELBO
+        weight of step (s, t].
+        """
+        s64, t64 = s.double().clamp_min(0.0), t.double()
+        a_t, a_s = self.schedule.alpha(t64), self.schedule.alpha(s64)
+        return (a_s - a_t) / (1.0 - a_t).clamp_min(1e-300)
+
+    def unmask_probability(self, t: float, s: float) -> float:
+        """Probability that a position masked at time t is unmasked at time s < t (float64 scalar)."""
+        return float(self.step_coefficient(torch.tensor([s], dtype=torch.float64), torch.tensor([t], dtype=torch.float64)))
+
+    def end_alphas(self) -> tuple[float, float]:
+        """(alpha(0), alpha(1)) in float64: 1 and 0 except for the log-linear and clipped schedules."""
+        a = self.schedule.alpha(torch.tensor([0.0, 1.0], dtype=torch.float64))
+        return float(a[0]), float(a[1])
 
     def prior_nats(self, n_tokens: torch.Tensor) -> torch.Tensor:
-        """KL(q(z_1|x) || p(z_1)) in nats for sequences with ``n_tokens`` counted positions."""
-        a1 = float(self.schedule.alpha(torch.tensor(1.0, dtype=torch.float64)))
-        return n_tokens * (a1 * math.log(self.vocab_size)) if a1 > 0 else torch.zeros_like(n_tokens)
+        """End terms of the NELBO in nats for sequences with ``n_tokens`` counted positions.
+
+        Prior: KL(q(z_1|x) || p(z_1)) = n_tokens * alpha(1) * log V, where p(z_1) keeps a position
+        with probability alpha(1) as a uniform token (the samplers start from this p(z_1)).
+        Reconstruction (MD4's, clipped schedules): a position still masked at t = 0 (probability
+        1 - alpha(0)) is decoded uniformly, n_tokens * (1 - alpha(0)) * log V. Both 0 by default.
+        """
+        a0, a1 = self.end_alphas()
+        nats = (a1 + (1.0 - a0)) * math.log(self.vocab_size)
+        return n_tokens * nats if nats > 0 else torch.zeros_like(n_tokens)
 
     def nelbo_at(self, denoiser, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
                  labels: torch.Tensor | None = None, weight: torch.Tensor | None = None,
@@ -175,10 +203,9 @@ class MaskedDiffusion:
         prior = None
         for i in range(1, steps + 1):
             t = torch.full((B,), i / steps, device=x.device)
-            a_t = self.schedule.alpha(t)
-            a_s = self.schedule.alpha(torch.full_like(t, (i - 1) / steps))
-            coef = (a_s - a_t) / (1.0 - a_t).clamp_min(1e-12)
-            per = self.nelbo_at(denoiser, x, t, mask, labels, weight=coef, generator=generator)
+            coef = self.step_coefficient(torch.full((B,), (i - 1) / steps, dtype=torch.float64, device=x.device),
+                                         torch.full((B,), i / steps, dtype=torch.float64, device=x.device))
+            per = self.nelbo_at(denoiser, x, t, mask, labels, weight=coef.to(t.dtype), generator=generator)
             if prior is None:
                 m = torch.ones_like(x, dtype=torch.bool) if mask is None else mask
                 prior = self.prior_nats(m.sum(-1).float())
@@ -194,9 +221,7 @@ class MaskedDiffusion:
         Returns:
             FloatTensor[..., V + 1]: unmask to each token, or (last column) stay masked.
         """
-        a_t = float(self.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
-        a_s = float(self.schedule.alpha(torch.tensor(s, dtype=torch.float64)))
-        p_unmask = (a_s - a_t) / max(1.0 - a_t, 1e-12)
+        p_unmask = self.unmask_probability(t, s)
         stay = torch.full_like(mu[..., :1], 1.0 - p_unmask)
         return torch.cat([mu * p_unmask, stay], dim=-1)
 

@@ -6,6 +6,13 @@ with the opposite sign). All schedules run from alpha(0) = 1 (clean data) down t
 (all masked), except MDLM's log-linear, which stops at alpha(1) = eps; the ELBO adds the
 matching prior term for that case (see ``MaskedDiffusion``).
 
+The linear, cosine, polynomial and geometric schedules are MD4's with its epsilon set to 0.
+MD4 itself clips alpha to [eps, 1 - eps] (eps = 1e-4): alpha_eps(t) = (1 - 2 eps) alpha(t) + eps,
+and adds a reconstruction term for the positions still masked at t = 0. That form is
+:class:`ClippedSchedule` (``get_schedule("cosine", clip=1e-4)``); ``MaskedDiffusion`` adds both
+end terms (prior at t = 1, reconstruction at t = 0) and its samplers start from the same prior
+and finish with the same decoder, so bound and sampler describe one generative model.
+
 Shapes: ``t`` is any FloatTensor (typically [B]); the outputs have the same shape.
 """
 from __future__ import annotations
@@ -123,8 +130,10 @@ class GeometricSchedule(MaskingSchedule):
 class LogLinearSchedule(MaskingSchedule):
     """MDLM's log-linear noise: sigma(t) = -log(1 - (1 - eps) t), so alpha(t) = 1 - (1 - eps) t.
 
-    alpha(1) = eps > 0: the ELBO then carries a (tiny) prior term, added by MaskedDiffusion.
-    The weight is exactly 1 / t, as in MDLM (dsigma / expm1(sigma)).
+    alpha(1) = eps > 0: the prior p(z_1) keeps each position with probability eps as a uniform
+    real token (mask otherwise); the ELBO's prior term n_tokens * eps * log V is its KL, and the
+    samplers draw z_1 from this same prior (MDLM's code starts from all-mask and drops the term;
+    here bound and sampler agree). The weight is exactly 1 / t, as in MDLM (dsigma / expm1(sigma)).
     """
 
     name = "loglinear"
@@ -144,6 +153,33 @@ class LogLinearSchedule(MaskingSchedule):
         return 1.0 / t
 
 
+class ClippedSchedule(MaskingSchedule):
+    """MD4's clipped form of a schedule: alpha_eps(t) = (1 - 2 eps) alpha(t) + eps, in [eps, 1 - eps].
+
+    alpha_eps(0) = 1 - eps: a position is still masked at t = 0 with probability eps, and the
+    generative model decodes it uniformly over the V tokens (MD4's reconstruction term,
+    n_tokens * eps * log V). alpha_eps(1) = eps: the prior at t = 1 keeps a position with
+    probability eps as a uniform token (prior term n_tokens * eps * log V).
+    """
+
+    def __init__(self, base: MaskingSchedule, eps: float = 1e-4):
+        if not 0 < eps < 0.5:
+            raise ValueError(f"clip eps must be in (0, 0.5), got {eps}")
+        self.base = base
+        self.eps = float(eps)
+        self.name = f"{base.name}-clipped"
+
+    def alpha(self, t):
+        return (1.0 - 2.0 * self.eps) * self.base.alpha(t) + self.eps
+
+    def dalpha(self, t):
+        return (1.0 - 2.0 * self.eps) * self.base.dalpha(t)
+
+    def weight(self, t):
+        # -(1-2e) a' / ((1-2e)(1-a) + e): no closed form shared with the base, computed directly
+        return -self.dalpha(t) / (1.0 - self.alpha(t))
+
+
 SCHEDULES = {
     "linear": LinearSchedule,
     "cosine": CosineSchedule,
@@ -153,11 +189,17 @@ SCHEDULES = {
 }
 
 
-def get_schedule(name: str | MaskingSchedule, **kwargs) -> MaskingSchedule:
-    """Build a schedule by name (``linear``, ``cosine``, ``polynomial``, ``geometric``, ``loglinear``)."""
+def get_schedule(name: str | MaskingSchedule, clip: float | None = None, **kwargs) -> MaskingSchedule:
+    """Build a schedule by name (``linear``, ``cosine``, ``polynomial``, ``geometric``, ``loglinear``).
+
+    ``clip=eps`` wraps it in MD4's clipped form :class:`ClippedSchedule` (MD4 uses eps = 1e-4).
+    """
     if isinstance(name, MaskingSchedule):
-        return name
-    try:
-        return SCHEDULES[name](**kwargs)
-    except KeyError:
-        raise ValueError(f"unknown masking schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None
+        schedule = name
+    else:
+        try:
+            cls = SCHEDULES[name]
+        except KeyError:
+            raise ValueError(f"unknown masking schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None
+        schedule = cls(**kwargs)
+    return ClippedSchedule(schedule, clip) if clip else schedule
