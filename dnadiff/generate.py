@@ -231,11 +231,13 @@ def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:
     return list(groups.values())
 
 
-def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Generator:
-    """Load a ``dnadiff-model/1`` checkpoint (``model.pt``) into a :class:`Generator` (on ``device``, default CPU)."""
-    from dnadiff.training.checkpoint import load_model
+def load(checkpoint: str | Path, device: str | torch.device | None = None, download: bool = False) -> Generator:
+    """Load a model into a :class:`Generator` (on ``device``, default CPU): a dnadiff ``model.pt`` or ``.ckpt``,
+    an original Caduceus folder or a Hugging Face hub id (``download`` allows fetching it), see
+    :func:`dnadiff.loading.load_model`."""
+    from dnadiff.loading import load_model
 
-    denoiser, diffusion, payload = load_model(checkpoint)
+    denoiser, diffusion, payload = load_model(checkpoint, download=download)
     return Generator(denoiser.to(device or "cpu"), diffusion, payload)
 
 

@@ -15,7 +15,9 @@ from dnadiff.errors import UserError
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, help="model.pt (or a pretraining .ckpt)")
+    p.add_argument("--checkpoint", required=True,
+                   help="model.pt, a pretraining .ckpt, an original Caduceus folder or a Hugging Face hub id")
+    p.add_argument("--download", action="store_true", help="fetch a hub id missing from the Hugging Face cache")
     p.add_argument("--genome", help="genome FASTA (DNA checkpoints)")
     p.add_argument("--text", help="text file (text checkpoints; default: the training file)")
     p.add_argument("--images", help="'digits' or a CIFAR-10 folder (pixel checkpoints; default: the training data)")
@@ -63,10 +65,10 @@ def dna_batches(args, info: dict):
 
 def run(args) -> int:
     from dnadiff.diffusion import evaluate
-    from dnadiff.training.checkpoint import load_model
+    from dnadiff.loading import load_model
 
     torch.manual_seed(args.seed)
-    model, process, payload = load_model(args.checkpoint)
+    model, process, payload = load_model(args.checkpoint, download=args.download)
     info = payload.get("data", {})
     modality = info.get("modality", "dna")
     g = torch.Generator().manual_seed(args.seed)

@@ -31,9 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--genome", help="reference FASTA for --coordinates (plain or bgzip)")
     src.add_argument("--coordinates", help="folder with <task>/{train,test}/<class>.csv.gz")
     src.add_argument("--cache", help="genomic-benchmarks cache folder (default: the package's ~/.genomic_benchmarks)")
-    src.add_argument("--download", action="store_true", help="download the task into the cache if missing (network)")
+    src.add_argument("--download", action="store_true", help="download the task (and a hub --checkpoint) if missing (network)")
     init = parser.add_mutually_exclusive_group()
-    init.add_argument("--checkpoint", help="dnadiff model.pt or an original Caduceus folder (config.json + pytorch_model.bin)")
+    init.add_argument("--checkpoint", help="dnadiff model.pt / .ckpt, an original Caduceus folder "
+                      "(config.json + model.safetensors or pytorch_model.bin) or a Hugging Face hub id")
     init.add_argument("--from-scratch", action="store_true", help="randomly initialised backbone")
     parser.add_argument("--model-size", choices=MODEL_SIZES, help="backbone size (default 470k from scratch)")
     parser.add_argument("--folds", type=int, default=5, help="folds (cv) or seeds (caduceus); default 5")
@@ -73,7 +74,7 @@ def _classifier_factory(args, num_classes: int, pooling: str):
 
     size = caduceus_spec(args.model_size, variant="ph") if args.model_size else None
     if args.checkpoint:
-        backbone, spec = trainer.backbone_from_checkpoint(args.checkpoint, size)
+        backbone, spec = trainer.backbone_from_checkpoint(args.checkpoint, size, download=args.download)
         init = f"checkpoint {args.checkpoint}"
 
         def fresh_backbone():

@@ -124,8 +124,7 @@ def make_trainer(cfg: dict, args, out: Path):
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    from dnadiff.training.callbacks import Throughput, WindowAudit
-    from dnadiff.training.checkpoint import AtomicCheckpointIO
+    from dnadiff.training.callbacks import AtomicCheckpointIO, Throughput, WindowAudit
 
     t = cfg["train"]
     max_steps = int(t["max_steps"])

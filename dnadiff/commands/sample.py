@@ -28,7 +28,9 @@ CLASSIFIER_TRAIN_SIZE = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a dnadiff model checkpoint (model.pt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="model.pt, a pretraining .ckpt, an original Caduceus folder or a Hugging Face hub id")
+    parser.add_argument("--download", action="store_true", help="fetch a hub id missing from the Hugging Face cache")
     parser.add_argument("--num", type=int, required=True, help="number of sequences")
     parser.add_argument("--length", type=int, default=None, help="bases per sequence (default: the template's length or the model's window)")
     parser.add_argument("--steps", type=int, default=None, help="reverse steps per window (default: min(length, window))")
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     sampler_options(args)
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train).held_out if args.report and args.train else None
-    generator = load(args.checkpoint, device=args.device)
+    generator = load(args.checkpoint, device=args.device, download=args.download)
     started = time.perf_counter()
     seqs = generator.generate(
         args.num, length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,

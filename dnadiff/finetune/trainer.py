@@ -47,67 +47,28 @@ class FinetuneConfig:
 
 
 # ------------------------------------------------------------------ backbones
-def backbone_from_checkpoint(path: str | Path, spec: dict | None = None) -> tuple[nn.Module, dict]:
-    """A denoiser and its model spec from a dnadiff ``model.pt`` (or pretraining ``.ckpt``) or an
-    original Caduceus folder.
+def backbone_from_checkpoint(path: str | Path, spec: dict | None = None, download: bool = False) -> tuple[nn.Module, dict]:
+    """A denoiser and its model spec from any source :func:`dnadiff.loading.load_payload` reads: a dnadiff
+    ``model.pt`` or ``.ckpt``, an original Caduceus folder or a hub id (``download`` allows fetching it).
 
-    An original Hugging Face Caduceus checkpoint is a folder with ``config.json`` and
-    ``pytorch_model.bin``. ``spec`` (the requested model size), when given, must match the
-    checkpoint's width and depth. A checkpoint for another vocabulary (text, pixels) or of
-    another width is a UserError.
+    ``spec`` (the requested model size), when given, must match the checkpoint's width and depth. A
+    checkpoint for another vocabulary (text, pixels) is a UserError.
     """
-    path = Path(path)
-    if path.is_dir():
-        denoiser, ckpt_spec = _original_caduceus(path)
-    else:
-        from dnadiff.models import build_model
-        from dnadiff.training.checkpoint import load_checkpoint
+    from dnadiff.loading import load_payload, model_from_payload
 
-        from dnadiff.training.checkpoint import model_payload_from_lightning
-
-        payload = load_checkpoint(path)
-        if "hyper_parameters" in payload and "model" not in payload:  # a Lightning .ckpt of pretraining
-            payload = model_payload_from_lightning(payload)
-        if not isinstance(payload, dict) or "model" not in payload or "state_dict" not in payload:
-            raise UserError(f"{path} is not a dnadiff model checkpoint (no model spec / state_dict): "
-                            "give a model.pt written by `dnadiff pretrain`, or an original Caduceus folder")
-        ckpt_spec = dict(payload["model"])
-        modality = payload.get("data", {}).get("modality", "dna")
-        if modality != "dna" or ckpt_spec.get("vocab_size", EMBED_SIZE) != EMBED_SIZE:
-            raise UserError(f"{path} was pretrained on {modality} with a vocabulary of {ckpt_spec.get('vocab_size')} "
-                            f"tokens, not DNA ({EMBED_SIZE}): give a DNA checkpoint")
-        denoiser = build_model(ckpt_spec)
-        try:
-            denoiser.load_state_dict(payload["state_dict"])
-        except RuntimeError as err:
-            raise UserError(f"{path}: weights do not fit its model spec ({str(err).splitlines()[0]}): "
-                            "the checkpoint is damaged or from another dnadiff version") from err
+    payload = load_payload(path, download=download)
+    ckpt_spec = dict(payload["model"])
+    modality = payload.get("data", {}).get("modality", "dna")
+    if modality != "dna" or ckpt_spec.get("vocab_size", EMBED_SIZE) != EMBED_SIZE:
+        raise UserError(f"{path} was pretrained on {modality} with a vocabulary of {ckpt_spec.get('vocab_size')} "
+                        f"tokens, not DNA ({EMBED_SIZE}): give a DNA checkpoint")
+    denoiser = model_from_payload(payload, str(path))
     if spec is not None:
         for key in ("d_model", "n_layer"):
             if key in spec and key in ckpt_spec and spec[key] != ckpt_spec[key]:
                 raise UserError(f"{path} has {key}={ckpt_spec[key]}, but the requested model size has "
                                 f"{key}={spec[key]}: drop --model-size or pick the size the checkpoint was trained with")
     return denoiser, ckpt_spec
-
-
-def _original_caduceus(folder: Path) -> tuple[nn.Module, dict]:
-    import json
-
-    from dnadiff.models.original import denoiser_from_original
-
-    config_path, weights_path = folder / "config.json", folder / "pytorch_model.bin"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise UserError(f"{folder} is not an original Caduceus checkpoint: it needs config.json and pytorch_model.bin")
-    config = json.loads(config_path.read_text())
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        denoiser = denoiser_from_original(config, state)
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise UserError(f"{folder}: the weights do not fit its config.json ({str(err).splitlines()[0]}): "
-                        "give a matching Caduceus config.json and pytorch_model.bin") from err
-    spec = {"name": "caduceus", "d_model": config["d_model"], "n_layer": config["n_layer"],
-            "variant": denoiser.backbone.variant}
-    return denoiser, spec
 
 
 def backbone_from_scratch(spec: dict) -> nn.Module:

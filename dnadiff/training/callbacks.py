@@ -1,9 +1,23 @@
-"""Small Lightning callbacks."""
+"""Small Lightning callbacks and the checkpoint IO plugin."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes atomically and reads with ``weights_only=True``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        save_checkpoint(path, checkpoint)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location or "cpu")
 
 
 class Throughput(L.Callback):

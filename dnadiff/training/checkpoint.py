@@ -1,5 +1,8 @@
 """Checkpoints: atomic writes, safe loads (``weights_only=True``), the exported ``model.pt``.
 
+Imports no Lightning (the Lightning checkpoint IO plugin is in :mod:`dnadiff.training.callbacks`);
+loading a model from any source is :mod:`dnadiff.loading`.
+
 A dnadiff model checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only):
 ``{"format": "dnadiff-model/1", "model": <build_model spec>, "diffusion": {...}, "state_dict":
 <denoiser weights (EMA)>, "data": {...}, "metrics": {...}}``.
@@ -11,10 +14,8 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from dnadiff.errors import UserError
 
@@ -65,16 +66,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return obj
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes atomically and reads with ``weights_only=True``."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        save_checkpoint(path, checkpoint)
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        return load_checkpoint(path, map_location or "cpu")
-
-
 def model_payload(model_spec: dict, diffusion_spec: dict, state_dict: dict, data_info: dict | None = None,
                   metrics: dict | None = None, genmd4: dict | None = None) -> dict:
     """The ``model.pt`` payload (plain types and tensors only)."""
@@ -104,30 +95,3 @@ def build_process(spec: dict):
         return build_diffusion(spec)
     except ValueError as err:
         raise UserError(str(err)) from None
-
-
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Load a dnadiff ``model.pt`` (or a pretraining Lightning ``.ckpt``) into an eval-mode denoiser.
-
-    Returns:
-        (denoiser nn.Module, diffusion process (MaskedDiffusion or GenMD4), payload dict).
-    """
-    from dnadiff.models import build_model
-
-    payload = load_checkpoint(path, map_location)
-    if payload.get("format") != MODEL_FORMAT:
-        if "state_dict" in payload and "hyper_parameters" in payload:
-            payload = model_payload_from_lightning(payload)
-        else:
-            raise UserError(f"{path} is not a dnadiff model checkpoint (no 'format: {MODEL_FORMAT}'): "
-                            f"use the model.pt written by `dnadiff pretrain`")
-    model = build_model(payload["model"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise UserError(f"weights in {path} do not fit the model it describes ({str(err).splitlines()[0][:160]})") from None
-    model.eval()
-    process = build_process(payload["diffusion"])
-    if payload.get("genmd4") and isinstance(process, torch.nn.Module):
-        process.load_state_dict(payload["genmd4"])
-    return model, process, payload

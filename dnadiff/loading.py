@@ -1,0 +1,182 @@
+"""One model loader for every command: a dnadiff ``model.pt``, a pretraining Lightning ``.ckpt``, an original
+Caduceus folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), or a Hugging Face hub id.
+
+    from dnadiff.loading import load_model
+    model, process, payload = load_model("kuleshov-group/caduceus-ph_seqlen-131k_d_model-256_n_layer-16")
+
+Hub ids resolve through ``huggingface_hub``'s own cache resolution (``HF_HOME``, ``HF_HUB_CACHE``,
+``HF_HUB_OFFLINE`` as it reads them), offline unless ``download=True``. Weights are read without pickle
+(``safetensors``) or with ``torch.load(weights_only=True)``. This module imports no Lightning.
+
+Every source becomes a ``dnadiff-model/1`` payload (see :mod:`dnadiff.training.checkpoint`). An original
+checkpoint is converted into dnadiff's DNA vocabulary (:func:`dnadiff.models.original.denoiser_from_original`)
+with MDLM's log-linear masked diffusion, and its original config and full embedding are kept under
+``payload["original"]`` so that ``dnadiff export`` can write every original row back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from dnadiff.errors import UserError
+from dnadiff.training.checkpoint import (MODEL_FORMAT, build_process, load_checkpoint, model_payload,
+                                        model_payload_from_lightning)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+#: data settings of a converted original checkpoint (its training window is not in its config)
+ORIGINAL_DATA = {"modality": "dna", "window": 1024, "class_names": [], "vocab_size": 4, "embed_size": 7,
+                 "unit": "bits/nt", "uniform_bits": 2.0, "batch_size": 16, "num_workers": 0, "max_n_frac": 0.1,
+                 "rc_aug": True, "holdout_frac": 0.05, "max_eval_windows": 64, "val_contigs": [],
+                 "test_contigs": [], "bed": None}
+ORIGINAL_DIFFUSION = {"vocab_size": 4, "schedule": "loglinear"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
+
+
+def is_hub_id(source: str) -> bool:
+    """True for ``owner/name`` or ``owner/name@revision`` that is not an existing local path."""
+    return bool(_HUB_ID.match(str(source))) and not Path(source).exists() and not str(source).endswith((".pt", ".ckpt"))
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None, download: bool = False,
+                 cache_dir: str | os.PathLike | None = None) -> Path:
+    """The local snapshot folder of a hub model repo, from ``huggingface_hub``'s cache.
+
+    Offline (``local_files_only``) unless ``download``; then only config.json and the weights are fetched.
+    ``cache_dir`` defaults to huggingface_hub's (``HF_HUB_CACHE``, else ``HF_HOME/hub``).
+    Raises UserError (one line) when the id is not cached, or downloading is off or fails.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
+    name = f"{repo_id}@{revision}" if revision else repo_id
+    if download and constants.HF_HUB_OFFLINE:
+        raise UserError(f"cannot download {name}: HF_HUB_OFFLINE is set; unset it or put the model in {cache}")
+    try:
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=not download,
+                                   allow_patterns=["config.json", *WEIGHT_FILES])
+    except LocalEntryNotFoundError:
+        raise UserError(f"{name} is not in the Hugging Face cache {cache}: add --download to fetch it, or set "
+                        "HF_HOME / HF_HUB_CACHE to the cache that holds it") from None
+    except Exception as err:  # network, authentication, unknown repo: huggingface_hub's own errors
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"could not download {name} ({first}): check the id, the network and your token") from None
+    return Path(folder)
+
+
+def resolve(source: str | os.PathLike, download: bool = False, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local path for ``source``: the path itself, or a hub id's snapshot folder (see :func:`hub_snapshot`)."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if is_hub_id(str(source)):
+        repo_id, _, revision = str(source).partition("@")
+        return hub_snapshot(repo_id, revision or None, download, cache_dir)
+    raise UserError(f"checkpoint {source} does not exist: give a model.pt, a .ckpt, a folder with config.json and "
+                    "model.safetensors (or pytorch_model.bin), or a hub id such as owner/name")
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of ``model.safetensors`` (no pickle) or ``pytorch_model.bin`` (``weights_only=True``)."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise UserError(f"{path} is not a readable safetensors file ({first}): re-download or re-export it") from None
+    state = load_checkpoint(path)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} is not a state dict of tensors: give the pytorch_model.bin saved with the model")
+    return state
+
+
+def read_original(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, state dict) of an original Caduceus folder: ``config.json`` + ``model.safetensors`` (preferred)
+    or ``pytorch_model.bin``. UserError naming what is missing or unreadable."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    missing = ([] if config_path.is_file() else ["config.json"]) + ([] if weights else [" or ".join(WEIGHT_FILES)])
+    if missing:
+        raise UserError(f"{folder} is not a Caduceus checkpoint folder: {' and '.join(missing)} missing "
+                        "(a dnadiff run folder holds model.pt: point to it)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{config_path} is not valid JSON ({err}): re-download or re-export the checkpoint") from None
+    from dnadiff.models.original import check_config
+
+    return check_config(config), read_weights(weights[0])
+
+
+def original_payload(config: dict, state: dict[str, torch.Tensor], source: str = "") -> dict:
+    """An original Caduceus checkpoint as a ``dnadiff-model/1`` payload over dnadiff's DNA vocabulary.
+
+    ``payload["original"] = {"config", "embedding" [V_orig, d], "source"}`` keeps what the conversion drops.
+    """
+    from dnadiff.models.original import denoiser_from_original, load_original_caduceus
+
+    denoiser = denoiser_from_original(config, state)
+    back, mamba = denoiser.backbone, denoiser.backbone.layers[0].mixer.mamba_fwd
+    spec = {"name": "caduceus", "vocab_size": 7, "num_outputs": 4, "d_model": back.d_model,
+            "n_layer": len(back.layers), "variant": back.variant, "d_state": mamba.d_state,
+            "d_conv": mamba.d_conv, "expand": mamba.d_inner // back.d_model, "time_conditioning": False,
+            "num_classes": 0}
+    payload = model_payload(spec, ORIGINAL_DIFFUSION, denoiser.state_dict(), ORIGINAL_DATA)
+    full = load_original_caduceus(config, state).backbone.embedding.weight.detach().clone()
+    payload["original"] = {"config": config, "embedding": full, "source": str(source)}
+    return payload
+
+
+def load_payload(source: str | os.PathLike, download: bool = False,
+                 cache_dir: str | os.PathLike | None = None) -> dict:
+    """The ``dnadiff-model/1`` payload of any source (model.pt, Lightning .ckpt, original folder, hub id)."""
+    path = resolve(source, download, cache_dir)
+    if path.is_dir():
+        if (path / "model.pt").is_file() and not (path / "config.json").is_file():
+            path = path / "model.pt"  # a dnadiff run folder
+        else:
+            config, state = read_original(path)
+            return original_payload(config, state, str(source))
+    payload = load_checkpoint(path)
+    if payload.get("format") == MODEL_FORMAT:
+        return payload
+    if "state_dict" in payload and "hyper_parameters" in payload:
+        return model_payload_from_lightning(payload)
+    raise UserError(f"{path} is not a dnadiff model checkpoint (no 'format: {MODEL_FORMAT}'): use the model.pt "
+                    "written by `dnadiff pretrain`, its .ckpt, or an original Caduceus folder")
+
+
+def model_from_payload(payload: dict, where: str = "the checkpoint") -> torch.nn.Module:
+    """The eval-mode denoiser of a payload (UserError if the weights do not fit the spec)."""
+    from dnadiff.models import build_model
+
+    model = build_model(payload["model"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"weights in {where} do not fit the model it describes "
+                        f"({str(err).splitlines()[0][:160]}): the file is damaged or from another version") from None
+    return model.eval()
+
+
+def load_model(source: str | os.PathLike, map_location: str | torch.device = "cpu", download: bool = False,
+               cache_dir: str | os.PathLike | None = None):
+    """Load any model source into an eval-mode denoiser.
+
+    Returns:
+        (denoiser nn.Module on ``map_location``, diffusion process (MaskedDiffusion or GenMD4), payload dict).
+    """
+    payload = load_payload(source, download, cache_dir)
+    model = model_from_payload(payload, str(source)).to(map_location)
+    process = build_process(payload["diffusion"])
+    if payload.get("genmd4") and isinstance(process, torch.nn.Module):
+        process.load_state_dict(payload["genmd4"])
+    return model, process, payload
