@@ -162,8 +162,10 @@ def model_from_payload(payload: dict, where: str = "the checkpoint") -> torch.nn
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise UserError(f"weights in {where} do not fit the model it describes "
-                        f"({str(err).splitlines()[0][:160]}): the file is damaged or from another version") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:160]
+        raise UserError(f"weights do not fit the model described in {where} ({detail}): the file is damaged or "
+                        "from another version") from None
     return model.eval()
 
 
