@@ -99,3 +99,38 @@ def test_pure_scan_matches_mamba_ssm_cuda_kernel():
     gy = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(ref, args, gy), torch.autograd.grad(out, args, gy)):
         assert (a - b).abs().max() <= 1e-2 * (1 + a.abs().max())
+
+
+@pytest.mark.parametrize("dtype,eps", [(torch.bfloat16, 2 ** -8), (torch.float16, 2 ** -11)])
+def test_pure_scan_accumulates_half_inputs_in_float32(dtype, eps):
+    """Half inputs (no delta_bias, so nothing promotes them): the only error left is y's final rounding."""
+    args = [a.detach() for a in make_inputs(b=2, d=4, L=300, n=8)]
+    half = [a.to(dtype) for a in args]
+    u, delta, A, B, C, D, z, _ = half
+    out = selective_scan_chunked(u, delta, A.float(), B, C, D.float(), z=z, delta_softplus=True)
+    ref = selective_scan_ref(*[a.double() for a in (u, delta, A, B, C, D)], z=z.double(), delta_softplus=True)
+    assert out.dtype == dtype
+    assert ((out.double() - ref).abs() <= eps * ref.abs() + 1e-6).all()
+
+
+def test_pure_scan_does_not_loop_over_positions():
+    """Torch calls made by a forward + backward grow like sqrt(L) (loops over chunk offsets and chunks),
+    not like L: 16x the length costs at most 6x the calls."""
+    from torch.overrides import TorchFunctionMode
+
+    class Count(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    def calls(L):
+        args = make_inputs(b=1, d=2, L=L, n=2, dtype=torch.float32)
+        Count.calls = 0
+        with Count():
+            run(selective_scan_chunked, args).sum().backward()
+        return Count.calls
+
+    short, long = calls(256), calls(4096)
+    assert long < 6 * short, (short, long)

@@ -14,23 +14,32 @@ product of decays), then a loop over the K chunks adds each chunk's incoming sta
 product. Only products of decays in (0, 1] appear, so no exponent can overflow, whatever the decay.
 Gradients come from the adjoint recurrence (a reverse scan with the same decays), recomputing the
 states instead of storing them, tile by tile over channels so the working memory stays bounded.
+The Python loops are over chunk offsets and chunks (about 2 sqrt(L) iterations per tile), never over
+positions; bfloat16/float16 inputs are scanned in float32 with autocast off, like the fused kernels.
+
+Dispatch (``kernels="auto"``): CUDA tensors use mamba-ssm's kernel when installed, else the Triton
+scan of :mod:`dnadiff.models.triton_scan` when triton is installed, else the pure scan; CPU tensors use
+the fused C++ scan of :mod:`dnadiff.models.cpu_scan` when it builds, else the pure scan.
+``kernels="pure"``, ``"cuda"`` (mamba-ssm) and ``"triton"`` force one implementation.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 
 from dnadiff.errors import UserError
-from dnadiff.models import cpu_scan
+from dnadiff.models import cpu_scan, triton_scan
 
 try:  # fused CUDA kernels, used only for CUDA tensors
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_scan
 except ImportError:  # pragma: no cover - depends on the machine
     _mamba_scan = None
 
-KERNELS = ("auto", "pure", "cuda")
+KERNELS = ("auto", "pure", "cuda", "triton")
+HALF = (torch.float16, torch.bfloat16)
 TILE_ELEMENTS = 1 << 22  # [L, B, d_tile, N] elements processed at once by the pure scan
 
 
@@ -88,21 +97,28 @@ def _chunk_for(length: int) -> int:
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """y[b, d, l] = <C_l, h_l> for the recurrence above (no skip, no gate; delta already positive)."""
+    """y[b, d, l] = <C_l, h_l> for the recurrence above (no skip, no gate; delta already positive).
+    Runs with autocast off, so float32 inputs stay float32 on a GPU under mixed precision."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.chunk = chunk
         y = u.new_empty(u.shape)
-        for sl, (dl, ul, Bl, Cl, _) in _tiles(u, delta, A, B, C, None, chunk):
-            a, h = _decays_and_inputs(dl, ul, A[sl], Bl)
-            h = _chunk_states(a, h, chunk)
-            y[:, sl] = (h @ Cl.unsqueeze(-1))[: u.shape[-1], ..., 0].permute(1, 2, 0)
+        with _no_autocast(u.device.type):
+            for sl, (dl, ul, Bl, Cl, _) in _tiles(u, delta, A, B, C, None, chunk):
+                a, h = _decays_and_inputs(dl, ul, A[sl], Bl)
+                h = _chunk_states(a, h, chunk)
+                y[:, sl] = (h @ Cl.unsqueeze(-1))[: u.shape[-1], ..., 0].permute(1, 2, 0)
         return y
 
     @staticmethod
     def backward(ctx, gy):
+        with _no_autocast(gy.device.type):
+            return _ChunkedScan._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         u, delta, A, B, C = ctx.saved_tensors
         gu, gdelta, gA = torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A)
         L = u.shape[-1]
@@ -125,6 +141,13 @@ class _ChunkedScan(torch.autograd.Function):
             gA[sl] = m.mul_(dl.unsqueeze(-1)).sum((0, 1)) / Ad
             gu[:, sl] = (g_du * dl)[:L].permute(1, 2, 0)
         return gu, gdelta, gA, gB.permute(1, 2, 0), gC.permute(1, 2, 0), None
+
+
+def _no_autocast(device_type: str):
+    """A context with autocast off on this device type (a no-op context where autocast does not exist)."""
+    if device_type in ("cuda", "cpu"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _tiles(u, delta, A, B, C, gy, chunk):
@@ -156,46 +179,68 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     """Chunked pure-PyTorch selective scan (same arguments and result as :func:`selective_scan_ref`).
 
     Differentiable in u, delta, A, B, C, D, z and delta_bias; ``chunk``: chunk length (default about
-    sqrt(L)). Returns y: [B, D, L].
+    sqrt(L)). Half-precision inputs are scanned in float32; the result has u's dtype. Returns y: [B, D, L].
     """
+    work = torch.float32 if u.dtype in HALF else u.dtype
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     if delta_softplus:
-        delta = F.softplus(delta)
-    y = _ChunkedScan.apply(u, delta, A, B.to(u.dtype), C.to(u.dtype), chunk or _chunk_for(u.shape[-1]))
-    return _skip_and_gate(y, u, D, z)
+        delta = F.softplus(delta.to(work))
+    y = _ChunkedScan.apply(u.to(work), delta.to(work), A.to(work), B.to(work), C.to(work),
+                           chunk or _chunk_for(u.shape[-1]))
+    return _skip_and_gate(y, u.to(work), D, None if z is None else z.to(work)).to(u.dtype)
 
 
 def check_kernels(kernels: str) -> str:
-    """Validate a ``kernels`` setting ("auto", "pure" or "cuda"); returns it."""
+    """Validate a ``kernels`` setting ("auto", "pure", "cuda" or "triton"); returns it."""
     if kernels not in KERNELS:
         raise UserError(f"unknown kernels setting {kernels!r}: use one of {', '.join(KERNELS)}")
     if kernels == "cuda" and (_mamba_scan is None or not torch.cuda.is_available()):
         raise UserError("kernels='cuda' needs mamba-ssm and a CUDA GPU: install `pip install mamba-ssm` "
                         "on a CUDA machine or use kernels='auto'")
+    if kernels == "triton" and not (triton_scan.available()
+                                    and (torch.cuda.is_available() or triton_scan.interpreting())):
+        raise UserError("kernels='triton' needs triton>=3.0 and a CUDA GPU: `pip install triton` on a CUDA "
+                        "machine or use kernels='auto'")
     return kernels
 
 
+def scan_backend(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, kernels: str) -> str:
+    """Which scan runs for these tensors under setting ``kernels``: "mamba-ssm", "triton", "cpp" or "pure".
+
+    CUDA: mamba-ssm (auto, cuda), then Triton (auto, triton), then pure. CPU: the fused C++ scan
+    (auto), Triton only under its interpreter when asked for by name, then pure.
+    """
+    if kernels == "pure":
+        return "pure"
+    if u.is_cuda:
+        if kernels in ("auto", "cuda") and _mamba_scan is not None:
+            return "mamba-ssm"
+        if kernels in ("auto", "triton") and triton_scan.supports(u):
+            return "triton"
+        return "pure"
+    if kernels == "triton" and triton_scan.available() and triton_scan.interpreting():
+        return "triton"
+    if kernels == "auto" and cpu_scan.supports(u, delta, A):
+        return "cpp"
+    return "pure"
+
+
 def use_cuda_kernels(x: torch.Tensor, kernels: str) -> bool:
-    """True when mamba-ssm's fused kernels should run for tensor ``x`` under setting ``kernels``."""
-    return kernels != "pure" and _mamba_scan is not None and x.is_cuda
-
-
-def use_cpu_kernel(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, kernels: str) -> bool:
-    """True when the fused C++ CPU scan (:mod:`dnadiff.models.cpu_scan`) should run: kernels="auto",
-    CPU float32/float64 tensors, and the extension builds (compiled on the first call)."""
-    return kernels == "auto" and u.device.type == "cpu" and cpu_scan.supports(u, delta, A)
+    """True when mamba-ssm's fused kernels (and causal-conv1d's) should run for tensor ``x``."""
+    return kernels in ("auto", "cuda") and _mamba_scan is not None and x.is_cuda
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, kernels="auto"):
-    """Selective scan through a fused kernel when one applies, else the chunked pure-PyTorch scan.
-
-    CUDA tensors: mamba-ssm's kernel when installed (unless kernels="pure"). CPU tensors with
-    kernels="auto": the fused C++ scan of :mod:`dnadiff.models.cpu_scan` when it builds.
-    Same arguments as :func:`selective_scan_ref`; ``kernels`` in {"auto", "pure", "cuda"}. Returns [B, D, L].
+    """Selective scan through the implementation :func:`scan_backend` picks (fused kernels when they apply,
+    else the chunked pure-PyTorch scan). Same arguments as :func:`selective_scan_ref`; ``kernels`` in
+    {"auto", "pure", "cuda", "triton"}. Returns [B, D, L].
     """
-    if use_cuda_kernels(u, kernels):
+    backend = scan_backend(u, delta, A, kernels)
+    if backend == "mamba-ssm":
         return _mamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if use_cpu_kernel(u, delta, A, kernels):
+    if backend == "triton":
+        return triton_scan.selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if backend == "cpp":
         return cpu_scan.selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
