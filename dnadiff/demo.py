@@ -36,7 +36,7 @@ def step(title: str, argv: list[str]) -> None:
 def main() -> None:
     out = Path(os.environ.get("DEMO_OUT", ROOT / "demo_out"))
     steps = os.environ.get("DEMO_STEPS")
-    pre = ["pretrain", "--genome", str(GENOME), "--config", "demo", "--out", str(out)]
+    pre = ["pretrain", "--genome", str(GENOME), "--config", "demo", "--out", str(out), "--force"]
     step("1. pretrain Caduceus-Ph (demo size) with masked diffusion on hg38 chr2:1-2,333,275",
          pre + (["--max-steps", steps] if steps else []))
     step("2. held-out perplexity vs an order-k Markov baseline (same positions)",
@@ -44,7 +44,7 @@ def main() -> None:
           "--max-windows", "64", "--num-t", "4"])
     step("3. generate synthetic DNA and compare it with real held-out sequence",
          ["sample", "--checkpoint", str(out / "model.pt"), "--num", "8", "--length", "512", "--steps", "64",
-          "--out", str(out / "samples.fa"), "--report", "--real", str(GENOME)])
+          "--out", str(out / "samples.fa"), "--force", "--report", "--real", str(GENOME)])
     step("4. fine-tune on human_enhancers_cohn, 5-fold CV, beside k-mer and CNN baselines",
          ["finetune", "--task", "human_enhancers", "--data", str(ENHANCERS), "--checkpoint", str(out / "model.pt"),
           "--folds", "5", "--max-epochs", "2", "--max-examples", os.environ.get("DEMO_FT_EXAMPLES", "600"),

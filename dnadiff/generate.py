@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from dnadiff.atomic import atomic_write
 from dnadiff.data.tokenizer import NUM_BASES, decode_batch, encode
 from dnadiff.errors import UserError
 
@@ -241,11 +241,12 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None, downl
     return Generator(denoiser.to(device or "cpu"), diffusion, payload)
 
 
-def check_writable(path: str | Path) -> Path:
+def check_writable(path: str | Path, overwrite: bool = True) -> Path:
     """Fail early, before any work, when ``path`` cannot be written as a file.
 
     Raises:
-        UserError: the folder is missing or not writable, or the path is a folder.
+        UserError: the folder is missing or not writable, the path is a folder, or (``overwrite=False``)
+            the file exists.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -253,6 +254,8 @@ def check_writable(path: str | Path) -> Path:
         raise UserError(f"output {path} is a folder: give a file name such as {path / 'samples.fa'}")
     if not folder.is_dir():
         raise UserError(f"output folder {folder} does not exist: create it or choose another --out")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise UserError(f"output {path} already exists: add --force to replace it or choose another --out")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"output {path} is not writable: choose another --out")
     return path
@@ -276,12 +279,9 @@ def write_fasta(seqs: Sequence[str], path: str | Path, names: Sequence[str] | No
         lines.append(f">{name}")
         step = width if width > 0 else max(len(seq), 1)
         lines.extend(seq[i : i + step] for i in range(0, len(seq), step))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    text = "\n".join(lines) + "\n"
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, lambda handle: handle.write(text.encode()))
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {path} ({err.strerror}): choose another --out") from err
+        raise UserError(f"could not write {path} ({err.strerror}): choose another --out") from None
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,20 +36,30 @@ def add_arguments(p) -> None:
     p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
     p.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...")
     p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default OUT/checkpoints/last.ckpt)")
+    p.add_argument("--force", action="store_true", help="start over in an --out folder that holds a previous run "
+                                                             "(its checkpoints and metrics log are removed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3 data.window=512")
 
 
-def writable_dir(path: str | Path) -> Path:
-    """Create ``path`` if needed and check a file can be written there (UserError otherwise)."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise UserError(f"output directory {path} is not writable ({err.strerror}): choose another --out") from None
-    return path
+def check_out(out: Path, resuming: bool, force: bool) -> Path:
+    """Check ``--out`` can hold this run, creating nothing (UserError otherwise).
+
+    A folder holding a previous run is refused unless resuming (``--resume``) or starting over (``--force``).
+    """
+    from dnadiff.training.run_folder import holds_run
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {out} cannot be written ({existing} is not writable): choose another --out")
+    if out.is_dir() and holds_run(out) and not resuming and not force and _launching_process():
+        raise UserError(f"{out} already holds a pretraining run: continue it with --resume, start over with --force, "
+                        f"or choose another --out")
+    return out
 
 
 def config_from_args(args) -> dict:
@@ -81,8 +90,8 @@ def config_from_args(args) -> dict:
     return cfg
 
 
-def resolve_resume(resume: str | None, out: Path) -> str | None:
-    """Checkpoint path to resume from, checked to load safely (UserError if missing or corrupt)."""
+def resolve_resume(resume: str | None, out: Path) -> tuple[Path, dict] | None:
+    """(checkpoint path, its contents) to resume from, checked to load safely (UserError if missing or corrupt)."""
     from dnadiff.training.checkpoint import load_checkpoint
 
     if resume is None:
@@ -91,7 +100,28 @@ def resolve_resume(resume: str | None, out: Path) -> str | None:
     ckpt = load_checkpoint(path)
     if "hyper_parameters" not in ckpt or "model_spec" not in (ckpt.get("hyper_parameters") or {}):
         raise UserError(f"{path} is not a `dnadiff pretrain` checkpoint: resume from OUT/checkpoints/last.ckpt")
-    return str(path)
+    return path, ckpt
+
+
+def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
+    """UserError (one line) when the checkpoint cannot continue this config: a different model,
+    diffusion process or window, or weights of other shapes."""
+    hp = ckpt["hyper_parameters"]
+    for section, old, new in (("model", hp.get("model_spec", {}), module.hparams.model_spec),
+                              ("diffusion", hp.get("diffusion_spec", {}), module.hparams.diffusion_spec),
+                              ("data", {"window": (hp.get("data_info") or {}).get("window", data_info.get("window"))},
+                               {"window": data_info.get("window")})):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key) and not (section == "model" and key in ("num_classes",) and
+                                                     not old.get(key) and not new.get(key)):
+                raise UserError(f"{path} was trained with {section}.{key}={old.get(key)}, this run asks for "
+                                f"{section}.{key}={new.get(key)}: resume with the run's own settings "
+                                f"(its config.yaml) or start a new run with another --out")
+    state = module.state_dict()
+    for key, value in (ckpt.get("state_dict") or {}).items():
+        if key in state and tuple(state[key].shape) != tuple(value.shape):
+            raise UserError(f"{path} holds {key} of shape {tuple(value.shape)}, this model has "
+                            f"{tuple(state[key].shape)}: resume with the run's own model settings (its config.yaml)")
 
 
 def build_module(cfg: dict, data_info: dict):
@@ -122,13 +152,13 @@ def make_trainer(cfg: dict, args, out: Path):
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
     from dnadiff.training.callbacks import AtomicCheckpointIO, Throughput, WindowAudit
+    from dnadiff.training.run_folder import appending_csv_logger
 
     t = cfg["train"]
     max_steps = int(t["max_steps"])
-    loggers = [CSVLogger(out, name="logs", version="")]
+    loggers = [appending_csv_logger(out)]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
         import tensorboard  # noqa: F401
@@ -140,7 +170,8 @@ def make_trainer(cfg: dict, args, out: Path):
     if precision == "auto":
         precision = "bf16-mixed" if torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda") else "32-true"
     callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
-                                 every_n_train_steps=int(t["ckpt_every"]), save_last=True, save_top_k=1),
+                                 every_n_train_steps=int(t["ckpt_every"]), save_last=True, save_top_k=1,
+                                 enable_version_counter=False),
                  Throughput()]
     if t.get("audit"):
         callbacks.append(WindowAudit(out))
@@ -160,23 +191,56 @@ def run(args) -> int:
     import lightning as L
     import yaml
 
-    from dnadiff.training.checkpoint import atomic_write, save_checkpoint
+    from dnadiff.training.checkpoint import atomic_write
     from dnadiff.training.data import build_data, genome_path
+    from dnadiff.training.run_folder import RunLock, clean_start, trim_metrics
 
+    # every input is checked before the run folder is created or touched
     cfg = config_from_args(args)
-    out = writable_dir(args.out)
+    out = check_out(Path(args.out), resuming=args.resume is not None, force=args.force)
     if cfg["data"].get("genome"):
         cfg["data"]["genome"] = str(genome_path(cfg["data"]["genome"], cfg["data"].get("decompress", False)))
     resume = resolve_resume(args.resume, out)
     seed = int(cfg["train"]["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
     dm, data_info = build_data(cfg, seed)
+    if hasattr(dm, "check_readable"):
+        dm.check_readable()
     module = build_module(cfg, data_info)
+    if resume is not None:
+        check_resume(*resume, module, data_info)
     trainer = make_trainer(cfg, args, out)
+    lock = RunLock(out) if trainer.is_global_zero and _launching_process() else None
+    try:
+        if lock is not None:
+            lock.acquire()
+            clean_start(out, resume[0] if resume else None, fresh=args.force)
+            if resume is not None:
+                trim_metrics(out / "logs" / "metrics.csv", int(resume[1].get("global_step", 0)))
+            atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
+        summary = _fit(trainer, module, dm, resume, out)
+    finally:
+        if lock is not None:
+            lock.release()
     if trainer.is_global_zero:
-        atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
+        bits = summary.get("val/bits_per_token", math.nan)
+        print(f"pretrain done: {summary['steps']} steps in {summary['seconds']} s, "
+              f"{summary['parameters']:,} parameters, val {bits:.4f} {data_info['unit']} "
+              f"(perplexity {math.exp(bits * math.log(2)):.3f}), "
+              f"{summary.get('train/tokens_per_s', math.nan):,.0f} tokens/s -> {out / 'model.pt'}")
+    return 0
+
+
+def _launching_process() -> bool:
+    """True in the process the user started (not in a DDP worker Lightning launched, nor on another node)."""
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def _fit(trainer, module, dm, resume, out: Path) -> dict:
+    from dnadiff.training.checkpoint import atomic_write, save_checkpoint
+
     start = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume[0]) if resume else None)
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the end state, whatever ckpt_every was
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     summary = {"steps": int(trainer.global_step), "seconds": round(time.time() - start, 1),
@@ -184,14 +248,10 @@ def run(args) -> int:
     if trainer.is_global_zero:
         save_checkpoint(out / "model.pt", module.export_payload(summary))
         atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+        data_info = module.hparams.data_info
         if data_info["modality"] != "dna":
             write_samples(module, data_info, out)
-        bits = summary.get("val/bits_per_token", math.nan)
-        print(f"pretrain done: {summary['steps']} steps in {summary['seconds']} s, "
-              f"{summary['parameters']:,} parameters, val {bits:.4f} {data_info['unit']} "
-              f"(perplexity {math.exp(bits * math.log(2)):.3f}), "
-              f"{summary.get('train/tokens_per_s', math.nan):,.0f} tokens/s -> {out / 'model.pt'}")
-    return 0
+    return summary
 
 
 def write_samples(module, data_info: dict, out: Path, num: int = 16) -> Path:

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="store_true", help="print quality metrics of the samples")
     parser.add_argument("--real", default=None, help="real held-out sequences for --report: FASTA, seq<TAB>label table or the DHS table")
     parser.add_argument("--train", default=None, help="training sequences for the memorisation check of --report (FASTA or table)")
-    parser.add_argument("--out", required=True, help="output FASTA (written atomically)")
+    parser.add_argument("--out", required=True, help="output FASTA (written atomically; an existing file needs --force)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
 @dataclass
@@ -177,7 +178,7 @@ def sampler_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from dnadiff.generate import check_writable, load, write_fasta
 
-    check_writable(args.out)
+    check_writable(args.out, overwrite=args.force)
     sampler_options(args)
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train).held_out if args.report and args.train else None

@@ -95,6 +95,12 @@ class GenomeDataModule(L.LightningDataModule):
                              num_windows=num_windows, block_size=block_size or self.batch_size,
                              rank=rank, world_size=world_size)
 
+    def check_readable(self) -> None:
+        """UserError now, before any training, when the training split yields no usable window (e.g. an
+        all-N genome) or the validation split holds no window."""
+        self.windows("train", mode="random").window_at(self.start_index)
+        self.windows("val", mode="tile")
+
     def region(self, text: str) -> Intervals:
         """Intervals of a ``chr:start-end`` region (1-based inclusive) of this genome."""
         return parse_region(text, self.genome)

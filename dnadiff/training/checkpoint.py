@@ -11,36 +11,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from dnadiff.atomic import atomic_write  # noqa: F401  (re-exported: the one atomic writer)
 from dnadiff.errors import UserError
 
 MODEL_FORMAT = "dnadiff-model/1"
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash or error never leaves a half-written ``path``; an existing file survives until the
-    new one is complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
