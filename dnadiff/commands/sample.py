@@ -151,13 +151,20 @@ def build_report(generator, seqs: list[str], class_name: str | None, reference: 
         classifier = KmerClassifier().fit([reference.labelled[i] for i in keep],
                                           [names.index(reference.label_names[i]) for i in keep])
         requested = [names.index(class_name)] * len(seqs)
-    return report(seqs, held_out, train=train, classifier=classifier, requested=requested, bits_per_base=score)
+    metrics = report(seqs, held_out, train=train, classifier=classifier, requested=requested, bits_per_base=score)
+    from dnadiff.eval.field_metrics import flat_field_figures
+
+    names = sorted(set(reference.label_names))
+    metrics.update(flat_field_figures(seqs, held_out, reference.labelled, [names.index(n) for n in reference.label_names]))
+    return metrics
 
 
 def _print_report(metrics: dict) -> None:
     for key, value in metrics.items():
         if isinstance(value, dict):
             value = " ".join(f"k={k}:{v:.4f}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
         elif isinstance(value, float):
             value = f"{value:.4f}"
         print(f"  {key:<26} {value}")
