@@ -106,7 +106,7 @@ def test_jaspar_offline_and_cnn_embedder_on_real_dhs(shared_data, monkeypatch):
     dhs = load_dhs(shared_data / "dna_diffusion" / "K562_hESCT0_HepG2_GM12878_12k_sequences_per_group.txt.gz")
     train, test = dhs.subset("training"), dhs.subset("test")
     rng = np.random.default_rng(0)
-    idx = rng.permutation(len(train.sequences))[:3000]
+    idx = rng.permutation(len(train.sequences))[:5000]
     emb = SequenceEmbedder(epochs=2).fit([train.sequences[i] for i in idx], train.labels[idx])
     held = rng.permutation(len(test.sequences))[:600]
     acc = emb.accuracy([test.sequences[i] for i in held], test.labels[held])
