@@ -19,3 +19,4 @@ def test_generate_sequences_notebook_runs(shared_data, monkeypatch):
     client.execute()  # raises CellExecutionError naming the failing cell
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "identity to the real middle" in outputs and "kmer_js_mean" in outputs
+    assert "frechet" in outputs and "kmer3_pearson" in outputs and "real floor" in outputs

@@ -7,10 +7,14 @@ state-independent schedule in two stages (reveal with probability p_unmask, in f
 token from mu), otherwise by float64 inversion of the CDF of ``reverse_probs`` (a float32
 inversion never draws tokens whose step probability is below ~6e-8).
 
-*cached*: when the denoiser is not time-conditioned (``denoiser.time_conditioned`` is False),
-mu depends on z_t only, so a row whose tokens did not change since its last evaluation reuses
-it: the samples have exactly the ancestral distribution, with at most min(T, L) + 1 denoiser
-calls instead of T.
+*cached*: the same draws as the ancestral sampler (same random numbers, same samples), but the
+denoiser is evaluated only where its output is used. For a state-independent schedule the reveal
+of each masked position is drawn first (Bernoulli(p_unmask)); a row that reveals nothing in a
+step needs no mu at all, for any denoiser, time-conditioned or not. When the denoiser is not
+time-conditioned (``denoiser.time_conditioned`` is False) mu depends on z_t only, and a row whose
+tokens did not change since its last evaluation also reuses it (this is what saves calls for
+GenMD4's state-dependent schedules, whose reveal depends on the token). At most min(T, L) denoiser
+calls per window instead of T.
 
 The other samplers live beside this module: :mod:`.first_hitting` (exact, one call per reveal
 event, no wasted steps), :mod:`.remdm` (ReMDM remasking) and :mod:`.confidence`
@@ -27,21 +31,25 @@ import torch
 from .confidence import ConfidenceOptions, confidence_window
 from .first_hitting import first_hitting_window
 from .remdm import ReMDMOptions, remdm_window
-from .reverse import (MuCache, device_of, categorical, decode_remaining, denoiser_probs, reverse_draw,  # noqa: F401
-                      start_from_prior, time_grid, top_p_filter)
+from .reverse import (MuCache, categorical, decode_remaining, denoiser_probs, device_of, reverse_draw,  # noqa: F401
+                      start_from_prior, state_independent, time_grid, top_p_filter)
 
 
 @torch.no_grad()
 def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, grid: str = "uniform",
                   labels=None, guidance: float = 0.0, null_label=None, temperature: float = 1.0,
-                  top_p: float = 1.0, generator: torch.Generator | None = None, stats: dict | None = None) -> torch.Tensor:
+                  top_p: float = 1.0, generator: torch.Generator | None = None, stats: dict | None = None,
+                  reuse: bool | None = None) -> torch.Tensor:
     """Ancestral (``cached=False``) or cached reverse process on a partially masked batch z:
     LongTensor[N, L] -> LongTensor[N, L].
 
-    Positions not equal to the mask id stay as they are. ``stats`` (if given) accumulates
-    ``denoiser_calls`` (batched calls) and ``rows_evaluated``. A step in which no row needs a new
-    evaluation costs no denoiser call; the cached path re-evaluates only rows that changed.
+    Positions not equal to the mask id stay as they are. ``cached``: evaluate only rows that
+    reveal something (state-independent schedules) and, with ``reuse`` (default: ``cached``; only
+    valid for denoisers that ignore t), reuse the last mu of rows that did not change. Both paths
+    consume the same random numbers, so they give the same samples. ``stats`` (if given)
+    accumulates ``denoiser_calls`` (batched calls) and ``rows_evaluated``.
     """
+    reuse = cached if reuse is None else reuse
     ts = time_grid(steps, grid)
     N = z.shape[0]
     mask_id = process.mask_id
@@ -49,17 +57,32 @@ def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, 
     cache = MuCache(process, denoiser, labels, guidance, null_label, temperature, top_p, stats)
     stale = torch.ones(N, dtype=torch.bool, device=z.device)  # rows whose cached mu is out of date
     is_masked = z == mask_id
+    two_stage = state_independent(process)
     for k in range(steps):
         t, s = ts[k], ts[k + 1]
         active = is_masked.any(-1)
         if not active.any():
             break
-        need = active & stale if cached else active
+        if two_stage:
+            p = process.unmask_probability(t, s)
+            reveal = is_masked & (torch.rand(z.shape, device=z.device, dtype=torch.float64, generator=generator) < p)
+            if cached:
+                need = reveal.any(-1) & (stale if reuse else torch.ones_like(stale))
+            else:
+                need = active
+            mu = cache.get(z, t, need) if need.any() else cache.mu
+            stale &= ~need
+            if reveal.any():
+                z = z.clone()
+                z[reveal] = categorical(mu[reveal], generator)
+                is_masked &= ~reveal
+                stale |= reveal.any(-1)
+            continue
+        need = active & stale if (cached and reuse) else active
         mu = cache.get(z, t, need) if need.any() else cache.mu
         stale &= ~need
         draw = reverse_draw(process, mu[is_masked], t, s, generator)
-        revealed = draw != mask_id
-        if revealed.any():
+        if (draw != mask_id).any():
             z = z.clone()
             z[is_masked] = draw
             was = is_masked
@@ -110,7 +133,7 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
         raise ValueError(f"sampler {sampler!r} needs a number of steps")
     if time_conditioned is None:
         time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
-    cached = sampler in ("cached", "first-hitting", "remdm") and not time_conditioned
+    cached = sampler in ("cached", "first-hitting", "remdm") and not time_conditioned  # mu may be reused
     device = torch.device(device) if device is not None else device_of(denoiser)
     was_training = getattr(denoiser, "training", False)
     if hasattr(denoiser, "eval"):
@@ -126,7 +149,8 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
     common = dict(labels=labels, guidance=guidance, null_label=null_label, temperature=temperature, top_p=top_p,
                   generator=generator, stats=stats)
     if sampler in ("cached", "ancestral"):
-        window_fn = functools.partial(sample_window, steps=steps, cached=cached, grid=grid, **common)
+        window_fn = functools.partial(sample_window, steps=steps, cached=sampler == "cached", reuse=cached, grid=grid,
+                                      **common)
     elif sampler == "first-hitting":
         window_fn = functools.partial(first_hitting_window, steps=steps, grid=grid, cached=cached, **common)
     elif sampler == "remdm":
