@@ -1,6 +1,9 @@
 """Reverse complement, in one place: the complement map of the token ids, the reverse complement of
 token ids, of the valid prefix of right-padded batches, of DNA strings and of per-position logits,
-random RC of a batch (augmentation) and conjoining (averaging a function of x and of RC(x)).
+random RC of a batch (augmentation) and conjoining (averaging a function of x and of RC(x)), and the
+valid-length flip of right-padded hidden states (row b valid on ``0 .. lengths[b] - 1``: position
+l < lengths[b] maps to ``lengths[b] - 1 - l``, padding stays at the end, so a causal scan over the
+flipped row never carries a pad into a valid position).
 
 Token ids are those of :mod:`dnadiff.data.tokenizer` (A=0 C=1 G=2 T=3 MASK=4 N=5 PAD=6); a model
 with its own complement map passes it as ``complement`` (LongTensor[V'], its own inverse).
@@ -77,3 +80,28 @@ def conjoin(fn: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, va
     rc = reverse_complement(tokens, complement) if valid is None else reverse_complement_valid(tokens, valid, complement)
     out_rc = fn(rc)
     return (out + (rc_logits(out_rc, complement) if per_position else out_rc)) / 2
+
+
+def valid_flip_index(lengths: torch.Tensor, L: int) -> torch.Tensor:
+    """Source index LongTensor[B, L] of the valid-length flip: ``lengths[b] - 1 - l`` for l < lengths[b], else l.
+
+    It is its own inverse (flipping twice restores the row)."""
+    pos = torch.arange(L, device=lengths.device)
+    lengths = lengths.to(torch.long)[:, None]
+    return torch.where(pos < lengths, lengths - 1 - pos, pos)
+
+
+def flip_valid(x: torch.Tensor, lengths: torch.Tensor | None, dim: int = 1) -> torch.Tensor:
+    """Flip each row of ``x`` (batch on dim 0, positions on ``dim``) within its valid length.
+
+    x: [B, ..., L, ...]; lengths: LongTensor[B] or None (all rows full: a plain flip along ``dim``).
+    Returns a tensor of the shape of ``x``.
+    """
+    dim = dim % x.dim()
+    L = x.shape[dim]
+    if lengths is None or bool((lengths == L).all()):
+        return x.flip(dim)
+    index = valid_flip_index(lengths, L)  # [B, L]
+    shape = [1] * x.dim()
+    shape[0], shape[dim] = x.shape[0], L
+    return x.gather(dim, index.view(shape).expand(x.shape))

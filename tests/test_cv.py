@@ -35,12 +35,17 @@ def test_folds_are_sklearns_with_the_fixed_seed():
     assert any((a[1] != b[1]).any() for a, b in zip(ours, other))
 
 
-def test_class_with_fewer_examples_than_folds():
-    labels = np.array([0] * 20 + [1] * 4)
-    with pytest.raises(UserError, match=r"class 'pos' has 4 example\(s\), fewer than the 5 folds") as err:
+def test_class_with_fewer_than_two_examples_per_fold():
+    labels = np.array([0] * 20 + [1] * 9)
+    with pytest.raises(UserError, match=r"class 'pos' has 9 example\(s\), fewer than 2 x 5 folds") as err:
         stratified_folds(labels, 5, seed=0, class_names=["neg", "pos"])
-    assert "--folds" in str(err.value)
+    assert "--folds to at most 4" in str(err.value)
     assert len(stratified_folds(labels, 4, seed=0, class_names=["neg", "pos"])) == 4
+
+
+def test_a_single_class_is_refused():
+    with pytest.raises(UserError, match="single class"):
+        stratified_folds(np.zeros(30, dtype=int), 5, seed=0, class_names=["neg", "pos"])
 
 
 def test_caduceus_resplits_ninety_ten():

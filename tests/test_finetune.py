@@ -112,7 +112,7 @@ def test_bad_class_smaller_than_folds(capsys, tmp_path):
     path = tmp_path / "few.tsv"
     path.write_text("seq\tlabel\n" + "ACGTAC\tneg\n" * 10 + "GGCCTT\tpos\n" * 3)
     _fails(capsys, tmp_path, ["--task", "human_enhancers_cohn", "--data", str(path), "--from-scratch",
-                              "--model-size", "demo"], "class 'pos' has 3 example(s), fewer than the 5 folds")
+                              "--model-size", "demo"], "class 'pos' has 3 example(s), fewer than 2 x 5 folds")
 
 
 @pytest.mark.parametrize("content,fragment", [

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
 
 
@@ -33,6 +34,7 @@ def add_arguments(p) -> None:
     p.add_argument("--decompress", action="store_true", help="decompress a plain-gzip FASTA once into a cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    add_device_arguments(p, training=False)
 
 
 def materialise(loader, limit: int | None = None) -> list[dict]:
@@ -67,11 +69,15 @@ def run(args) -> int:
     from dnadiff.diffusion import evaluate
     from dnadiff.loading import load_model
 
+    device = torch_device(args)
     torch.manual_seed(args.seed)
     model, process, payload = load_model(args.checkpoint, download=args.download)
+    model.to(device)
+    if isinstance(process, torch.nn.Module):
+        process.to(device)
     info = payload.get("data", {})
     modality = info.get("modality", "dna")
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator(device=device).manual_seed(args.seed)
     result: dict = {"checkpoint": str(args.checkpoint), "modality": modality}
     if modality == "dna":
         from dnadiff.eval.markov import fit_markov

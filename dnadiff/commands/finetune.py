@@ -3,10 +3,13 @@
     dnadiff finetune --task NAME [--data FILE.tsv | --genome FASTA --coordinates DIR | --cache DIR]
                      [--download] (--checkpoint CKPT | --from-scratch) [--model-size demo|470k]
                      [--folds 5] [--max-epochs N] [--protocol cv|caduceus] [--max-examples N]
-                     [--seed S] --out DIR
+                     [--seed S] [--fold K] [--micro-batch N] [--accelerator auto|cpu|gpu] [--devices N]
+                     [--precision P] [--strategy S] [--force] --out DIR
+    dnadiff finetune --aggregate DIR
 
-Defaults come from ``configs/finetune/<task>.yaml``. Writes ``DIR/results.json`` and
-``DIR/results.md`` only when the whole run succeeded.
+Defaults come from ``configs/finetune/<task>.yaml``. Each fold writes ``DIR/fold_K.json`` (atomically) when
+it completes; the whole run then writes ``DIR/results.json`` and ``DIR/results.md``. With ``--fold K``
+only fold K runs (one job of a SLURM array); ``--aggregate DIR`` merges the fold files into the results.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import math
 import sys
 from pathlib import Path
 
+from dnadiff.commands.devices import add_device_arguments
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "finetune"
 
 #: --model-size choices (Caduceus-Ph presets of dnadiff.models.sizes): "470k" is the Caduceus
@@ -24,7 +29,7 @@ MODEL_SIZES = ("demo", "470k")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help="Genomic Benchmarks task (e.g. human_enhancers_cohn)")
+    parser.add_argument("--task", help="Genomic Benchmarks task (e.g. human_enhancers_cohn)")
     src = parser.add_argument_group("data source (one of)")
     src.add_argument("--data", help="TSV/CSV with sequence and label columns (the train split)")
     src.add_argument("--test-data", help="optional TSV/CSV test split to go with --data")
@@ -45,7 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-examples", type=int, help="subsample each split to at most N examples (quick runs)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the k-mer and CNN baselines")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output folder for results.json and results.md")
+    parser.add_argument("--micro-batch", type=int, help="sequences per forward/backward (gradient accumulation up to "
+                        "the batch size); default bounded by memory")
+    parser.add_argument("--fold", type=int, help="run only fold (or seed) K, 0-based, writing OUT/fold_K.json")
+    parser.add_argument("--aggregate", metavar="DIR", help="merge DIR/fold_*.json into DIR/results.json and results.md")
+    parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    parser.add_argument("--out", help="output folder for fold_K.json, results.json and results.md")
+    add_device_arguments(parser)
 
 
 def load_config(task: str, config_dir: Path = CONFIG_DIR):
@@ -97,23 +108,75 @@ def _classifier_factory(args, num_classes: int, pooling: str):
                                       "parameters": params, "description": description}
 
 
+def check_out(out: str, fold: int | None, force: bool) -> Path:
+    """UserError, before any work, when ``out`` cannot take this run's results: an existing file, a folder
+    that cannot be created or written, or (without ``force``) one holding results of a run (the fold's own
+    file for ``--fold K``; any results or fold file otherwise). Creates nothing."""
+    import os
+
+    from dnadiff.errors import UserError
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is an existing file: give a folder for the results")
+    existing = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path} cannot be written ({existing} is not a writable folder): choose another --out")
+    if path.is_dir() and not force:
+        from dnadiff.finetune.report import fold_path
+
+        held = [fold_path(path, fold)] if fold is not None else \
+            [path / "results.json", path / "results.md", *sorted(path.glob("fold_*.json"))]
+        held = [p for p in held if p.exists()]
+        if held:
+            raise UserError(f"--out {path} already holds results ({held[0].name}): choose another --out, "
+                            "or add --force to overwrite them")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
+    from dnadiff.errors import UserError
+
+    if args.aggregate:
+        return aggregate_command(args.aggregate)
+    if not args.task or not args.out:
+        raise UserError("give --task NAME and --out DIR (or --aggregate DIR to merge fold files)")
+    return finetune_command(args)
+
+
+def aggregate_command(folder: str) -> int:
+    """``--aggregate DIR``: fold files -> results.json / results.md (atomically), one summary line."""
+    from dnadiff.finetune.report import aggregate, write_results
+
+    results = aggregate(folder)
+    json_path, _ = write_results(folder, results)
+    _print_summary(results, json_path)
+    return 0
+
+
+def finetune_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dnadiff.commands.devices import lightning_device_kwargs
     from dnadiff.data.genomic_benchmarks import load_task, resolve_task
     from dnadiff.errors import UserError
-    from dnadiff.finetune import protocol_splits, run_finetune, subsample
-    from dnadiff.finetune.report import write_results
+    from dnadiff.finetune import protocol_splits, run_finetune, run_header, subsample
+    from dnadiff.finetune.batches import small_data_batch
+    from dnadiff.finetune.report import write_fold, write_results
 
     console = Console(stderr=True)
-    task, note = resolve_task(args.task)
-    if note:
-        console.print(f"note: {note}")
-    for name in ("folds", "max_epochs", "batch_size", "max_examples", "max_length"):
+    for name in ("folds", "max_epochs", "batch_size", "max_examples", "max_length", "micro_batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.fold is not None and not 0 <= args.fold < args.folds:
+        raise UserError(f"--fold {args.fold} is outside 0..{args.folds - 1} (--folds {args.folds}): give a fold in that range")
+    device = lightning_device_kwargs(args)
+    out = check_out(args.out, args.fold, args.force)
+    task, note = resolve_task(args.task)
+    if note:
+        console.print(f"note: {note}")
     config = load_config(task)
     if args.max_epochs:
         config.epochs = args.max_epochs
@@ -121,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         config.batch_size = args.batch_size
     if args.max_length:
         config.max_length = args.max_length
+    if args.micro_batch:
+        config.micro_batch = args.micro_batch
     data = load_task(task, data=args.data, test_data=args.test_data, genome=args.genome,
                      coordinates=args.coordinates, cache=args.cache, download=args.download)
     data.train = subsample(data.train, args.max_examples, args.seed)
@@ -128,16 +193,33 @@ def run(args: argparse.Namespace) -> int:
         data.test = subsample(data.test, args.max_examples, args.seed)
     splits = protocol_splits(data, args.protocol, args.folds, args.seed)  # user errors before any display
     make_classifier, variant, model_info = _classifier_factory(args, data.num_classes, config.pooling)
+    notes = []
+    fold_train = min(len(tr) for tr, _ in splits)
+    if not args.batch_size:
+        batch = small_data_batch(fold_train, config.batch_size)
+        if batch != config.batch_size:
+            notes.append(f"{fold_train} training examples per fold give {math.ceil(fold_train / config.batch_size)} "
+                         f"optimizer step(s) per epoch at batch {config.batch_size}: batch lowered to {batch} "
+                         f"({math.ceil(fold_train / batch)} steps per epoch); --batch-size overrides")
+            console.print(f"note: {notes[-1]}")
+            config.batch_size = batch
+    header = run_header(data, config, args.protocol, args.folds, args.seed)
+    header["max_examples"] = args.max_examples
+    if args.force and args.fold is None:  # a full rerun replaces the folder's earlier results
+        for stale in [*out.glob("fold_*.json"), out / "results.json", out / "results.md"]:
+            stale.unlink(missing_ok=True)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
-        runs = bar.add_task(f"{task} {args.protocol}", total=args.folds, status="")
+        total_runs = 1 if args.fold is not None else args.folds
+        runs = bar.add_task(f"{task} {args.protocol}", total=total_runs, status="")
         epochs = bar.add_task("epochs", total=config.epochs, status="")
+        done = []
 
         def progress(event: str, fold: int, epoch: int, value: float) -> None:
             if event == "fold":
-                bar.update(runs, completed=fold, status=f"run {fold + 1}/{args.folds}")
+                bar.update(runs, completed=len(done), status=f"run {fold + 1}/{args.folds}")
                 bar.reset(epochs, total=config.epochs)
                 bar.update(epochs, status="")
             elif event == "epoch":
@@ -145,19 +227,38 @@ def run(args: argparse.Namespace) -> int:
             elif event == "baselines":
                 bar.update(epochs, status="baselines")
 
-        results = run_finetune(data, make_classifier, config, variant, protocol=args.protocol,
-                               folds=args.folds, seed=args.seed, baselines=() if args.no_baselines else ("kmer_logreg", "cnn"),
-                               cnn_epochs=config.epochs, progress=progress, splits=splits)
-        bar.update(runs, completed=args.folds, status="done")
-    results["model"] = model_info
-    results["max_examples"] = args.max_examples
-    json_path, _ = write_results(args.out, results)
+        def on_fold(run: dict) -> None:
+            done.append(write_fold(out, header, model_info, run, notes))
+
+        run_finetune(data, make_classifier, config, variant, protocol=args.protocol, folds=args.folds,
+                     seed=args.seed, baselines=() if args.no_baselines else ("kmer_logreg", "cnn"),
+                     cnn_epochs=config.epochs, progress=progress, splits=splits, only=args.fold, device=device,
+                     on_fold=on_fold)
+        bar.update(runs, completed=total_runs, status="done")
+    if args.fold is not None:
+        import json
+
+        run = json.loads(done[0].read_text())["run"]
+        acc = (run["model"] or {}).get("accuracy")
+        print(f"{task}: fold {args.fold} accuracy {'n/a' if acc is None else f'{acc:.3f}'}; wrote {done[0]} "
+              f"(merge the folds with `dnadiff finetune --aggregate {out}`)", file=sys.stdout)
+        return 0
+    from dnadiff.finetune.report import aggregate
+
+    results = aggregate(out)  # the fold files just written: the same merge a SLURM array uses
+    json_path, _ = write_results(out, results)
+    _print_summary(results, json_path)
+    return 0
+
+
+def _print_summary(results: dict, json_path) -> None:
     acc = results["summary"]["accuracy"]
     base = "; ".join(f"{name} {b['summary']['accuracy']['mean']:.3f}" for name, b in results["baselines"].items())
-    print(f"{task}: accuracy {acc['mean']:.3f} ± {_std(acc['std'])} over {len(results['folds'])} "
-          f"{'folds' if args.protocol == 'cv' else 'seeds'} ({results['summary_scope']})"
+    runs = "folds" if results["protocol"] == "cv" else "seeds"
+    head = (f"accuracy {acc['mean']:.3f} ± {_std(acc['std'])} over {len(results['folds'])} {runs}"
+            if results["folds"] else "baselines only")
+    print(f"{results['task']}: {head} ({results['summary_scope']})"
           + (f"; baselines: {base}" if base else "") + f"; results in {json_path}", file=sys.stdout)
-    return 0
 
 
 def _std(value: float) -> str:

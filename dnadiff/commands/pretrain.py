@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from dnadiff.commands.devices import add_device_arguments, lightning_device_kwargs
 from dnadiff.errors import UserError
 
 
@@ -31,10 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/pretrain", help="output directory (default runs/pretrain)")
     p.add_argument("--max-steps", type=int, help="training steps (overrides train.max_steps)")
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
-    p.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 4 or auto")
+    add_device_arguments(p)  # --accelerator, --devices, --precision (overrides train.precision), --strategy
     p.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node training")
-    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...")
     p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default OUT/checkpoints/last.ckpt)")
     p.add_argument("--force", action="store_true", help="start over in an --out folder that holds a previous run "
                                                              "(its checkpoints and metrics log are removed)")
@@ -150,7 +149,6 @@ def build_module(cfg: dict, data_info: dict):
 
 def make_trainer(cfg: dict, args, out: Path):
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     from dnadiff.training.callbacks import AtomicCheckpointIO, Throughput, WindowAudit
@@ -166,9 +164,9 @@ def make_trainer(cfg: dict, args, out: Path):
         loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
     except ImportError:
         pass
-    precision = t["precision"]
-    if precision == "auto":
-        precision = "bf16-mixed" if torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda") else "32-true"
+    device = lightning_device_kwargs(args)
+    if getattr(args, "precision", "auto") == "auto" and t.get("precision", "auto") != "auto":
+        device["precision"] = t["precision"]  # the config's choice unless --precision says otherwise
     callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
                                  every_n_train_steps=int(t["ckpt_every"]), save_last=True, save_top_k=1,
                                  enable_version_counter=False),
@@ -177,10 +175,8 @@ def make_trainer(cfg: dict, args, out: Path):
         callbacks.append(WindowAudit(out))
     if not args.no_progress:
         callbacks.append(RichProgressBar())
-    devices = args.devices if args.devices == "auto" else int(args.devices)
     return L.Trainer(max_steps=max_steps, val_check_interval=min(int(t["val_every"]), max_steps),
-                     check_val_every_n_epoch=None, num_sanity_val_steps=0, accelerator=args.accelerator,
-                     devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=precision,
+                     check_val_every_n_epoch=None, num_sanity_val_steps=0, **device, num_nodes=args.num_nodes,
                      gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None, logger=loggers,
                      callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=out,
                      log_every_n_steps=int(t["log_every"]), enable_model_summary=False,
@@ -197,6 +193,7 @@ def run(args) -> int:
 
     # every input is checked before the run folder is created or touched
     cfg = config_from_args(args)
+    lightning_device_kwargs(args)  # device options checked before anything is created
     out = check_out(Path(args.out), resuming=args.resume is not None, force=args.force)
     if cfg["data"].get("genome"):
         cfg["data"]["genome"] = str(genome_path(cfg["data"]["genome"], cfg["data"].get("decompress", False)))

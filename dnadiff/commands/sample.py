@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
 
 #: at most this many labelled real sequences train the report's k-mer classifier (a few seconds).
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (needs --class)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=256, help="sequences generated together")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    add_device_arguments(parser, training=False)
     parser.add_argument("--report", action="store_true", help="print quality metrics of the samples")
     parser.add_argument("--real", default=None, help="real held-out sequences for --report: FASTA, seq<TAB>label table or the DHS table")
     parser.add_argument("--train", default=None, help="training sequences for the memorisation check of --report (FASTA or table)")
@@ -185,11 +186,12 @@ def sampler_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from dnadiff.generate import check_writable, load, write_fasta
 
+    device = torch_device(args)  # a bad device option fails before any work
     check_writable(args.out, overwrite=args.force)
     sampler_options(args)
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train).held_out if args.report and args.train else None
-    generator = load(args.checkpoint, device=args.device, download=args.download)
+    generator = load(args.checkpoint, device=device, download=args.download)
     started = time.perf_counter()
     seqs = generator.generate(
         args.num, length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,

@@ -1,7 +1,7 @@
 """Genomic Benchmarks fine-tuning: protocols (cross-validation or the Caduceus re-splits), the model
 and both baselines on the same splits, and the results record.
 
-:func:`run_finetune` is the whole experiment; ``dnadiff finetune`` and ``benchmarks/finetune.py``
+:func:`run_finetune` is the whole experiment (:func:`run_fold` one fold of it, :func:`combine` merges folds); ``dnadiff finetune`` and ``benchmarks/finetune.py``
 call it. Modules: ``cv`` (splits), ``trainer`` (one fold of the model), ``baselines`` (k-mer
 logistic regression, GB CNN), ``report`` (results.json / results.md).
 """
@@ -53,6 +53,100 @@ def _record(index: int, scored: dict, extra: dict) -> dict:
     return {"fold": index, **{m: scored[m] for m in METRICS}, "n": scored["n"], **extra}
 
 
+def run_fold(
+    data: TaskData,
+    index: int,
+    split: tuple[np.ndarray, np.ndarray],
+    make_classifier: Callable[[], nn.Module] | None,
+    config: FinetuneConfig,
+    variant: str,
+    protocol: str = "cv",
+    seed: int = 0,
+    baselines: tuple[str, ...] = ("kmer_logreg", "cnn"),
+    cnn_epochs: int = 10,
+    progress: Progress | None = None,
+    device: dict | None = None,
+) -> dict:
+    """One run (fold ``index`` of ``cv``, or re-split ``index`` of ``caduceus``) of the model and the baselines.
+
+    Returns ``{"fold": index, "model": record or None, "baselines": {name: record}}``; a record holds the
+    metrics of the held-out fold (``cv``) or of the test split (``caduceus``), ``n``, ``seconds`` and, with
+    ``cv`` and a test split, ``test`` metrics.
+    """
+    progress = progress or (lambda *a: None)
+    tr, va = split
+    input_len = max(len(s) for s in data.train.seqs + (data.test.seqs if data.test else []))
+    input_len = min(input_len, config.max_length)
+    train, val = data.train.subset(tr), data.train.subset(va)
+    scored_on_test = protocol == "caduceus"
+    progress("fold", index, 0, float("nan"))
+    model_record = None
+    if make_classifier is not None:
+        start = time.perf_counter()
+        out = train_fold(make_classifier, train, val, data.test, config, variant, seed + index,
+                         on_epoch=lambda epoch, acc: progress("epoch", index, epoch, acc), device=device)
+        main = out["test"] if scored_on_test else out["val"]
+        model_record = _record(index, main, {
+            "best_epoch": out["best_epoch"], "seconds": time.perf_counter() - start,
+            "val": out["val"], "test": out["test"], "val_accuracy_per_epoch": out["val_accuracy_per_epoch"],
+            "micro_batch": out["micro_batch"], "optimizer_steps": out["optimizer_steps"]})
+    base_records = {}
+    if baselines:
+        progress("baselines", index, 0, float("nan"))
+        target = data.test if scored_on_test else val
+        for name, model in (
+            ("kmer_logreg", lambda: KmerLogReg(seed=seed).fit(train.seqs, train.labels, data.num_classes)),
+            ("cnn", lambda: CNNBaseline(data.num_classes, input_len, epochs=cnn_epochs, seed=seed + index)
+             .fit(train.seqs, train.labels, val.seqs, val.labels)),
+        ):
+            if name not in baselines:
+                continue
+            start = time.perf_counter()
+            fitted = model()
+            record = _record(index, classification_metrics(target.labels, fitted.predict_proba(target.seqs)),
+                             {"seconds": time.perf_counter() - start})
+            if data.test is not None and not scored_on_test:
+                record["test"] = classification_metrics(data.test.labels, fitted.predict_proba(data.test.seqs))
+            base_records[name] = record
+    return {"fold": index, "model": model_record, "baselines": base_records}
+
+
+def run_header(data: TaskData, config: FinetuneConfig, protocol: str, folds: int, seed: int) -> dict:
+    """What identifies a fine-tuning experiment (every fold file of one experiment holds the same header)."""
+    return {
+        "task": data.task,
+        "num_classes": data.num_classes,
+        "class_names": data.class_names,
+        "protocol": protocol,
+        "num_folds": folds,
+        "num_train": len(data.train),
+        "num_test": len(data.test) if data.test is not None else 0,
+        "source": data.source,
+        "seed": seed,
+        "config": {k: v for k, v in vars(config).items() if k != "extra"},
+        "summary_scope": "held-out folds" if protocol == "cv" else "official test split",
+    }
+
+
+def combine(header: dict, fold_runs: list[dict]) -> dict:
+    """The results dict of an experiment from its header and its :func:`run_fold` outputs (any order)."""
+    fold_runs = sorted(fold_runs, key=lambda r: r["fold"])
+    model_folds = [r["model"] for r in fold_runs if r["model"] is not None]
+    names = list(dict.fromkeys(n for r in fold_runs for n in r["baselines"]))
+    base_folds = {name: [r["baselines"][name] for r in fold_runs if name in r["baselines"]] for name in names}
+    results = {
+        **header,
+        "folds": model_folds,
+        "summary": summarize_folds(model_folds),
+        "baselines": {name: {"folds": f, "summary": summarize_folds(f)} for name, f in base_folds.items()},
+    }
+    if header["num_test"] and header["protocol"] == "cv":
+        results["test_summary"] = summarize_folds([f["test"] for f in model_folds])
+        for base in results["baselines"].values():
+            base["test_summary"] = summarize_folds([f["test"] for f in base["folds"]])
+    return results
+
+
 def run_finetune(
     data: TaskData,
     make_classifier: Callable[[], nn.Module] | None,
@@ -65,66 +159,27 @@ def run_finetune(
     cnn_epochs: int = 10,
     progress: Progress | None = None,
     splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    only: int | None = None,
+    device: dict | None = None,
+    on_fold: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run the protocol for the model (``make_classifier`` builds a fresh classifier per run; None
     runs the baselines only) and the named ``baselines`` (default both) on the same splits.
 
     The metrics a fold reports at top level are those of the held-out fold (``cv``) or of the
     test split (``caduceus``); with ``cv`` and a test split, ``fold["test"]`` holds the test metrics.
-    ``splits`` (from :func:`protocol_splits`) may be passed when the caller validated them already.
+    ``splits`` (from :func:`protocol_splits`) may be passed when the caller validated them already;
+    ``only`` runs that one fold; ``on_fold(run)`` receives each :func:`run_fold` output as it completes.
     Returns the results dict (without task/model descriptions, which the caller adds).
     """
-    progress = progress or (lambda *a: None)
     splits = splits if splits is not None else protocol_splits(data, protocol, folds, seed)
-    input_len = max(len(s) for s in data.train.seqs + (data.test.seqs if data.test else []))
-    input_len = min(input_len, config.max_length)
-    model_folds, base_folds = [], {name: [] for name in baselines}
-    for index, (tr, va) in enumerate(splits):
-        train, val = data.train.subset(tr), data.train.subset(va)
-        scored_on_test = protocol == "caduceus"
-        progress("fold", index, 0, float("nan"))
-        if make_classifier is not None:
-            start = time.perf_counter()
-            out = train_fold(make_classifier, train, val, data.test, config, variant, seed + index,
-                             on_epoch=lambda epoch, acc, i=index: progress("epoch", i, epoch, acc))
-            main = out["test"] if scored_on_test else out["val"]
-            model_folds.append(_record(index, main, {
-                "best_epoch": out["best_epoch"], "seconds": time.perf_counter() - start,
-                "val": out["val"], "test": out["test"], "val_accuracy_per_epoch": out["val_accuracy_per_epoch"]}))
-        if baselines:
-            progress("baselines", index, 0, float("nan"))
-            target = data.test if scored_on_test else val
-            for name, model in (
-                ("kmer_logreg", lambda: KmerLogReg(seed=seed).fit(train.seqs, train.labels, data.num_classes)),
-                ("cnn", lambda: CNNBaseline(data.num_classes, input_len, epochs=cnn_epochs, seed=seed + index)
-                 .fit(train.seqs, train.labels, val.seqs, val.labels)),
-            ):
-                if name not in baselines:
-                    continue
-                start = time.perf_counter()
-                fitted = model()
-                record = _record(index, classification_metrics(target.labels, fitted.predict_proba(target.seqs)),
-                                 {"seconds": time.perf_counter() - start})
-                if data.test is not None and not scored_on_test:
-                    record["test"] = classification_metrics(data.test.labels, fitted.predict_proba(data.test.seqs))
-                base_folds[name].append(record)
-    results = {
-        "task": data.task,
-        "num_classes": data.num_classes,
-        "class_names": data.class_names,
-        "protocol": protocol,
-        "num_train": len(data.train),
-        "num_test": len(data.test) if data.test is not None else 0,
-        "source": data.source,
-        "seed": seed,
-        "config": {k: v for k, v in vars(config).items() if k != "extra"},
-        "summary_scope": "held-out folds" if protocol == "cv" else "official test split",
-        "folds": model_folds,
-        "summary": summarize_folds(model_folds),
-        "baselines": {name: {"folds": f, "summary": summarize_folds(f)} for name, f in base_folds.items()},
-    }
-    if data.test is not None and protocol == "cv":
-        results["test_summary"] = summarize_folds([f["test"] for f in model_folds])
-        for base in results["baselines"].values():
-            base["test_summary"] = summarize_folds([f["test"] for f in base["folds"]])
-    return results
+    runs = []
+    for index, split in enumerate(splits):
+        if only is not None and index != only:
+            continue
+        run = run_fold(data, index, split, make_classifier, config, variant, protocol, seed, baselines, cnn_epochs,
+                       progress, device)
+        if on_fold is not None:
+            on_fold(run)
+        runs.append(run)
+    return combine(run_header(data, config, protocol, folds, seed), runs)

@@ -16,13 +16,18 @@ PROTOCOLS = ("cv", "caduceus")
 
 
 def check_class_counts(labels: np.ndarray, folds: int, class_names: list[str]) -> None:
-    """UserError when a class has fewer examples than folds (StratifiedKFold cannot place it)."""
+    """UserError when the data hold a single class, or a class has fewer than ``2 x folds`` examples (each
+    fold must hold at least one example of it for validation and one more for training)."""
     counts = np.bincount(np.asarray(labels), minlength=len(class_names))
+    present = [name for name, count in zip(class_names, counts) if count > 0]
+    if len(present) < 2:
+        raise UserError(f"the data hold a single class ({present[0] if present else 'none'!r}): classification "
+                        "needs examples of at least two classes in the label column")
     for name, count in zip(class_names, counts):
-        if count < folds:
+        if count < 2 * folds:
             raise UserError(
-                f"class {name!r} has {count} example(s), fewer than the {folds} folds: "
-                f"give more examples of it or lower --folds to at most {max(int(counts.min()), 2)}"
+                f"class {name!r} has {count} example(s), fewer than 2 x {folds} folds: "
+                f"give at least {2 * folds} examples of it or lower --folds to at most {max(int(counts.min()) // 2, 2)}"
             )
 
 

@@ -44,6 +44,13 @@ def render_markdown(results: dict) -> str:
         + f" examples; model: {results['model']['description']}.",
         "",
     ]
+    cfg = results.get("config", {})
+    if cfg:
+        micro = sorted({f.get("micro_batch") for f in results["folds"] if f.get("micro_batch")})
+        lines += [f"Batch {cfg.get('batch_size')}" + (f" (micro-batches of {', '.join(map(str, micro))})" if micro else "")
+                  + f", lr {cfg.get('lr')}, {cfg.get('epochs')} epochs, max length {cfg.get('max_length')}.", ""]
+    for note in results.get("notes", []):
+        lines += [f"Note: {note}", ""]
     if results["folds"]:
         lines += [
             "| fold | best epoch | " + " | ".join(f"{m} ({held})" for m in METRICS)
@@ -87,3 +94,74 @@ def write_results(out_dir: str | Path, results: dict) -> tuple[Path, Path]:
     _write_atomic(md_path, markdown)
     _write_atomic(json_path, payload)
     return json_path, md_path
+
+
+# ------------------------------------------------------------------ folds as jobs
+FOLD_FORMAT = "dnadiff-finetune-fold/1"
+
+
+def fold_path(out_dir: str | Path, fold: int) -> Path:
+    """``OUT/fold_K.json``: the result file of one fold (one job of a SLURM array)."""
+    return Path(out_dir) / f"fold_{fold}.json"
+
+
+def write_fold(out_dir: str | Path, header: dict, model: dict, run: dict, notes: list[str] | None = None) -> Path:
+    """Write one fold's results atomically: ``{"format", "header", "model", "run", "notes"}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = fold_path(out, run["fold"])
+    payload = {"format": FOLD_FORMAT, "header": header, "model": model, "run": run, "notes": list(notes or [])}
+    _write_atomic(path, json.dumps(_jsonable(payload), indent=2) + "\n")
+    return path
+
+
+def _identity(model: dict) -> dict:
+    return {k: v for k, v in model.items() if k in ("spec", "variant", "init", "parameters")}
+
+
+def aggregate(folder: str | Path) -> dict:
+    """Merge the ``fold_K.json`` files of ``folder`` into one results dict (see :func:`dnadiff.finetune.combine`).
+
+    Raises:
+        UserError: no fold files, a file that is not a fold file, folds of different experiments (task, data,
+            protocol, config, seed or model differ), a fold twice, or missing folds.
+    """
+    from dnadiff.errors import UserError
+    from dnadiff.finetune import combine
+
+    folder = Path(folder)
+    files = sorted(folder.glob("fold_*.json")) if folder.is_dir() else []
+    if not files:
+        raise UserError(f"no fold files (fold_K.json) in {folder}: run `dnadiff finetune ... --fold K --out {folder}` first")
+    loaded = []
+    for path in files:
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path} is not readable JSON ({err}): rerun that fold with --force") from None
+        if not isinstance(payload, dict) or payload.get("format") != FOLD_FORMAT:
+            raise UserError(f"{path} is not a dnadiff fold file: remove it from {folder}")
+        loaded.append((path, payload))
+    first_path, first = loaded[0]
+    for path, payload in loaded[1:]:
+        for key in sorted(set(first["header"]) | set(payload["header"])):
+            if first["header"].get(key) != payload["header"].get(key):
+                raise UserError(f"{path.name} and {first_path.name} are different experiments ({key}: "
+                                f"{payload['header'].get(key)!r} vs {first['header'].get(key)!r}): "
+                                f"keep one experiment's fold files per folder")
+        if _identity(payload["model"]) != _identity(first["model"]):
+            raise UserError(f"{path.name} and {first_path.name} used different models "
+                            f"({payload['model'].get('description')} vs {first['model'].get('description')}): "
+                            "keep one experiment's fold files per folder")
+    folds = [p["run"]["fold"] for _, p in loaded]
+    expected = list(range(int(first["header"]["num_folds"])))
+    if sorted(folds) != expected:
+        missing = sorted(set(expected) - set(folds))
+        raise UserError(f"{folder} holds folds {sorted(folds)} of {len(expected)}: run the missing fold(s) "
+                        f"{missing} (--fold K) before aggregating")
+    results = combine(first["header"], [p["run"] for _, p in loaded])
+    results["model"] = first["model"]
+    notes = list(dict.fromkeys(n for _, p in loaded for n in p.get("notes", [])))
+    if notes:
+        results["notes"] = notes
+    return results

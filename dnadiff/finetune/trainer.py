@@ -12,7 +12,6 @@ Reverse-complement handling per Caduceus variant:
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,10 @@ import torch
 from torch import nn
 
 from dnadiff.data.genomic_benchmarks import Split
-from dnadiff.data.tokenizer import EMBED_SIZE, encode_batch
+from dnadiff.data.tokenizer import EMBED_SIZE
 from dnadiff.errors import UserError
 from dnadiff.eval.classification import classification_metrics
-from dnadiff.rc import reverse_complement_valid
-from dnadiff.training.optim import build_optimizer, warmup_steps
+from dnadiff.training.optim import warmup_steps
 
 
 @dataclass
@@ -43,6 +41,7 @@ class FinetuneConfig:
     warmup_fraction: float = 0.01
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    micro_batch: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -96,20 +95,38 @@ def build_classifier(backbone: nn.Module, num_classes: int, pooling: str) -> nn.
 
 
 # ------------------------------------------------------------------ training
+def model_dims(classifier: nn.Module) -> tuple[int, int]:
+    """(width, depth) of a classifier's Caduceus backbone (for the default micro-batch); (256, 4) otherwise."""
+    inner = getattr(getattr(classifier, "backbone", None), "backbone", None)
+    if inner is not None and hasattr(inner, "d_model") and hasattr(inner, "layers"):
+        return int(inner.d_model) * (2 if getattr(inner, "variant", "ph") == "ps" else 1), len(inner.layers)
+    return 256, 4
+
+
 def predict_proba(classifier: nn.Module, seqs: list[str], max_length: int, conjoin: bool,
-                  batch_size: int = 256) -> np.ndarray:
-    """Class probabilities float[N, K]; with ``conjoin`` the logits of x and RC(x) are averaged
-    (RC of each sequence's valid part; padding stays on the right)."""
+                  budget_tokens: int | None = None, precision: str = "32-true") -> np.ndarray:
+    """Class probabilities float[N, K] on the classifier's device, in length-sorted batches each padded to its
+    own longest sequence (at most ``budget_tokens`` padded tokens; default from the model's size); with
+    ``conjoin`` the logits of x and RC(x) (valid part) are averaged."""
+    from dnadiff.finetune.batches import INFERENCE_BUDGET, inference_batches, make_micro_batches
+    from dnadiff.finetune.module import assemble, classifier_logits
+
+    if budget_tokens is None:
+        width, depth = model_dims(classifier)
+        budget_tokens = max(64, INFERENCE_BUDGET // (width * depth))
+    device = next(classifier.parameters()).device
+    labels = np.zeros(len(seqs), dtype=np.int64)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+    was_training = classifier.training
     classifier.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(seqs), batch_size):
-            tokens, valid = encode_batch(seqs[start : start + batch_size], max_length)
-            logits = classifier(tokens, valid)
-            if conjoin:
-                logits = (logits + classifier(reverse_complement_valid(tokens, valid), valid)) / 2
-            out.append(torch.softmax(logits.float(), dim=-1))
-    return torch.cat(out).numpy()
+    parts = []
+    with torch.no_grad(), autocast:
+        for rows in inference_batches(np.arange(len(seqs)), seqs, labels, max_length, budget_tokens):
+            mb = make_micro_batches(rows, seqs, labels, max_length, len(rows))[0]
+            logits = classifier_logits(classifier, mb.tokens.to(device), mb.valid.to(device), conjoin)
+            parts.append((mb.index, torch.softmax(logits, -1).cpu()))
+    classifier.train(was_training)
+    return assemble(parts, len(seqs))
 
 
 def train_fold(
@@ -121,47 +138,60 @@ def train_fold(
     variant: str,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    device: dict | None = None,
 ) -> dict:
-    """Train on ``train``, keep the best epoch on ``val``, score it on ``val`` (and ``test``).
+    """Train on ``train`` with Lightning, keep the best epoch on ``val``, score it on ``val`` (and ``test``).
 
-    Returns ``{"best_epoch", "val": metrics, "test": metrics or None, "val_accuracy_per_epoch"}``.
-    ``on_epoch(epoch, val_accuracy)`` is called after every epoch (progress display).
+    ``device``: Lightning ``accelerator``/``devices``/``precision``/``strategy`` (default: one CPU, 32-bit).
+    ``config.batch_size`` is the optimiser's batch (across all devices), run as micro-batches of
+    ``config.micro_batch`` sequences (default: :func:`dnadiff.finetune.batches.default_micro_batch`).
+    Returns ``{"best_epoch", "val": metrics, "test": metrics or None, "val_accuracy_per_epoch",
+    "micro_batch", "optimizer_steps"}``. ``on_epoch(epoch, val_accuracy)`` is called after every epoch.
     """
+    import logging
+    import warnings
+
+    import lightning as L
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    from dnadiff.finetune.batches import (INFERENCE_BUDGET, InferenceCollate, TrainCollate, default_micro_batch,
+                                          inference_batches)
+    from dnadiff.finetune.module import FinetuneModule
+
+    device = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto", **(device or {})}
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     classifier = make_classifier()
-    total = math.ceil(len(train) / config.batch_size) * config.epochs
-    optimizer, schedule = build_optimizer(classifier, config.lr, config.weight_decay,
-                                          warmup_steps(total, config.warmup_fraction), total, config.min_lr_ratio)
-    labels = torch.as_tensor(train.labels, dtype=torch.long)
-    augment = conjoin = variant == "ph"
-    best_acc, best_state, best_probs, best_epoch, history = -1.0, None, None, -1, []
-    for epoch in range(config.epochs):
-        classifier.train()
-        order = torch.randperm(len(train), generator=gen)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            tokens, valid = encode_batch([train.seqs[i] for i in batch], config.max_length)
-            if augment:
-                flip = torch.rand(len(batch), generator=gen) < 0.5
-                tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, valid), tokens)
-            loss = nn.functional.cross_entropy(classifier(tokens, valid), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(classifier.parameters(), config.grad_clip)
-            optimizer.step()
-            schedule.step()
-        probs = predict_proba(classifier, val.seqs, config.max_length, conjoin)
-        acc = float((probs.argmax(1) == val.labels).mean())
-        history.append(acc)
-        if acc > best_acc:
-            best_acc, best_epoch, best_probs = acc, epoch, probs
-            best_state = copy.deepcopy(classifier.state_dict())
-        if on_epoch is not None:
-            on_epoch(epoch, acc)
-    classifier.load_state_dict(best_state)
-    val_metrics = classification_metrics(val.labels, best_probs)
+    width, depth = model_dims(classifier)
+    micro = config.micro_batch or default_micro_batch(config.batch_size, config.max_length, width, depth)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    trainer = L.Trainer(max_epochs=config.epochs, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, **device)
+    world = max(1, trainer.world_size)
+    per_rank = max(1, config.batch_size // world)
+    steps_per_epoch = math.ceil(len(train) / (per_rank * world))
+    total = steps_per_epoch * config.epochs
+    module = FinetuneModule(classifier, lr=config.lr, weight_decay=config.weight_decay,
+                            warmup=warmup_steps(total, config.warmup_fraction), total_steps=total,
+                            min_lr_ratio=config.min_lr_ratio, grad_clip=config.grad_clip, augment=variant == "ph",
+                            conjoin=variant == "ph", val_labels=val.labels, seed=seed, on_epoch=on_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    sampler = BatchSampler(RandomSampler(range(len(train)), generator=gen), per_rank, drop_last=False)
+    train_loader = DataLoader(range(len(train)), batch_sampler=sampler,
+                              collate_fn=TrainCollate(train.seqs, train.labels, config.max_length, micro))
+    budget = max(64, INFERENCE_BUDGET // (width * depth))
+    chunks = inference_batches(np.arange(len(val)), val.seqs, val.labels, config.max_length, budget)
+    val_loader = DataLoader(chunks, batch_size=1, shuffle=False,
+                            collate_fn=InferenceCollate(val.seqs, val.labels, config.max_length))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Your `IterableDataset` has `__len__`.*")
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    best = module.best
+    classifier.load_state_dict(best["state"])
+    val_metrics = classification_metrics(val.labels, best["probs"])
     test_metrics = None
     if test is not None:
-        test_metrics = classification_metrics(test.labels, predict_proba(classifier, test.seqs, config.max_length, conjoin))
-    return {"best_epoch": best_epoch, "val": val_metrics, "test": test_metrics, "val_accuracy_per_epoch": history}
+        probs = predict_proba(classifier, test.seqs, config.max_length, variant == "ph", precision=device["precision"])
+        test_metrics = classification_metrics(test.labels, probs)
+    return {"best_epoch": best["epoch"], "val": val_metrics, "test": test_metrics,
+            "val_accuracy_per_epoch": list(module.history), "micro_batch": micro, "optimizer_steps": total}

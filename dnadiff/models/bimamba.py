@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from dnadiff.models.mamba import Mamba
+from dnadiff.rc import flip_valid
 
 
 class BiMamba(nn.Module):
@@ -22,8 +23,13 @@ class BiMamba(nn.Module):
         self.mamba_rev.in_proj.weight = self.mamba_fwd.in_proj.weight
         self.mamba_rev.out_proj.weight = self.mamba_fwd.out_proj.weight
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: [B, L, d_model] -> mamba_fwd(hidden) + flip(mamba_rev(flip(hidden))), flips along L."""
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden: [B, L, d_model] -> mamba_fwd(hidden) + flip(mamba_rev(flip(hidden))), flips along L.
+
+        With ``lengths`` (LongTensor[B], right-padded rows) each row is flipped within its valid length
+        (:func:`dnadiff.rc.flip_valid`): padding stays at the end in both directions, and since the
+        convolution and the scan are causal, no pad reaches a valid position's output.
+        """
         xz = self.mamba_fwd.in_proj(hidden).transpose(1, 2)  # [B, 2 * d_inner, L]
-        y = self.mamba_fwd.ssm(xz) + self.mamba_rev.ssm(xz.flip(-1)).flip(-1)
+        y = self.mamba_fwd.ssm(xz) + flip_valid(self.mamba_rev.ssm(flip_valid(xz, lengths, -1)), lengths, -1)
         return self.mamba_fwd.out_proj(y.transpose(1, 2))

@@ -62,15 +62,19 @@ class CaduceusBackbone(nn.Module):
             with torch.no_grad():
                 out /= math.sqrt(n_layer)
 
-    def forward(self, ids: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """ids: [B, L] -> [B, L, H]; ``extra`` [B, H] (time/label embedding) is added at every position."""
+    def forward(self, ids: torch.Tensor, extra: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """ids: [B, L] -> [B, L, H]; ``extra`` [B, H] (time/label embedding) is added at every position.
+
+        ``lengths`` (LongTensor[B]) marks right-padded rows valid on ``0 .. lengths[b] - 1``: the outputs at
+        valid positions then do not depend on the padding (nor on L), see :class:`BiMamba`."""
         hidden = self.embedding(ids)
         if extra is not None:
             hidden = hidden + extra[:, None, :]
         residual = None
         for layer in self.layers:
             hidden, residual = self.add_norm(hidden, residual, layer.norm.weight)
-            hidden = rcps_mixer(layer.mixer, hidden) if self.variant == "ps" else layer.mixer(hidden)
+            hidden = rcps_mixer(layer.mixer, hidden, lengths) if self.variant == "ps" else layer.mixer(hidden, lengths)
         if self.variant == "ps":
             return rcps_add_norm(hidden, residual, self.norm_f.weight, self.eps, swap_halves=False)[0]
         return self.norm_f(hidden + residual if residual is not None else hidden)
@@ -135,10 +139,12 @@ class CaduceusDenoiser(nn.Module):
             return conjoin(logits, z_t, complement=self.complement, per_position=True)
         return logits(z_t)
 
-    def features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: LongTensor[B, L] -> final-normed hidden states FloatTensor[B, L, H] (null label, t = 0)."""
+    def features(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens: LongTensor[B, L] -> final-normed hidden states FloatTensor[B, L, H] (null label, t = 0).
+
+        ``lengths`` (LongTensor[B]): rows right-padded beyond them; valid positions ignore the padding."""
         t = torch.zeros(tokens.shape[0], device=tokens.device)
-        return self.backbone(tokens, self.conditioning(tokens, t, None))
+        return self.backbone(tokens, self.conditioning(tokens, t, None), lengths)
 
     def conditioning(self, z_t, t, labels):
         """Vector [B, H] added at every position (time and/or label embedding), or None."""

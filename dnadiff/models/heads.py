@@ -40,6 +40,7 @@ class SequenceClassifier(nn.Module):
         self.backbone, self.pooling, self.conjoin = backbone, pooling, conjoin
         inner = getattr(backbone, "backbone", None)
         self.rcps = getattr(inner, "variant", None) == "ps"
+        self.length_aware = hasattr(inner, "variant")  # a Caduceus backbone takes lengths
         if inner is not None and hasattr(inner, "d_model"):
             width = inner.d_model
         else:  # any other denoiser: read the feature width off a one-token input
@@ -52,10 +53,17 @@ class SequenceClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """tokens: LongTensor[B, L] (dnadiff ids, PAD outside ``valid``); valid: BoolTensor[B, L] -> [B, C]."""
         def logits(ids):
-            return self.strand_logits(self.backbone.features(ids), valid)
+            return self.strand_logits(self.features(ids, valid), valid)
 
         conjoin = (not self.training) if self.conjoin is None else self.conjoin
         return conjoined(logits, tokens, valid) if conjoin and not self.rcps else logits(tokens)
+
+    def features(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Backbone features [B, L, H]; a length-aware backbone (Caduceus) gets each row's valid length, so
+        padding never changes a valid position (other backbones see the padded rows as they are)."""
+        if self.length_aware:
+            return self.backbone.features(tokens, valid.long().sum(1))
+        return self.backbone.features(tokens)
 
     def strand_logits(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         if not self.rcps:

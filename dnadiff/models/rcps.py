@@ -13,10 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dnadiff.rc import flip_valid
 
-def rc_hidden(x: torch.Tensor) -> torch.Tensor:
-    """Reverse complement of hidden states: flip length and channels, [B, L, C] -> [B, L, C]."""
-    return x.flip(-2, -1)
+
+def rc_hidden(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Reverse complement of hidden states: flip length (within each row's valid ``lengths``, LongTensor[B],
+    when given) and channels, [B, L, C] -> [B, L, C]."""
+    return flip_valid(x, lengths, 1).flip(-1)
 
 
 class RCPSEmbedding(nn.Embedding):
@@ -31,12 +34,16 @@ class RCPSEmbedding(nn.Embedding):
         return torch.cat([super().forward(ids), super().forward(self.complement[ids]).flip(-1)], dim=-1)
 
 
-def rcps_mixer(mixer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Apply a [B, L, d] -> [B, L, d] mixer to both strands: [B, L, 2d] -> cat(f(x1), rc(f(rc(x2))))."""
+def rcps_mixer(mixer: Callable[..., torch.Tensor], x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a [B, L, d] -> [B, L, d] mixer to both strands: [B, L, 2d] -> cat(f(x1), rc(f(rc(x2)))).
+
+    With ``lengths`` (LongTensor[B]) the RC is taken within each row's valid length and the mixer is
+    called as ``mixer(h, lengths)``."""
     x1, x2 = x.chunk(2, dim=-1)
-    out = mixer(torch.cat([x1, rc_hidden(x2)], dim=0))  # both strands in one batch
+    both = torch.cat([x1, rc_hidden(x2, lengths)], dim=0)  # both strands in one batch
+    out = mixer(both) if lengths is None else mixer(both, torch.cat([lengths, lengths]))
     y1, y2 = out.chunk(2, dim=0)
-    return torch.cat([y1, rc_hidden(y2)], dim=-1)
+    return torch.cat([y1, rc_hidden(y2, lengths)], dim=-1)
 
 
 def rcps_add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float,

@@ -1,0 +1,143 @@
+"""Fine-tuning one fold with Lightning: any accelerator, precision and strategy, the configured batch run
+as micro-batches with gradient accumulation (manual optimisation, so the accumulated gradient is exactly
+the full-batch mean gradient), validation every epoch and the best epoch's weights kept.
+
+Recipe (Caduceus Genomic Benchmarks): AdamW with :func:`dnadiff.training.optim.parameter_groups`, linear
+warm-up then cosine decay per optimiser step, gradient clipping by norm, cross-entropy. Caduceus-Ph:
+each training sequence reverse-complemented with probability 1/2 (within its valid length) and
+predictions conjoined (mean logits of x and RC(x)); Caduceus-PS: RC-invariant pooling, neither.
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from dnadiff.finetune.batches import MicroBatch
+from dnadiff.rc import reverse_complement_valid
+from dnadiff.training.optim import build_optimizer
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (mixed precision) in float32; float32/float64 kept."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def classifier_logits(classifier: nn.Module, tokens: torch.Tensor, valid: torch.Tensor, conjoin: bool) -> torch.Tensor:
+    """Logits [b, K] of a micro-batch; with ``conjoin`` the mean of the logits of x and of RC(x) (valid part)."""
+    logits = _wide(classifier(tokens, valid))
+    if conjoin:
+        logits = (logits + _wide(classifier(reverse_complement_valid(tokens, valid), valid))) / 2
+    return logits
+
+
+class FinetuneModule(L.LightningModule):
+    """A ``SequenceClassifier`` trained on one fold.
+
+    Args:
+        classifier: (tokens [b, l], valid [b, l]) -> logits [b, K]; its own conjoining must be off.
+        lr, weight_decay, warmup, total_steps, min_lr_ratio, grad_clip: the optimiser recipe.
+        augment: RC-augment training sequences (Ph); conjoin: conjoined inference (Ph).
+        val_labels: int[N_val] labels of the validation examples (indexed by ``MicroBatch.index``).
+        seed: seed of the augmentation draws (a pure function of seed, step and rank).
+        on_epoch: optional ``on_epoch(epoch, val_accuracy)`` called after each validation (progress).
+    Training batches: ``{"micro": [MicroBatch, ...], "size": B}``; validation/predict batches: MicroBatch.
+    """
+
+    def __init__(self, classifier: nn.Module, lr: float, weight_decay: float, warmup: int, total_steps: int,
+                 min_lr_ratio: float, grad_clip: float, augment: bool, conjoin: bool, val_labels: np.ndarray,
+                 seed: int = 0, on_epoch=None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.classifier = classifier
+        self.recipe = dict(lr=lr, weight_decay=weight_decay, warmup=warmup, total=total_steps,
+                           min_lr_ratio=min_lr_ratio)
+        self.grad_clip, self.augment, self.conjoin, self.seed = grad_clip, augment, conjoin, int(seed)
+        self.val_labels = np.asarray(val_labels)
+        self.on_epoch = on_epoch
+        self.best = {"accuracy": -1.0, "epoch": -1, "state": None, "probs": None}
+        self.history: list[float] = []
+        self._probs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def configure_optimizers(self):
+        opt, sched = build_optimizer(self.classifier, **self.recipe)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def flips(self, size: int) -> torch.Tensor:
+        """BoolTensor[size] on the CPU: which examples of this step's batch are reverse-complemented."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.global_step * 7_919
+                                           + self.global_rank * 104_729) % (2**63))
+        return torch.rand(size, generator=g) < 0.5
+
+    def training_step(self, batch: dict, batch_idx: int):
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt.zero_grad()
+        size = int(batch["size"])
+        total = accumulate_gradients(self.classifier, batch["micro"], size, self.manual_backward,
+                                     self.flips(size) if self.augment else None)
+        if self.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        sched.step()
+        self.log("train/loss", total, batch_size=size)
+
+    def on_validation_epoch_start(self):
+        self._probs = []
+
+    def validation_step(self, mb: MicroBatch, batch_idx: int):
+        probs = torch.softmax(classifier_logits(self.classifier, mb.tokens, mb.valid, self.conjoin), -1)
+        self._probs.append((mb.index.cpu(), probs.cpu()))
+
+    def on_validation_epoch_end(self):
+        probs = assemble(self._probs, len(self.val_labels), self if self.trainer.world_size > 1 else None)
+        acc = float((probs.argmax(1) == self.val_labels).mean())
+        self.history.append(acc)
+        if acc > self.best["accuracy"]:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.classifier.state_dict().items()}
+            self.best = {"accuracy": acc, "epoch": self.current_epoch, "state": state, "probs": probs}
+        self.log("val/accuracy", acc)
+        if self.on_epoch is not None and self.trainer.is_global_zero:
+            self.on_epoch(self.current_epoch, acc)
+
+    def predict_step(self, mb: MicroBatch, batch_idx: int):
+        probs = torch.softmax(classifier_logits(self.classifier, mb.tokens, mb.valid, self.conjoin), -1)
+        return mb.index.cpu(), probs.cpu()
+
+
+def accumulate_gradients(classifier: nn.Module, micro: list[MicroBatch], size: int, backward,
+                         flips: torch.Tensor | None = None) -> float:
+    """Backward pass of one effective batch of ``size`` examples, micro-batch by micro-batch.
+
+    Each micro-batch contributes ``sum of its cross-entropies / size``, so the accumulated gradient is the
+    gradient of the batch's mean cross-entropy. ``flips`` (BoolTensor[size], in micro-batch order) reverse-
+    complements those examples within their valid length first (RC augmentation). ``backward(loss)`` runs
+    the backward pass (``loss.backward`` or Lightning's ``manual_backward``). Returns the batch's mean loss.
+    """
+    total, seen = 0.0, 0
+    for mb in micro:
+        tokens = mb.tokens
+        if flips is not None:
+            flip = flips[seen : seen + len(tokens)].to(tokens.device)
+            tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, mb.valid), tokens)
+        seen += len(tokens)
+        logits = _wide(classifier(tokens, mb.valid))
+        loss = nn.functional.cross_entropy(logits, mb.labels, reduction="sum") / size
+        backward(loss)
+        total += float(loss.detach())
+    return total
+
+
+def assemble(parts: list[tuple[torch.Tensor, torch.Tensor]], n: int, gather: L.LightningModule | None = None) -> np.ndarray:
+    """Per-batch (index [b], probs [b, K]) -> probs float[n, K] in dataset order.
+
+    With ``gather`` (a module in a multi-process run) the parts of all ranks are summed via ``all_gather``;
+    an example seen several times (a distributed sampler's padding) gets the mean of its copies."""
+    index = torch.cat([i for i, _ in parts])
+    probs = torch.cat([p for _, p in parts]).double()
+    dense = torch.zeros(n, probs.shape[1], dtype=torch.float64).index_add_(0, index, probs)
+    count = torch.zeros(n, dtype=torch.float64).index_add_(0, index, torch.ones(len(index), dtype=torch.float64))
+    if gather is not None:
+        dense = gather.all_gather(dense.to(gather.device)).sum(0).cpu()
+        count = gather.all_gather(count.to(gather.device)).sum(0).cpu()
+    return (dense / count.clamp_min(1)[:, None]).numpy()
