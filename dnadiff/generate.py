@@ -156,10 +156,13 @@ class Generator:
         length, fixed, fixed_mask = self._fixed(length, prefix, template)
         if num < 1:
             raise UserError(f"--num {num} is not positive: ask for at least 1 sequence")
-        from dnadiff.diffusion.sampling import SAMPLERS
+        from dnadiff.diffusion.sampling import SAMPLERS, state_independent
 
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if sampler in ("first-hitting", "remdm") and not state_independent(self.diffusion):
+            raise UserError(f"the {sampler} sampler needs a state-independent schedule and this checkpoint uses "
+                            "GenMD4's learned per-base schedule: use --sampler cached or ancestral")
         if not temperature > 0:
             raise UserError(f"temperature {temperature} must be positive: 1.0 samples the model as trained")
         if not 0 < top_p <= 1:

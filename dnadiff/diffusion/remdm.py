@@ -21,9 +21,11 @@ defaults (kuleshov-group/remdm scripts, used with top-p 0.9 and 1024 steps for L
   from alpha_on to 1. ``loop`` uses this alpha path instead of the process's schedule (as ReMDM
   does; the denoiser should be time-agnostic).
 
-Fixed positions (prefix, template) are never remasked. Not an exact sampler of the model for
-eta > 0 (the denoiser's factorised mu drives more reveals than the ancestral sampler), but
-eta = 0 gives the ancestral sampler's step exactly.
+Fixed positions (prefix, template) are never remasked. With the exact joint posterior every sigma
+gives the data distribution; with a real denoiser's factorised mu, positions revealed in the same
+step are drawn independently, and remasking keeps such steps frequent however many steps are
+used, so ReMDM is not an exact sampler of the model for eta > 0 (it trades that for revising
+tokens). eta = 0 gives the ancestral sampler's step exactly.
 """
 from __future__ import annotations
 
