@@ -240,3 +240,13 @@ def test_cli_unconditional_checkpoint_and_unwritable_output(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(path), "--num", "2", "--out", str(tmp_path / "no" / "s.fa")]) == 2
     err = capsys.readouterr().err
     assert "does not exist: create it or choose another --out" in err and err.count("\n") == 1
+
+
+def test_samplers_needing_a_shared_schedule_refuse_genmd4():
+    from dnadiff.diffusion import GenMD4
+
+    gen = Generator(PatternDenoiser(), GenMD4(4), {"data": {"modality": "dna", "window": 16, "class_names": []}})
+    for sampler in ("first-hitting", "remdm"):
+        with pytest.raises(UserError, match="state-independent schedule"):
+            gen.generate(2, length=8, sampler=sampler)
+    assert gen.generate(2, length=8, sampler="confidence", seed=0) == ["ACGTACGT"] * 2
