@@ -1,4 +1,4 @@
-"""The `dnadiff` command line: ``dnadiff {pretrain,evaluate,finetune,sample} ...``.
+"""The `dnadiff` command line: ``dnadiff {pretrain,evaluate,finetune,sample,export} ...``.
 
 Each sub-command lives in ``dnadiff/commands/<name>.py`` and is imported only when used, so
 ``dnadiff --help`` is fast. User errors (:class:`dnadiff.errors.UserError`) become one line
@@ -15,6 +15,7 @@ COMMANDS = {
     "evaluate": "Held-out NELBO, bits per token and perplexity of a checkpoint, beside a Markov baseline.",
     "finetune": "Fine-tune on a Genomic Benchmarks task with 5-fold cross-validation.",
     "sample": "Generate sequences from a checkpoint (unconditional, infilling, class-conditional).",
+    "export": "Write a model in the original Caduceus Hugging Face format (config.json + model.safetensors).",
 }
 
 
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=f"dnadiff.commands.{name}")
         _load(name).add_arguments(p)
+        p.add_argument("--verbose", action="store_true",
+                       help="show the frameworks' messages too (Lightning banners, device lines)")
     return parser
 
 
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(leftover or overrides)}")
     if overrides:
         args.overrides = list(args.overrides or []) + overrides
+    from dnadiff.logs import configure
+
+    configure(verbose=args.verbose)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except UserError as err:

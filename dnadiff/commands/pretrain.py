@@ -37,6 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default OUT/checkpoints/last.ckpt)")
     p.add_argument("--force", action="store_true", help="start over in an --out folder that holds a previous run "
                                                              "(its checkpoints and metrics log are removed)")
+    p.add_argument("--init", help="start from a model: an original Caduceus folder or hub id (MDLM's generative "
+                                  "fine-tuning of the MLM; architecture from its config) or a dnadiff model.pt")
+    p.add_argument("--download", action="store_true", help="fetch an --init hub id missing from the Hugging Face cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3 data.window=512")
 
@@ -151,7 +154,7 @@ def make_trainer(cfg: dict, args, out: Path):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
-    from dnadiff.training.callbacks import AtomicCheckpointIO, Throughput, WindowAudit
+    from dnadiff.training.callbacks import AtomicCheckpointIO, ProgressLines, Throughput, WindowAudit
     from dnadiff.training.run_folder import appending_csv_logger
 
     t = cfg["train"]
@@ -173,8 +176,7 @@ def make_trainer(cfg: dict, args, out: Path):
                  Throughput()]
     if t.get("audit"):
         callbacks.append(WindowAudit(out))
-    if not args.no_progress:
-        callbacks.append(RichProgressBar())
+    callbacks.append(ProgressLines() if args.no_progress else RichProgressBar())
     return L.Trainer(max_steps=max_steps, val_check_interval=min(int(t["val_every"]), max_steps),
                      check_val_every_n_epoch=None, num_sanity_val_steps=0, **device, num_nodes=args.num_nodes,
                      gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None, logger=loggers,
@@ -189,11 +191,18 @@ def run(args) -> int:
 
     from dnadiff.training.checkpoint import atomic_write
     from dnadiff.training.data import build_data, genome_path
+    from dnadiff.training.init import apply_init, check_modality, describe, init_model_spec
     from dnadiff.training.run_folder import RunLock, clean_start, trim_metrics
 
     # every input is checked before the run folder is created or touched
     cfg = config_from_args(args)
     lightning_device_kwargs(args)  # device options checked before anything is created
+    init = None
+    if args.init:
+        from dnadiff.loading import load_payload
+
+        init = load_payload(args.init, download=args.download)
+        cfg["model"] = init_model_spec(cfg["model"], init)
     out = check_out(Path(args.out), resuming=args.resume is not None, force=args.force)
     if cfg["data"].get("genome"):
         cfg["data"]["genome"] = str(genome_path(cfg["data"]["genome"], cfg["data"].get("decompress", False)))
@@ -203,7 +212,12 @@ def run(args) -> int:
     dm, data_info = build_data(cfg, seed)
     if hasattr(dm, "check_readable"):
         dm.check_readable()
+    if init is not None:
+        check_modality(init, data_info, args.init)
     module = build_module(cfg, data_info)
+    if init is not None:
+        apply_init(module, init, args.init)
+        print(describe(init, args.init), flush=True)
     if resume is not None:
         check_resume(*resume, module, data_info)
     trainer = make_trainer(cfg, args, out)
@@ -215,7 +229,7 @@ def run(args) -> int:
             if resume is not None:
                 trim_metrics(out / "logs" / "metrics.csv", int(resume[1].get("global_step", 0)))
             atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
-        summary = _fit(trainer, module, dm, resume, out)
+        summary = _fit(trainer, module, dm, resume, out, (init or {}).get("original"))
     finally:
         if lock is not None:
             lock.release()
@@ -233,17 +247,23 @@ def _launching_process() -> bool:
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
 
-def _fit(trainer, module, dm, resume, out: Path) -> dict:
+def _fit(trainer, module, dm, resume, out: Path, original: dict | None = None) -> dict:
+    """Train, save last.ckpt, model.pt (with ``original``: the original rows and config an --init model came
+    from, for `dnadiff export`) and summary.json; returns the summary."""
     from dnadiff.training.checkpoint import atomic_write, save_checkpoint
 
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume[0]) if resume else None)
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the end state, whatever ckpt_every was
+    # the end state, whatever ckpt_every was (the full training state: --resume continues from it)
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     summary = {"steps": int(trainer.global_step), "seconds": round(time.time() - start, 1),
                "parameters": sum(p.numel() for p in module.model.parameters()), **metrics}
     if trainer.is_global_zero:
-        save_checkpoint(out / "model.pt", module.export_payload(summary))
+        payload = module.export_payload(summary)
+        if original:
+            payload["original"] = original
+        save_checkpoint(out / "model.pt", payload)
         atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
         data_info = module.hparams.data_info
         if data_info["modality"] != "dna":

@@ -41,6 +41,22 @@ class Throughput(L.Callback):
             pl_module.log("train/tokens_per_s", self.tokens / self.seconds, prog_bar=False, rank_zero_only=True)
 
 
+class ProgressLines(L.Callback):
+    """Without a progress bar: one printed line per validation, ``step S/T  train B  val B bits/token  E s``."""
+
+    def __init__(self):
+        self._t0 = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        fields = [f"{name} {metrics[key]:.4f}" for name, key in (("train", "train/bits_per_token"),
+                                                                  ("val", "val/bits_per_token")) if key in metrics]
+        print(f"step {trainer.global_step}/{trainer.max_steps}  {'  '.join(fields)} bits/token  "
+              f"{time.perf_counter() - self._t0:.0f} s", flush=True)
+
+
 class WindowAudit(L.Callback):
     """Records, per rank, the global indices of the training windows it consumed and a checksum
     of its final weights, in ``OUT/audit_rank{r}.json`` (for checking DDP data sharding)."""
