@@ -60,8 +60,9 @@ def hub_snapshot(repo_id: str, revision: str | None = None, download: bool = Fal
         folder = snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=not download,
                                    allow_patterns=["config.json", *WEIGHT_FILES])
     except LocalEntryNotFoundError:
-        raise UserError(f"{name} is not in the Hugging Face cache {cache}: add --download to fetch it, or set "
-                        "HF_HOME / HF_HUB_CACHE to the cache that holds it") from None
+        raise UserError(f"{name} is no local path and not in the Hugging Face cache {cache}: add --download to "
+                        "fetch it from the hub, set HF_HOME / HF_HUB_CACHE to the cache that holds it, or fix the "
+                        "path") from None
     except Exception as err:  # network, authentication, unknown repo: huggingface_hub's own errors
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise UserError(f"could not download {name} ({first}): check the id, the network and your token") from None

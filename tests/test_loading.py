@@ -89,6 +89,8 @@ def test_revision_and_missing_files_and_bad_configs_are_one_line_errors(shared_f
     cache = tmp_path / "hub"
     with pytest.raises(UserError, match=r"not in the Hugging Face cache .*hub: add --download"):
         resolve("kuleshov-group/absent", cache_dir=cache)
+    with pytest.raises(UserError, match="does not exist"):  # a path-like name is not taken for a hub id
+        resolve(tmp_path / "missing" / "model.pt")
     add_repo(cache, "me/no-weights", {"config.json": json.dumps(config).encode()})
     with pytest.raises(UserError, match="model.safetensors or pytorch_model.bin missing"):
         load_payload("me/no-weights", cache_dir=cache)
@@ -114,6 +116,18 @@ def test_revision_and_missing_files_and_bad_configs_are_one_line_errors(shared_f
     new = add_repo(cache, "me/pinned", {"config.json": b"{}"}, commit="b" * 40)
     assert resolve("me/pinned", cache_dir=cache) == new
     assert resolve(f"me/pinned@{'a' * 40}", cache_dir=cache) == old
+
+
+def test_finetune_starts_from_an_original_folder_in_training_mode(shared_fixtures, tmp_path):
+    from dnadiff.finetune.trainer import backbone_from_checkpoint
+
+    config, state, expected = reference(shared_fixtures, "ps")
+    snapshot = add_repo(tmp_path / "hub", "me/ps", original_files(config, state, "safetensors", tmp_path))
+    backbone, spec = backbone_from_checkpoint(snapshot, {"d_model": 32, "n_layer": 2})
+    assert backbone.training and spec["variant"] == "ps"
+    check_denoiser_matches_reference(backbone.eval(), expected)
+    with pytest.raises(UserError, match="has d_model=32, but the requested model size has d_model=118"):
+        backbone_from_checkpoint(snapshot, {"d_model": 118})
 
 
 def test_download_refused_when_hf_hub_offline(monkeypatch):

@@ -61,7 +61,7 @@ def backbone_from_checkpoint(path: str | Path, spec: dict | None = None, downloa
     if modality != "dna" or ckpt_spec.get("vocab_size", EMBED_SIZE) != EMBED_SIZE:
         raise UserError(f"{path} was pretrained on {modality} with a vocabulary of {ckpt_spec.get('vocab_size')} "
                         f"tokens, not DNA ({EMBED_SIZE}): give a DNA checkpoint")
-    denoiser = model_from_payload(payload, str(path))
+    denoiser = model_from_payload(payload, str(path)).train()  # to be fine-tuned
     if spec is not None:
         for key in ("d_model", "n_layer"):
             if key in spec and key in ckpt_spec and spec[key] != ckpt_spec[key]:
