@@ -140,6 +140,17 @@ def test_generative_finetuning_from_a_hub_id_lowers_the_loss_quietly(shared_fixt
     after = evaluate(process, trained, batches, num_t=4, generator=torch.Generator().manual_seed(0))
     assert before.num_tokens == after.num_tokens > 2000
     assert after.bits_per_token < before.bits_per_token - 0.02, (before.bits_per_token, after.bits_per_token)
+    # the run's Lightning checkpoint is a source too, read (and sampled) without importing Lightning
+    from_ckpt, _, _ = load_model(out / "checkpoints" / "last.ckpt")
+    z = batches[0]["tokens"][:2]
+    with torch.no_grad():
+        assert torch.equal(from_ckpt(z, torch.full((2,), 0.5)), trained(z, torch.full((2,), 0.5)))
+    script = ("import sys, dnadiff.generate as g; g.load(sys.argv[1]).generate(1, length=16, steps=4, seed=0); "
+              "print(any(m.startswith(('lightning', 'pytorch_lightning')) for m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(out / "checkpoints" / "last.ckpt")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
 @pytest.mark.slow
