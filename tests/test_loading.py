@@ -162,3 +162,49 @@ def test_generate_from_a_hub_id_in_the_env_cache_without_lightning(shared_fixtur
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_download_goes_through_huggingface_hub_and_its_errors_are_one_line(shared_fixtures, tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    config, state, _ = reference(shared_fixtures, "ph")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def fake_download(repo_id, **kwargs):  # what huggingface_hub would fetch into the cache
+        calls.append((repo_id, kwargs))
+        return str(add_repo(tmp_path / "hub", repo_id, original_files(config, state, "safetensors", tmp_path)))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model, _, payload = load_model("kuleshov-group/fetched@main", download=True, cache_dir=tmp_path / "hub")
+    (repo_id, kwargs), = calls
+    assert repo_id == "kuleshov-group/fetched" and kwargs["revision"] == "main"
+    assert kwargs["local_files_only"] is False and set(kwargs["allow_patterns"]) == {
+        "config.json", "model.safetensors", "pytorch_model.bin"}
+    assert payload["original"]["source"] == "kuleshov-group/fetched@main"
+
+    def no_network(repo_id, **kwargs):
+        raise ConnectionError("Temporary failure in name resolution\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    with pytest.raises(UserError, match=r"could not download me/x \(Temporary failure in name resolution\): check"):
+        resolve("me/x", download=True, cache_dir=tmp_path / "hub")
+
+
+def test_sample_and_evaluate_commands_take_an_original_folder(shared_fixtures, shared_data, tmp_path, capsys):
+    from dnadiff.cli import main
+
+    config, state, _ = reference(shared_fixtures, "ps")
+    snapshot = add_repo(tmp_path / "hub", "me/ps", original_files(config, state, "bin", tmp_path))
+    out = tmp_path / "s.fa"
+    assert main(["sample", "--checkpoint", str(snapshot), "--num", "2", "--length", "40", "--steps", "8",
+                 "--seed", "0", "--out", str(out)]) == 0
+    seqs = [line for line in out.read_text().splitlines() if not line.startswith(">")]
+    assert len(seqs) == 2 and all(len(s) == 40 and set(s) <= set("ACGT") for s in seqs)
+    capsys.readouterr()
+    hg38 = str(shared_data / "hg38" / "hg38_chr2_1-2333275.fa.gz")
+    assert main(["evaluate", "--checkpoint", str(snapshot), "--genome", hg38, "--json", "--max-windows", "2",
+                 "--num-t", "1", "--markov-train-windows", "8", "--markov-max-order", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["num_positions"] > 1500 and 1.0 < result["bits_per_nt"] < 4.0  # random weights: near 2 bits
