@@ -55,7 +55,7 @@ def train(dhs, seconds: float, seed: int = 0) -> tuple[Generator, dict]:
         rows = torch.randint(0, len(tokens), (64,), generator=g)
         x, y = tokens[rows], labels[rows].clone()
         y[torch.rand(64, generator=g) < 0.1] = C
-        loss = diffusion.loss(model, x, x < NUM_BASES, labels=y, generator=g)
+        loss = diffusion.loss(model, x, x < NUM_BASES, labels=y, generator=g).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

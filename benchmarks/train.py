@@ -51,7 +51,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step(x):
-        loss = diff.loss(model, x, x < 4)
+        loss = diff.loss(model, x, x < 4).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

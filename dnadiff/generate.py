@@ -219,7 +219,7 @@ class Generator:
                 x = torch.stack([encode(pieces[i]) for i in rows]).to(self.device)
                 mask = x < NUM_BASES
                 labels = None if labels_all is None else labels_all[: len(rows)].to(self.device)
-                piece_nats = self.diffusion.nelbo(self.denoiser, x, num_t=num_t, mask=mask, labels=labels,
+                piece_nats = self.diffusion.nelbo(self.denoiser, x, num_t=num_t, loss_mask=mask, labels=labels,
                                                   generator=generator)
                 np.add.at(nats, [owners[i] for i in rows], piece_nats.double().cpu().numpy())
                 np.add.at(bases, [owners[i] for i in rows], mask.sum(-1).cpu().numpy())

@@ -158,12 +158,12 @@ def test_training_in_the_diffusion_core_lowers_the_loss_on_real_dna(shared_data,
     def held_out_loss():
         torch.manual_seed(123)
         with torch.no_grad():
-            return float(torch.stack([diff.loss(model, x) for _ in range(4)]).mean())
+            return float(torch.stack([diff.loss(model, x).loss for _ in range(4)]).mean())
 
     before = held_out_loss()
     for step in range(20):
         torch.manual_seed(step)
-        loss = diff.loss(model, x)
+        loss = diff.loss(model, x).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

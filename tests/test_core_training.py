@@ -49,7 +49,7 @@ def test_training_reaches_true_entropy():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for step in range(1500):
         x = sample_chain(P0, P, 256, g)
-        loss = diff.loss(model, x, generator=g)
+        loss = diff.loss(model, x, generator=g).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -90,7 +90,7 @@ def test_padding_positions_never_masked_or_counted(toy):
         z = diff.q_sample(x, t, mask)
         assert (z[:, -1] == x[:, -1]).all()
     # a padded-out position contributes nothing: NELBO of a fully unmasked row is 0
-    zero = diff.nelbo_at(den, x, torch.full((8,), 0.5), mask=torch.zeros_like(mask))
+    zero = diff.nelbo_at(den, x, torch.full((8,), 0.5), loss_mask=torch.zeros_like(mask))
     assert torch.equal(zero, torch.zeros(8))
 
 

@@ -61,7 +61,7 @@ def test_untrained_model_scores_the_uniform_baseline():
     diffusion = MaskedDiffusion(vocab_size=info["vocab_size"], schedule=get_schedule("linear"))
     batch = next(iter(data.val_dataloader()))
     with torch.no_grad(), one_thread():
-        nats = diffusion.nelbo(model, batch["tokens"], num_t=32, mask=batch["loss_mask"]).sum().item()
+        nats = diffusion.nelbo(model, batch["tokens"], num_t=32, loss_mask=batch["loss_mask"]).sum().item()
     report = report_in_units(info, nats, int(batch["loss_mask"].sum()))
     assert report["unit"] == "bpd" and report["uniform_bits"] == uniform_bits(17)
     assert report["bits"] == pytest.approx(uniform_bits(17), rel=0.05)
@@ -76,7 +76,7 @@ def _train_and_score(info: dict, data, steps: int, lr: float, eval_batches: int)
     done = 0
     while done < steps:
         for batch in data.train_dataloader():
-            loss = diffusion.loss(model, batch["tokens"], batch["loss_mask"])
+            loss = diffusion.loss(model, batch["tokens"], batch["loss_mask"]).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -89,7 +89,7 @@ def _train_and_score(info: dict, data, steps: int, lr: float, eval_batches: int)
         for i, batch in enumerate(data.val_dataloader()):
             if i == eval_batches:
                 break
-            total_nats += diffusion.nelbo(model, batch["tokens"], num_t=8, mask=batch["loss_mask"]).sum().item()
+            total_nats += diffusion.nelbo(model, batch["tokens"], num_t=8, loss_mask=batch["loss_mask"]).sum().item()
             num_tokens += int(batch["loss_mask"].sum())
     return report_in_units(info, total_nats, num_tokens)["bits"], diffusion
 
@@ -130,7 +130,7 @@ def test_cifar_folder_builds_and_one_core_step_runs(tmp_path):
     assert info["class_names"][:2] == ["airplane", "automobile"] and info["uniform_bits"] == 8.0
     batch = next(iter(data.train_dataloader()))
     model = DiffusionTransformer(**model_io(info), d_model=16, n_layer=1, n_head=2)
-    loss = MaskedDiffusion(vocab_size=256).loss(model, batch["tokens"], batch["loss_mask"])
+    loss = MaskedDiffusion(vocab_size=256).loss(model, batch["tokens"], batch["loss_mask"]).loss
     assert loss.item() == pytest.approx(math.log(256), rel=0.25)  # untrained: about ln V nats per token
 
 
@@ -206,10 +206,10 @@ def test_dna_text_and_pixels_share_the_one_diffusion_core(tmp_path):
         assert type(module.diffusion).loss is MaskedDiffusion.loss and type(module.diffusion).nelbo is MaskedDiffusion.nelbo
         batch = next(iter(data.train_dataloader()))
         torch.manual_seed(1)
-        loss = module.diffusion.loss(module.model, batch["tokens"], batch["loss_mask"])
+        loss = module.diffusion.loss(module.model, batch["tokens"], batch["loss_mask"]).loss
         torch.manual_seed(1)
         fresh = MaskedDiffusion(vocab_size=info["vocab_size"], schedule=module.diffusion.schedule)
-        assert torch.equal(loss, fresh.loss(module.model, batch["tokens"], batch["loss_mask"]))
+        assert torch.equal(loss, fresh.loss(module.model, batch["tokens"], batch["loss_mask"]).loss)
         assert loss.item() == pytest.approx(math.log(info["vocab_size"]), rel=0.5), modality
         seen[modality] = (info["vocab_size"], type(module.model).__name__)
     assert seen == {"dna": (4, "CaduceusDenoiser"), "text": (27, "DiffusionTransformer"), "pixels": (17, "DiffusionTransformer")}

@@ -10,14 +10,15 @@ from .genmd4 import GenMD4
 from .likelihood import LikelihoodReport, evaluate, summarize
 from .masked import MaskedDiffusion
 from .confidence import ConfidenceOptions
+from .process import DiffusionProcess, LossResult, ProcessBase, stratified_times
 from .remdm import ReMDMOptions
 from .sampling import SAMPLERS, sample, time_grid, top_p_filter
 from .schedules import (SCHEDULES, ClippedSchedule, CosineSchedule, GeometricSchedule, LinearSchedule, LogLinearSchedule,
                         MaskingSchedule, PolynomialSchedule, get_schedule)
 
 __all__ = [
-    "build_diffusion", "EMA", "GenMD4", "LikelihoodReport", "evaluate", "summarize", "MaskedDiffusion", "call_denoiser", "sample",
-    "time_grid", "top_p_filter", "SCHEDULES", "MaskingSchedule", "LinearSchedule", "CosineSchedule",
-    "PolynomialSchedule", "GeometricSchedule", "LogLinearSchedule", "get_schedule", "ClippedSchedule", "SAMPLERS",
-    "ReMDMOptions", "ConfidenceOptions",
+    "build_diffusion", "call_denoiser", "DiffusionProcess", "LossResult", "ProcessBase", "stratified_times", "EMA",
+    "GenMD4", "MaskedDiffusion", "LikelihoodReport", "evaluate", "summarize", "sample", "time_grid", "top_p_filter",
+    "SCHEDULES", "MaskingSchedule", "LinearSchedule", "CosineSchedule", "PolynomialSchedule", "GeometricSchedule",
+    "LogLinearSchedule", "get_schedule", "ClippedSchedule", "SAMPLERS", "ReMDMOptions", "ConfidenceOptions",
 ]

@@ -71,16 +71,16 @@ def evaluate(process, denoiser, batches, num_t: int = 8, exact_steps: int | None
     device = next(denoiser.parameters()).device
     for batch in batches:
         x = batch["tokens"].to(device)
-        mask = batch.get("loss_mask")
-        mask = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.to(device)
+        loss_mask = batch.get("loss_mask")
+        loss_mask = torch.ones_like(x, dtype=torch.bool) if loss_mask is None else loss_mask.to(device)
         labels = batch.get("labels")
         labels = None if labels is None else labels.to(device)
         if exact_steps is not None:
-            d = process.nelbo(denoiser, x, mask=mask, labels=labels, exact_steps=exact_steps, generator=generator)[:, None]
+            d = process.nelbo(denoiser, x, loss_mask=loss_mask, labels=labels, exact_steps=exact_steps, generator=generator)[:, None]
         else:
-            d = process.nelbo_draws(denoiser, x, num_t=num_t, mask=mask, labels=labels, generator=generator)
+            d = process.nelbo_draws(denoiser, x, num_t=num_t, loss_mask=loss_mask, labels=labels, generator=generator)
         all_draws.append(d.cpu())
-        all_n.append(mask.sum(-1).cpu())
+        all_n.append(loss_mask.sum(-1).cpu())
     if not all_draws:
         raise ValueError("no batches to evaluate")
     width = max(d.shape[1] for d in all_draws)

@@ -1,4 +1,4 @@
-"""Masked (absorbing-state) diffusion: forward process, ELBO and sampling entry point.
+"""Masked (absorbing-state) diffusion with a state-independent schedule: forward process and ELBO.
 
 MDLM (Sahoo et al. 2024) and MD4 (Shi et al. 2024) in one object. Tokens are 0..V-1; the mask
 id is V. A *denoiser* is any module called as ``denoiser(z_t, t)`` (or with ``labels=``) that
@@ -28,11 +28,14 @@ import math
 import torch
 
 from .denoiser import call_denoiser
+from .process import LossResult, ProcessBase, counted
 from .schedules import MaskingSchedule, get_schedule
 
 
-class MaskedDiffusion:
+class MaskedDiffusion(ProcessBase):
     """Masked diffusion over a vocabulary of ``vocab_size`` real tokens (mask id = vocab_size).
+
+    Implements :class:`dnadiff.diffusion.process.DiffusionProcess`.
 
     Args:
         vocab_size: V, number of real tokens.
@@ -56,34 +59,21 @@ class MaskedDiffusion:
         return f"MaskedDiffusion(vocab_size={self.vocab_size}, schedule={self.schedule!r}, num_steps={self.num_steps})"
 
     # ------------------------------------------------------------------ forward process
-    def sample_t(self, batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Times in (0, 1] for a batch: FloatTensor[B], stratified when ``antithetic``
-        (t_b = 1 - ((u + b/B) mod 1)); with ``num_steps=T`` snapped up to the grid {1/T, ..., 1}."""
-        if self.antithetic:
-            u = torch.rand(1, device=device, generator=generator)
-            x = (u + torch.arange(batch, device=device) / batch) % 1.0
-        else:
-            x = torch.rand(batch, device=device, generator=generator)
-        t = 1.0 - x
-        if self.num_steps is not None:
-            t = torch.ceil(t * self.num_steps).clamp(1, self.num_steps) / self.num_steps
-        return t
-
     def keep_probability(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """alpha(t) broadcast to the tokens: FloatTensor[B, L] (state-independent schedules)."""
         return self.schedule.alpha(t)[:, None].expand(x.shape)
 
-    def q_sample(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+    def q_sample(self, x: torch.Tensor, t: torch.Tensor, loss_mask: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw z_t ~ q(z_t | x): each counted token kept with probability alpha(t), else the mask id.
 
         Args:
-            x: LongTensor[B, L]. t: FloatTensor[B]. mask: BoolTensor[B, L] of counted positions
+            x: LongTensor[B, L]. t: FloatTensor[B]. loss_mask: BoolTensor[B, L] of counted positions
             (others are never masked). Returns LongTensor[B, L].
         """
         keep = torch.rand(x.shape, device=x.device, generator=generator) < self.keep_probability(x, t)
-        if mask is not None:
-            keep = keep | ~mask
+        if loss_mask is not None:
+            keep = keep | ~loss_mask
         return torch.where(keep, x, torch.full_like(x, self.mask_id))
 
     # ------------------------------------------------------------------ objective
@@ -130,87 +120,54 @@ class MaskedDiffusion:
         nats = (a1 + (1.0 - a0)) * math.log(self.vocab_size)
         return n_tokens * nats if nats > 0 else torch.zeros_like(n_tokens)
 
-    def nelbo_at(self, denoiser, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, weight: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """One-sample NELBO estimate of each sequence at given times: FloatTensor[B] in nats.
-
-        Args:
-            x: LongTensor[B, L]; t: FloatTensor[B]; mask: BoolTensor[B, L] counted positions;
-            weight: FloatTensor[B] overriding ``loss_weight(t)``.
-        """
-        mask = torch.ones_like(x, dtype=torch.bool) if mask is None else mask
-        z = self.q_sample(x, t, mask, generator)
+    def masked_nats(self, denoiser, x: torch.Tensor, t: torch.Tensor, weight: torch.Tensor,
+                    loss_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """One z_t ~ q(.|x) draw of weight * (cross-entropy summed over the masked counted positions):
+        FloatTensor[B] nats (x LongTensor[B, L], t and weight FloatTensor[B])."""
+        loss_mask = counted(x, loss_mask)
+        z = self.q_sample(x, t, loss_mask, generator)
         logp = call_denoiser(denoiser, z, t, labels, self.vocab_size)
-        masked = (z == self.mask_id) & mask
+        masked = (z == self.mask_id) & loss_mask
         target = torch.where(masked, x, torch.zeros_like(x))
         ce = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         ce_sum = (ce * masked).sum(-1)
-        w = self.loss_weight(t) if weight is None else weight
         # where nothing is masked the term is exactly 0 (avoid 0 * inf at tiny t)
-        term = torch.where(masked.any(-1), w * ce_sum, torch.zeros_like(ce_sum))
-        return term + self.prior_nats(mask.sum(-1).to(term.dtype))
+        return torch.where(masked.any(-1), weight * ce_sum, torch.zeros_like(ce_sum))
 
-    def loss(self, denoiser, x: torch.Tensor, mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training loss: the NELBO in nats per counted token (scalar), t stratified across the batch.
+    def nelbo_at(self, denoiser, x: torch.Tensor, t: torch.Tensor, loss_mask: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One-sample NELBO estimate of each sequence at given times: FloatTensor[B] in nats.
 
         Args:
-            x: LongTensor[B, L] clean tokens in 0..V-1 (other ids allowed where ``mask`` is False).
-            mask: BoolTensor[B, L], True where a position counts. labels: LongTensor[B] or None.
+            x: LongTensor[B, L]; t: FloatTensor[B]; loss_mask: BoolTensor[B, L] counted positions.
         """
-        mask = torch.ones_like(x, dtype=torch.bool) if mask is None else mask
+        term = self.masked_nats(denoiser, x, t, self.loss_weight(t), loss_mask, labels, generator)
+        return term + self.prior_nats(counted(x, loss_mask).sum(-1).to(term.dtype))
+
+    def step_nats(self, denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+                  loss_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """Discrete step t -> s (FloatTensor[B] each): one z_t draw of the sum over masked positions of
+        KL(q(z_s|z_t,x) || p(z_s|z_t)) = step_coefficient(s, t) * CE: FloatTensor[B] nats."""
+        coef = self.step_coefficient(s.double(), t.double()).to(t.dtype)
+        return self.masked_nats(denoiser, x, t, coef, loss_mask, labels, generator)
+
+    def loss(self, denoiser, x: torch.Tensor, loss_mask: torch.Tensor | None = None,
+             labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> LossResult:
+        """Training loss: the NELBO in nats per counted token, t stratified across the batch.
+
+        Args:
+            x: LongTensor[B, L] clean tokens in 0..V-1 (other ids allowed where ``loss_mask`` is False).
+            loss_mask: BoolTensor[B, L], True where a position counts. labels: LongTensor[B] or None.
+        Returns:
+            :class:`LossResult` with ``loss`` (scalar) and ``nelbo`` (the same value, detached).
+        """
+        loss_mask = counted(x, loss_mask)
         t = self.sample_t(x.shape[0], x.device, generator)
-        per_seq = self.nelbo_at(denoiser, x, t, mask, labels, generator=generator)
-        return per_seq.sum() / mask.sum().clamp_min(1)
-
-    @torch.no_grad()
-    def nelbo_draws(self, denoiser, x: torch.Tensor, num_t: int = 16, mask: torch.Tensor | None = None,
-                    labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """K Monte-Carlo NELBO estimates per sequence with stratified t: FloatTensor[B, K] in nats.
-
-        Draw k of sequence b uses t = 1 - ((u_b + k/K) mod 1) (snapped to the grid in discrete time).
-        """
-        B = x.shape[0]
-        u = torch.rand(B, device=x.device, generator=generator)
-        out = []
-        for k in range(num_t):
-            t = 1.0 - (u + k / num_t) % 1.0
-            if self.num_steps is not None:
-                t = torch.ceil(t * self.num_steps).clamp(1, self.num_steps) / self.num_steps
-            out.append(self.nelbo_at(denoiser, x, t, mask, labels, generator=generator))
-        return torch.stack(out, dim=1)
-
-    def nelbo(self, denoiser, x: torch.Tensor, num_t: int = 16, mask: torch.Tensor | None = None,
-              labels: torch.Tensor | None = None, exact_steps: int | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Per-sequence NELBO in nats: FloatTensor[B].
-
-        ``num_t`` Monte-Carlo draws of t (continuous time, or this object's discrete T), or, with
-        ``exact_steps=T``, the exact sum over all T steps of the discrete-time NELBO (one z_t draw
-        per step).
-        """
-        if exact_steps is not None:
-            return self.discrete_nelbo_sum(denoiser, x, exact_steps, mask, labels, generator)
-        return self.nelbo_draws(denoiser, x, num_t, mask, labels, generator).mean(1)
-
-    @torch.no_grad()
-    def discrete_nelbo_sum(self, denoiser, x: torch.Tensor, steps: int, mask: torch.Tensor | None = None,
-                           labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Discrete-time NELBO with T = ``steps``, summed exactly over the steps: FloatTensor[B] nats."""
-        B = x.shape[0]
-        total = torch.zeros(B, device=x.device)
-        prior = None
-        for i in range(1, steps + 1):
-            t = torch.full((B,), i / steps, device=x.device)
-            coef = self.step_coefficient(torch.full((B,), (i - 1) / steps, dtype=torch.float64, device=x.device),
-                                         torch.full((B,), i / steps, dtype=torch.float64, device=x.device))
-            per = self.nelbo_at(denoiser, x, t, mask, labels, weight=coef.to(t.dtype), generator=generator)
-            if prior is None:
-                m = torch.ones_like(x, dtype=torch.bool) if mask is None else mask
-                prior = self.prior_nats(m.sum(-1).float())
-            total += per - prior
-        return total + prior
+        per_seq = self.nelbo_at(denoiser, x, t, loss_mask, labels, generator=generator)
+        loss = per_seq.sum() / loss_mask.sum().clamp_min(1)
+        return LossResult(loss, loss.detach())
 
     # ------------------------------------------------------------------ sampling
     def reverse_probs(self, mu: torch.Tensor, t: float, s: float) -> torch.Tensor:
@@ -224,14 +181,3 @@ class MaskedDiffusion:
         p_unmask = self.unmask_probability(t, s)
         stay = torch.full_like(mu[..., :1], 1.0 - p_unmask)
         return torch.cat([mu * p_unmask, stay], dim=-1)
-
-    def sample(self, denoiser, num: int, length: int, steps: int = 128, sampler: str = "cached", **kwargs) -> torch.Tensor:
-        """Generate ``num`` sequences of ``length`` tokens: LongTensor[num, length] over 0..V-1.
-
-        See :func:`dnadiff.diffusion.sampling.sample` for the keyword options (grid, temperature,
-        top_p, fixed / fixed_mask, labels / guidance / null_label, max_context / block, generator,
-        return_stats). Denoiser-call counts of the last run are in ``self.last_sample_stats``.
-        """
-        from .sampling import sample
-
-        return sample(self, denoiser, num=num, length=length, steps=steps, sampler=sampler, **kwargs)

@@ -62,8 +62,9 @@ def model_payload_from_lightning(ckpt: dict) -> dict:
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     if ema is not None:
         state.update({k: v for k, v in ema["shadow"].items()})
-    genmd4 = {k[len("genmd4."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("genmd4.")}
-    return model_payload(hp["model_spec"], hp["diffusion_spec"], state, hp.get("data_info"), genmd4=genmd4)
+    learned = {k.partition(".")[2]: v for k, v in ckpt["state_dict"].items()
+               if k.startswith(("diffusion.", "genmd4."))}  # a learnable process (GenMD4; "genmd4." before issue 13)
+    return model_payload(hp["model_spec"], hp["diffusion_spec"], state, hp.get("data_info"), genmd4=learned)
 
 
 def build_process(spec: dict):

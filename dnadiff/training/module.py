@@ -11,7 +11,7 @@ import math
 import lightning as L
 import torch
 
-from dnadiff.diffusion import EMA, GenMD4
+from dnadiff.diffusion import EMA
 from dnadiff.models import build_model
 from dnadiff.training.checkpoint import build_process, model_payload
 from dnadiff.training.optim import build_optimizer
@@ -41,9 +41,8 @@ class DiffusionModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(model_spec)
-        process = build_process(diffusion_spec)
-        self.genmd4 = process if isinstance(process, GenMD4) else None  # learnable: a submodule
-        self._process = None if self.genmd4 is not None else process
+        # the process of the core (a DiffusionProcess); a learnable one (GenMD4) registers as a submodule
+        self.diffusion = build_process(diffusion_spec)
         self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
         self.ema = EMA(self.model, ema_decay) if ema_decay > 0 else None
         self.num_classes = int(model_spec.get("num_classes", 0) or 0)
@@ -51,11 +50,6 @@ class DiffusionModule(L.LightningModule):
         self.val_num_t = val_num_t
         self.seed = int(seed)
         self._val = None
-
-    @property
-    def diffusion(self):
-        """The diffusion process of the core (MaskedDiffusion, or the learnable GenMD4)."""
-        return self.genmd4 if self.genmd4 is not None else self._process
 
     # ------------------------------------------------------------------ steps
     def noise_generator(self, device) -> torch.Generator:
@@ -79,14 +73,11 @@ class DiffusionModule(L.LightningModule):
         x, mask = batch["tokens"], batch["loss_mask"]
         g = self.noise_generator(x.device)
         labels = self._labels(batch, train=True, generator=g)
-        if self.genmd4 is not None:
-            loss, nelbo = self.genmd4.loss(self.model, x, mask, labels, generator=g)
-        else:
-            loss = nelbo = self.diffusion.loss(self.model, x, mask, labels, generator=g)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/bits_per_token", nelbo.detach() / math.log(2), prog_bar=True)
+        result = self.diffusion.loss(self.model, x, mask, labels, generator=g)
+        self.log("train/loss", result.loss, prog_bar=True)
+        self.log("train/bits_per_token", result.nelbo / math.log(2), prog_bar=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"] if self._trainer else 0.0)
-        return loss
+        return result.loss
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
@@ -102,7 +93,7 @@ class DiffusionModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, mask = batch["tokens"], batch["loss_mask"]
-        draws = self.diffusion.nelbo(self.model, x, num_t=self.val_num_t, mask=mask, labels=self._labels(batch, False))
+        draws = self.diffusion.nelbo(self.model, x, num_t=self.val_num_t, loss_mask=mask, labels=self._labels(batch, False))
         self._val["nats"] += draws.double().sum()
         self._val["tokens"] += mask.sum().double()
 
@@ -139,6 +130,9 @@ class DiffusionModule(L.LightningModule):
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("state_dict") or {}
+        for key in [k for k in state if k.startswith("genmd4.")]:  # checkpoints written before issue 13
+            state["diffusion." + key[len("genmd4."):]] = state.pop(key)
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
 
@@ -147,6 +141,7 @@ class DiffusionModule(L.LightningModule):
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             state.update({k: v.detach().cpu().clone() for k, v in self.ema.shadow.items()})
-        genmd4 = None if self.genmd4 is None else {k: v.cpu() for k, v in self.genmd4.state_dict().items()}
+        learned = {k[len("diffusion."):]: v.detach().cpu() for k, v in self.state_dict().items()
+                   if k.startswith("diffusion.")}  # a learnable process's parameters (GenMD4's w), else none
         return model_payload(self.hparams.model_spec, self.hparams.diffusion_spec, state, self.hparams.data_info,
-                             metrics, genmd4)
+                             metrics, learned)
