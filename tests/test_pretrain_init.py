@@ -76,8 +76,8 @@ def test_first_step_is_the_original_mlm_at_masked_positions(shared_fixtures, tmp
         # the first training loss is the diffusion loss of the original MLM (same noise)
         mlm = lambda zz, tt, labels=None: original(to_caduceus_ids(zz))[..., BASES]  # noqa: E731
         x, valid = ids.clamp_max(3), ids < 4
-        ours = module.diffusion.loss(model, x, valid, generator=torch.Generator().manual_seed(1))
-        theirs = module.diffusion.loss(mlm, x, valid, generator=torch.Generator().manual_seed(1))
+        ours = module.diffusion.loss(model, x, valid, generator=torch.Generator().manual_seed(1)).loss
+        theirs = module.diffusion.loss(mlm, x, valid, generator=torch.Generator().manual_seed(1)).loss
         assert torch.allclose(ours, theirs, atol=1e-5) and ours > 0
     shadow = module.ema.shadow
     assert all(torch.equal(shadow[n], p) for n, p in model.named_parameters())
