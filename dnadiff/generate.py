@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -202,7 +203,8 @@ class Generator:
         A Monte-Carlo estimate over ``num_t`` stratified times (an upper bound on the model's
         negative log-likelihood). Sequences longer than the window are cut into consecutive
         pieces of at most the window, scored separately and summed. Conditional models score
-        under ``class_name`` (default: the null, i.e. unconditional, label). N is not counted.
+        under ``class_name`` (default: the null, i.e. unconditional, label). N is not counted; a
+        sequence without any A/C/G/T (empty or all N) has no defined rate: NaN, with a warning.
         """
         pieces, owners = [], []
         for i, s in enumerate(seqs):
@@ -223,7 +225,13 @@ class Generator:
                                                   generator=generator)
                 np.add.at(nats, [owners[i] for i in rows], piece_nats.double().cpu().numpy())
                 np.add.at(bases, [owners[i] for i in rows], mask.sum(-1).cpu().numpy())
-        return nats / np.maximum(bases, 1) / math.log(2)
+        bits = np.full(len(seqs), math.nan)
+        scored = bases > 0
+        bits[scored] = nats[scored] / bases[scored] / math.log(2)
+        if not scored.all():
+            warnings.warn(f"{int((~scored).sum())} of {len(seqs)} sequences have no A/C/G/T base (empty or all N): "
+                          f"their bits_per_base is NaN", stacklevel=2)
+        return bits
 
 
 def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:

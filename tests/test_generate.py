@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -250,3 +251,11 @@ def test_samplers_needing_a_shared_schedule_refuse_genmd4():
         with pytest.raises(UserError, match="state-independent schedule"):
             gen.generate(2, length=8, sampler=sampler)
     assert gen.generate(2, length=8, sampler="confidence", seed=0) == ["ACGTACGT"] * 2
+
+
+def test_bits_per_base_of_empty_or_all_n_sequences_is_nan_with_a_warning():
+    gen = random_generator()
+    with pytest.warns(UserWarning, match="2 of 3 sequences have no A/C/G/T"):
+        bits = gen.bits_per_base(["", "NNNNNNNN", "ACGTACGTAC"], num_t=2)
+    assert np.isnan(bits[0]) and np.isnan(bits[1])
+    assert np.isfinite(bits[2]) and bits[2] > 0

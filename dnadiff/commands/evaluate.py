@@ -13,6 +13,7 @@ import torch
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
+from dnadiff.training.config import option
 
 
 def add_arguments(p) -> None:
@@ -25,14 +26,14 @@ def add_arguments(p) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--split", default="test", choices=["val", "test"], help="held-out split (default test)")
     where.add_argument("--region", help="a region chr:start-end (1-based, inclusive) instead of a split")
-    p.add_argument("--max-windows", type=int, default=256, help="windows/sequences to score (default 256)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--num-t", type=int, default=8, help="Monte-Carlo draws of t per sequence (default 8)")
-    p.add_argument("--exact-steps", type=int, help="exact discrete-time NELBO with this many steps instead")
-    p.add_argument("--markov-max-order", type=int, default=8, help="largest Markov order tried (default 8)")
-    p.add_argument("--markov-train-windows", type=int, default=2000, help="training windows for the Markov counts")
+    p.add_argument("--max-windows", type=option("int", lo=1), default=256, help="windows/sequences to score (default 256)")
+    p.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), default=16)
+    p.add_argument("--num-t", type=option("int", lo=1, hi=100_000), default=8, help="Monte-Carlo draws of t per sequence (default 8)")
+    p.add_argument("--exact-steps", type=option("int", lo=1, hi=1_000_000), help="exact discrete-time NELBO with this many steps instead")
+    p.add_argument("--markov-max-order", type=option("int", lo=0, hi=12), default=8, help="largest Markov order tried (default 8)")
+    p.add_argument("--markov-train-windows", type=option("int", lo=1), default=2000, help="training windows for the Markov counts")
     p.add_argument("--decompress", action="store_true", help="decompress a plain-gzip FASTA once into a cache")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=option("int", lo=0, hi=2**63 - 1), default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     add_device_arguments(p, training=False)
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from dnadiff.commands.devices import add_device_arguments
+from dnadiff.training.config import option
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "finetune"
 
@@ -42,17 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "(config.json + model.safetensors or pytorch_model.bin) or a Hugging Face hub id")
     init.add_argument("--from-scratch", action="store_true", help="randomly initialised backbone")
     parser.add_argument("--model-size", choices=MODEL_SIZES, help="backbone size (default 470k from scratch)")
-    parser.add_argument("--folds", type=int, default=5, help="folds (cv) or seeds (caduceus); default 5")
-    parser.add_argument("--max-epochs", type=int, help="override the config's epochs")
-    parser.add_argument("--batch-size", type=int, help="override the config's batch size")
-    parser.add_argument("--max-length", type=int, help="override the config's max length (longer sequences are cut)")
+    parser.add_argument("--folds", type=option("int", lo=1, hi=100), default=5, help="folds (cv) or seeds (caduceus); default 5")
+    parser.add_argument("--max-epochs", type=option("int", lo=1), help="override the config's epochs")
+    parser.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), help="override the config's batch size")
+    parser.add_argument("--max-length", type=option("int", lo=1), help="override the config's max length (longer sequences are cut)")
     parser.add_argument("--protocol", choices=("cv", "caduceus"), default="cv")
-    parser.add_argument("--max-examples", type=int, help="subsample each split to at most N examples (quick runs)")
+    parser.add_argument("--max-examples", type=option("int", lo=1), help="subsample each split to at most N examples (quick runs)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the k-mer and CNN baselines")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--micro-batch", type=int, help="sequences per forward/backward (gradient accumulation up to "
+    parser.add_argument("--seed", type=option("int", lo=0, hi=2**32 - 1), default=0)
+    parser.add_argument("--micro-batch", type=option("int", lo=1, hi=65_536), help="sequences per forward/backward (gradient accumulation up to "
                         "the batch size); default bounded by memory")
-    parser.add_argument("--fold", type=int, help="run only fold (or seed) K, 0-based, writing OUT/fold_K.json")
+    parser.add_argument("--fold", type=option("int", lo=0, hi=99), help="run only fold (or seed) K, 0-based, writing OUT/fold_K.json")
     parser.add_argument("--aggregate", metavar="DIR", help="merge DIR/fold_*.json into DIR/results.json and results.md")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     parser.add_argument("--out", help="output folder for fold_K.json, results.json and results.md")

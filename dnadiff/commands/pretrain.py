@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dnadiff.commands.devices import add_device_arguments, lightning_device_kwargs
 from dnadiff.errors import UserError
+from dnadiff.training.config import option
 
 
 def add_arguments(p) -> None:
@@ -30,10 +31,10 @@ def add_arguments(p) -> None:
     p.add_argument("--decompress", action="store_true",
                    help="for a plain-gzip FASTA: decompress it once into a cache instead of failing")
     p.add_argument("--out", default="runs/pretrain", help="output directory (default runs/pretrain)")
-    p.add_argument("--max-steps", type=int, help="training steps (overrides train.max_steps)")
-    p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
+    p.add_argument("--max-steps", type=option("int", lo=1), help="training steps (overrides train.max_steps)")
+    p.add_argument("--seed", type=option("int", lo=0, hi=2**63 - 1), help="random seed (overrides train.seed)")
     add_device_arguments(p)  # --accelerator, --devices, --precision (overrides train.precision), --strategy
-    p.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node training")
+    p.add_argument("--num-nodes", type=option("int", lo=1, hi=100_000), default=1, help="nodes for multi-node training")
     p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default OUT/checkpoints/last.ckpt)")
     p.add_argument("--force", action="store_true", help="start over in an --out folder that holds a previous run "
                                                              "(its checkpoints and metrics log are removed)")
@@ -65,7 +66,7 @@ def check_out(out: Path, resuming: bool, force: bool) -> Path:
 
 
 def config_from_args(args) -> dict:
-    from dnadiff.training.config import load_config
+    from dnadiff.training.config import load_config, validate
 
     if args.resume and "=" in args.resume and not Path(args.resume).exists():  # `--resume key=value ...`
         args.overrides = [args.resume, *(args.overrides or [])]
@@ -84,12 +85,10 @@ def config_from_args(args) -> dict:
     if args.decompress:
         data["decompress"] = True
     if args.max_steps is not None:
-        if args.max_steps < 1:
-            raise UserError("--max-steps must be at least 1")
         cfg["train"]["max_steps"] = args.max_steps
     if args.seed is not None:
         cfg["train"]["seed"] = args.seed
-    return cfg
+    return validate(cfg)
 
 
 def resolve_resume(resume: str | None, out: Path) -> tuple[Path, dict] | None:
@@ -145,9 +144,13 @@ def build_module(cfg: dict, data_info: dict):
     t, o = cfg["train"], dict(cfg["optim"])
     o["max_steps"] = o.pop("total_steps", None) or t["max_steps"]  # horizon of the cosine decay
     o.pop("grad_clip", None)
-    return DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
-                           label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
-                           seed=int(t["seed"]))
+    try:
+        return DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
+                               label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
+                               seed=int(t["seed"]))
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:  # the open model section (typed by issue 13)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"bad model settings {model} ({first[:160]}): check the config's model section") from None
 
 
 def make_trainer(cfg: dict, args, out: Path):
@@ -177,12 +180,24 @@ def make_trainer(cfg: dict, args, out: Path):
     if t.get("audit"):
         callbacks.append(WindowAudit(out))
     callbacks.append(ProgressLines() if args.no_progress else RichProgressBar())
-    return L.Trainer(max_steps=max_steps, val_check_interval=min(int(t["val_every"]), max_steps),
+    return _trainer(L, max_steps=max_steps, val_check_interval=min(int(t["val_every"]), max_steps),
                      check_val_every_n_epoch=None, num_sanity_val_steps=0, **device, num_nodes=args.num_nodes,
                      gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None, logger=loggers,
                      callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=out,
                      log_every_n_steps=int(t["log_every"]), enable_model_summary=False,
                      enable_progress_bar=not args.no_progress, use_distributed_sampler=False)
+
+
+def _trainer(L, **options):
+    """``L.Trainer(**options)``; Lightning's refusal of an option combination becomes one line."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**options)
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"Lightning refused --accelerator {options['accelerator']} --devices {options['devices']} "
+                        f"--strategy {options['strategy']} ({first[:200]}): change these options") from None
 
 
 def run(args) -> int:

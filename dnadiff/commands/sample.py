@@ -23,6 +23,7 @@ import numpy as np
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
+from dnadiff.training.config import option
 
 #: at most this many labelled real sequences train the report's k-mer classifier (a few seconds).
 CLASSIFIER_TRAIN_SIZE = 10_000
@@ -32,23 +33,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="model.pt, a pretraining .ckpt, an original Caduceus folder or a Hugging Face hub id")
     parser.add_argument("--download", action="store_true", help="fetch a hub id missing from the Hugging Face cache")
-    parser.add_argument("--num", type=int, required=True, help="number of sequences")
-    parser.add_argument("--length", type=int, default=None, help="bases per sequence (default: the template's length or the model's window)")
-    parser.add_argument("--steps", type=int, default=None, help="reverse steps per window (default: min(length, window))")
+    parser.add_argument("--num", type=option("int", lo=1), required=True, help="number of sequences")
+    parser.add_argument("--length", type=option("int", lo=1), default=None, help="bases per sequence (default: the template's length or the model's window)")
+    parser.add_argument("--steps", type=option("int", lo=1), default=None, help="reverse steps per window (default: min(length, window))")
     parser.add_argument("--sampler", choices=("cached", "ancestral", "first-hitting", "remdm", "confidence"), default="cached",
                         help="cached/ancestral/first-hitting: exact; remdm: remasking (--remdm-strategy, --eta); "
                              "confidence: top-k by confidence (--block-length), not exact")
     parser.add_argument("--remdm-strategy", choices=("cap", "rescale", "loop"), default="loop")
-    parser.add_argument("--eta", type=float, default=None, help="ReMDM remasking rate (default: the strategy's published one)")
-    parser.add_argument("--block-length", type=int, default=None, help="confidence sampler: semi-autoregressive block size")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = off)")
+    parser.add_argument("--eta", type=option("float", lo=0), default=None, help="ReMDM remasking rate (default: the strategy's published one)")
+    parser.add_argument("--block-length", type=option("int", lo=1), default=None, help="confidence sampler: semi-autoregressive block size")
+    parser.add_argument("--temperature", type=option("float", lo=0, lo_open=True), default=1.0)
+    parser.add_argument("--top-p", type=option("float", lo=0, hi=1, lo_open=True), default=1.0, help="nucleus sampling mass (1.0 = off)")
     parser.add_argument("--prefix", default=None, help="A/C/G/T bases kept at the start of every sequence")
     parser.add_argument("--template", default=None, help="a sequence whose N positions are generated (other bases kept)")
     parser.add_argument("--class", dest="class_name", default=None, help="class to generate (class-conditional checkpoints)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (needs --class)")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=256, help="sequences generated together")
+    parser.add_argument("--guidance", type=option("float", lo=0), default=0.0, help="classifier-free guidance weight (needs --class)")
+    parser.add_argument("--seed", type=option("int", lo=0, hi=2**63 - 1), default=None)
+    parser.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), default=256, help="sequences generated together")
     add_device_arguments(parser, training=False)
     parser.add_argument("--report", action="store_true", help="print quality metrics of the samples")
     parser.add_argument("--real", default=None, help="real held-out sequences for --report: FASTA, seq<TAB>label table or the DHS table")

@@ -1,0 +1,381 @@
+"""A table of bad inputs across `pretrain`, `evaluate`, `finetune`, `sample` and the Python API.
+
+Each case runs the CLI in-process (``dnadiff.cli.main(argv)``) or calls the API and asserts: exit
+code 2 (or :class:`dnadiff.errors.UserError`), exactly one line on stderr naming the problem (a
+pattern per case) and the fix (``problem: fix``), no traceback, nothing written (the outputs the
+command would create do not exist) and no existing file changed (every file of the fixture folder
+keeps its bytes and modification time). Every case fails while the inputs are checked, before any
+training or sampling starts, so the whole table runs in seconds.
+
+Classes: numeric options and config values at 0, negative, non-numeric, non-finite and past their
+bounds; unknown keys and choices; path options missing, a folder, binary, empty, of the wrong
+format, a dangling link, unreadable; malformed configs (bad YAML, not a mapping, Python tags);
+corrupt checkpoints (garbage, truncated, not a dict, no dnadiff format, a folder); corrupt genomes
+(truncated bgzip, an index that does not describe its FASTA); outputs that exist or cannot be
+written; impossible device requests; inconsistent generation requests.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dnadiff.cli import main
+from dnadiff.errors import UserError
+
+ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# ---------------------------------------------------------------------------------------------- assets
+def _toy_genome(rng) -> str:
+    seqs = ["".join(rng.choice(list("ACGT"), size=n)) for n in (3000, 1500)]
+    return "".join(f">c{i}\n" + "\n".join(s[j:j + 60] for j in range(0, len(s), 60)) + "\n" for i, s in enumerate(seqs))
+
+
+def _bgzip(text: str, path: Path) -> None:
+    from Bio import bgzf
+
+    with bgzf.BgzfWriter(str(path), "wb") as handle:
+        handle.write(text.encode())
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    """Every input file the cases point at (written once; the cases must leave them as they are)."""
+    from dnadiff.data.fasta import open_genome
+    from dnadiff.training.checkpoint import save_checkpoint
+    from dnadiff.training.module import DiffusionModule
+
+    a = tmp_path_factory.mktemp("assets")
+    os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    rng = np.random.default_rng(0)
+    genome = _toy_genome(rng)
+    (a / "genome.fa").write_text(genome)
+    open_genome(a / "genome.fa").close()  # its .fai exists before the cases run
+    _bgzip("".join(f">g{i}\n" + "".join(rng.choice(list("ACGT"), size=3000)) + "\n" for i in range(40)), a / "genome.fa.gz")
+    open_genome(a / "genome.fa.gz").close()
+    blob = (a / "genome.fa.gz").read_bytes()
+    (a / "truncated.fa.gz").write_bytes(blob[: len(blob) // 2])
+    (a / "allN.fa").write_text(">c1\n" + "N" * 4000 + "\n")
+    # an index describing another file: same names, wrong offsets/lengths, kept modification time
+    (a / "stale.fa").write_text(">c0\n" + "ACGT" * 700 + "\n>c1\n" + "GATTACA" * 200 + "\n")
+    shutil.copy(a / "genome.fa.fai", a / "stale.fa.fai")
+    with gzip.open(a / "plain.fa.gz", "wt") as handle:
+        handle.write(genome)
+    (a / "adir").mkdir()
+    (a / "binary.bin").write_bytes(bytes(range(256)) * 8)
+    (a / "empty.txt").write_bytes(b"")
+    (a / "notfasta.txt").write_text("hello world\nthis is not DNA\n")
+    os.symlink(a / "gone.fa", a / "dangling.fa")
+    (a / "existing.fa").write_text(">keep\nACGT\n")
+    (a / "a_file").write_text("x\n")
+    # checkpoints
+    torch.manual_seed(0)
+    module = DiffusionModule({"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 8, "n_layer": 1,
+                              "n_head": 2, "max_len": 64}, {"vocab_size": 4, "schedule": "linear"}, ema_decay=0.9,
+                             data_info={"modality": "dna", "window": 16, "class_names": [], "genome": str(a / "genome.fa")})
+    save_checkpoint(a / "model.pt", module.export_payload({}))
+    (a / "garbage.pt").write_bytes(b"PK\x03\x04" + b"\x00garbage" * 64)
+    good = (a / "model.pt").read_bytes()
+    (a / "truncated.pt").write_bytes(good[: len(good) // 2])
+    torch.save(torch.zeros(3), a / "tensor.pt")
+    torch.save({"weight": torch.zeros(2)}, a / "statedict.pt")
+    # configs
+    (a / "malformed.yaml").write_text("optim: {lr: 1e-3\ntrain: [\n")
+    (a / "list.yaml").write_text("- 1\n- 2\n")
+    (a / "python.yaml").write_text(f"train: !!python/object/apply:os.system ['touch {a}/pwned']\n")
+    (a / "unknown.yaml").write_text("optim: {learning_rate: 0.1}\n")
+    (a / "badvalue.yaml").write_text("train: {val_every: 0}\n")
+    (a / "section.yaml").write_text("optim: 3\n")
+    # tables
+    seqs = ["".join(rng.choice(list("ACGT"), size=60)) for _ in range(24)]
+    (a / "good.tsv").write_text("seq\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(seqs)))
+    (a / "noseq.tsv").write_text("foo\tbar\n1\t2\n")
+    (a / "badcontig.bed").write_text("chrZ\t0\t100\n")
+    (a / "unreadable.fa").write_text(">c1\nACGT\n")
+    (a / "unreadable.fa").chmod(0)
+    return a
+
+
+def snapshot(folder: Path) -> dict:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.is_symlink() and os.access(p, os.R_OK):
+            out[str(p.relative_to(folder))] = (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        elif not p.is_dir():
+            out[str(p.relative_to(folder))] = ("other", p.lstat().st_mtime_ns)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the table
+P = ["pretrain", "--genome", "{A}/genome.fa", "--out", "{A}/run_out", "--config", "demo", "--no-progress",
+     "--max-steps", "1", "model.d_model=8", "model.n_layer=1", "data.window=64", "data.batch_size=2"]
+E = ["evaluate", "--checkpoint", "{A}/model.pt", "--genome", "{A}/genome.fa", "--max-windows", "2"]
+S = ["sample", "--checkpoint", "{A}/model.pt", "--num", "2", "--length", "8", "--steps", "2", "--out", "{A}/new.fa"]
+F = ["finetune", "--task", "human_enhancers_cohn", "--data", "{A}/good.tsv", "--from-scratch", "--model-size", "demo",
+     "--folds", "2", "--max-epochs", "1", "--max-examples", "8", "--no-baselines", "--out", "{A}/ft_out"]
+
+
+def with_option(base: list[str], option: str, value: str | None) -> list[str]:
+    """``base`` with ``option`` set to ``value`` (replaced when present, removed when None)."""
+    argv = list(base)
+    if option in argv:
+        i = argv.index(option)
+        del argv[i : i + 2]
+    return argv + ([option, value] if value is not None else [])
+
+
+CASES: list = []
+
+
+BASES = {"pretrain": P, "evaluate": E, "sample": S, "finetune": F}
+
+
+def case(cls: str, argv: list[str], pattern: str, *marks):
+    """One row: ``argv`` must be refused with a message matching ``pattern``; ``cls`` names its class."""
+    base = BASES[argv[0]]
+    changed = [x.replace("{A}/", "") for x in argv if x not in base] or [x.replace("{A}/", "") for x in argv[1:3]]
+    name = f"{argv[0]}:{cls}:" + " ".join(changed)
+    CASES.append(pytest.param(argv, pattern, id=name[:90], marks=list(marks)))
+
+
+# numeric options: 0, negative, non-numeric (and non-finite / past bounds where they have bounds)
+for base, options in ((P, {"--max-steps": ["0", "-3", "abc", "1.5"], "--seed": ["-1", "abc"], "--num-nodes": ["0", "-1", "abc"],
+                           "--devices": ["0", "-1", "abc"]}),
+                      (E, {"--max-windows": ["0", "-1", "abc"], "--batch-size": ["0", "-2", "abc"], "--num-t": ["0", "-1", "abc"],
+                           "--exact-steps": ["0", "-1", "abc"], "--markov-max-order": ["-1", "99", "abc"],
+                           "--markov-train-windows": ["0", "-1", "abc"], "--seed": ["-1", "abc"]}),
+                      (S, {"--num": ["0", "-1", "abc"], "--length": ["0", "-5", "abc"], "--steps": ["0", "-1", "abc"],
+                           "--temperature": ["0", "-1", "abc", "nan", "inf"], "--top-p": ["0", "-0.5", "1.5", "abc"],
+                           "--guidance": ["-1", "abc", "nan"], "--seed": ["-1", "abc"], "--batch-size": ["0", "-1", "abc"],
+                           "--eta": ["-1", "abc"], "--block-length": ["0", "abc"]}),
+                      (F, {"--folds": ["0", "-1", "abc"], "--max-epochs": ["0", "-1", "abc"], "--batch-size": ["0", "abc"],
+                           "--max-length": ["0", "abc"], "--max-examples": ["0", "-4", "abc"], "--seed": ["-1", "abc"]})):
+    for option, values in options.items():
+        for value in values:
+            case("number", with_option(base, option, value), re.escape(option))
+
+# config values: 0, negative, non-numeric, non-finite, past the bounds, wrong type
+CONFIG_VALUES = {
+    "data.window": ["0", "-5", "abc", "1.5"], "data.batch_size": ["0", "-1", "abc"], "data.num_workers": ["-1", "abc"],
+    "data.max_n_frac": ["-0.1", "1.5", "abc"], "data.holdout_frac": ["0", "0.5", "abc"], "data.max_eval_windows": ["0", "-1"],
+    "data.rc_aug": ["maybe", "2"], "data.text_level": ["word"], "data.pixel_order": ["zigzag"],
+    "optim.lr": ["abc", "0", "-1", ".nan", ".inf"], "optim.weight_decay": ["-1"], "optim.betas": ["[0.9]", "[1.0,0.9]", "abc"],
+    "optim.warmup_steps": ["-1", "abc"], "optim.min_lr_ratio": ["2", "-1"], "optim.grad_clip": ["-1", "abc"],
+    "optim.total_steps": ["0", "-1"], "train.max_steps": ["0", "abc"], "train.val_every": ["0", "-1", "abc"],
+    "train.ckpt_every": ["0", "abc"], "train.ema_decay": ["1", "-0.1", "abc"], "train.val_num_t": ["0", "abc"],
+    "train.seed": ["-1", "abc"], "train.label_dropout": ["1", "-0.5"], "train.precision": ["fp8"], "train.log_every": ["0"],
+}
+for key, values in CONFIG_VALUES.items():
+    for value in values:
+        case("config", P + [f"{key}={value}"], re.escape(f"{key}=") + ".*use ")
+
+# config structure and keys
+case("config", P + ["optim.learning_rate=1"], "learning_rate")
+case("config", P + ["foo.bar=1"], "foo.bar")
+case("config", P + ["lr=1"], "section")
+case("config", P + ["model.d_model=abc"], "model")
+case("config", P + ["diffusion.schedule=banana"], "banana")
+case("config", with_option(P, "--config", "nonexistent_config"), "nonexistent_config")
+case("config", with_option(P, "--config", "{A}/malformed.yaml"), "malformed.yaml.*YAML")
+case("config", with_option(P, "--config", "{A}/list.yaml"), "list.yaml.*mapping")
+case("config", with_option(P, "--config", "{A}/python.yaml"), "python.yaml")
+case("config", with_option(P, "--config", "{A}/unknown.yaml"), "learning_rate")
+case("config", with_option(P, "--config", "{A}/badvalue.yaml"), "train.val_every=0")
+case("config", with_option(P, "--config", "{A}/section.yaml"), "optim")
+case("config", with_option(P, "--config", "{A}/binary.bin"), "binary.bin")
+case("config", with_option(P, "--config", "{A}/adir"), "adir")
+
+# pretrain: paths, sources, devices, run folder
+for value, pattern in (("{A}/missing.fa", "missing.fa"), ("{A}/adir", "adir"), ("{A}/binary.bin", "binary.bin"),
+                       ("{A}/empty.txt", "empty.txt"), ("{A}/notfasta.txt", "notfasta.txt.*FASTA"),
+                       ("{A}/plain.fa.gz", "bgzip"), ("{A}/dangling.fa", "dangling.fa"),
+                       ("{A}/truncated.fa.gz", "truncated.fa.gz"), ("{A}/stale.fa", "stale.fa"),
+                       ("{A}/allN.fa", "N")):
+    case("path", with_option(P, "--genome", value), pattern)
+case("path", with_option(P, "--genome", "{A}/unreadable.fa"), "unreadable.fa",
+     pytest.mark.skipif(ROOT_USER, reason="root reads files without read permission"))
+case("path", P + ["--bed", "{A}/missing.bed"], "missing.bed")
+case("path", P + ["--bed", "{A}/adir"], "adir")
+case("path", P + ["--bed", "{A}/binary.bin"], "binary.bin")
+case("path", P + ["--bed", "{A}/badcontig.bed"], "chrZ")
+case("path", P + ["--val-contigs", "chrZ"], "chrZ")
+case("path", with_option(P, "--out", "{A}/a_file"), "a_file")
+case("path", with_option(P, "--out", "{A}/a_file/sub"), "a_file")
+case("source", with_option(P, "--genome", None), "data source")
+case("source", P + ["--text", "{A}/notfasta.txt"], "one data source")
+case("source", ["pretrain", "--text", "{A}/missing.txt", "--out", "{A}/run_out"], "missing.txt")
+case("source", ["pretrain", "--text", "{A}/binary.bin", "--out", "{A}/run_out", "data.text_level=char"], "binary.bin")
+case("source", ["pretrain", "--images", "{A}/missing_dir", "--out", "{A}/run_out"], "missing_dir")
+case("source", ["pretrain", "--images", "{A}/adir", "--out", "{A}/run_out"], "CIFAR-10")
+case("source", ["pretrain", "--dhs", "{A}/missing.txt", "--out", "{A}/run_out"], "missing.txt")
+case("device", P + ["--accelerator", "banana"], "banana")
+case("device", P + ["--accelerator", "gpu"], "GPU",
+     pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"))
+case("device", P + ["--strategy", "nonsense"], "nonsense")
+case("checkpoint", P + ["--resume", "{A}/missing.ckpt"], "missing.ckpt")
+case("checkpoint", P + ["--resume", "{A}/garbage.pt"], "garbage.pt.*corrupt")
+case("checkpoint", P + ["--resume", "{A}/adir"], "adir")
+case("checkpoint", P + ["--resume", "{A}/model.pt"], "model.pt.*not a `dnadiff pretrain` checkpoint")
+case("checkpoint", P + ["--resume"], "last.ckpt.*does not exist")
+
+# evaluate: checkpoints, genome, region, split
+for value, pattern in (("{A}/missing.pt", "missing.pt"), ("{A}/adir", "adir"), ("{A}/binary.bin", "binary.bin"),
+                       ("{A}/garbage.pt", "garbage.pt.*corrupt"), ("{A}/truncated.pt", "truncated.pt.*corrupt"),
+                       ("{A}/empty.txt", "empty.txt"), ("{A}/tensor.pt", "tensor.pt"), ("{A}/statedict.pt", "statedict.pt")):
+    case("checkpoint", with_option(E, "--checkpoint", value), pattern)
+for value, pattern in (("{A}/missing.fa", "missing.fa"), ("{A}/adir", "adir"), ("{A}/binary.bin", "binary.bin"),
+                       ("{A}/truncated.fa.gz", "truncated.fa.gz"), ("{A}/stale.fa", "stale.fa"), ("{A}/allN.fa", "N")):
+    case("path", with_option(E, "--genome", value), pattern)
+case("region", E + ["--region", "chrZ:1-10"], "chrZ")
+case("region", E + ["--region", "c0:50-10"], "c0:50-10")
+case("region", E + ["--region", "c0:1-99999999"], "c0")
+case("region", E + ["--region", "nonsense::"], "nonsense")
+case("choice", E + ["--split", "banana"], "banana")
+case("choice", E + ["--split", "val", "--region", "c0:1-100"], "not allowed with")
+
+# sample: checkpoints, outputs, requests
+for value, pattern in (("{A}/missing.pt", "missing.pt"), ("{A}/adir", "adir"), ("{A}/binary.bin", "binary.bin"),
+                       ("{A}/garbage.pt", "garbage.pt.*corrupt"), ("{A}/tensor.pt", "tensor.pt"),
+                       ("{A}/statedict.pt", "statedict.pt")):
+    case("checkpoint", with_option(S, "--checkpoint", value), pattern)
+case("output", with_option(S, "--out", "{A}/existing.fa"), "existing.fa.*--force")
+case("output", with_option(S, "--out", "{A}/adir"), "adir.*folder")
+case("output", with_option(S, "--out", "{A}/missing_dir/x.fa"), "missing_dir")
+case("output", with_option(S, "--out", "{A}/a_file/x.fa"), "a_file")
+case("request", S + ["--prefix", "XYZ"], "prefix")
+case("request", S + ["--prefix", "ACGTACGTACGT"], "prefix")
+case("request", with_option(S, "--length", None) + ["--template", "ACGT"], "template")
+case("request", with_option(S, "--length", None) + ["--template", "ACGNNXQ"], "template")
+case("request", S + ["--prefix", "AC", "--template", "ACNN"], "prefix")
+case("request", S + ["--class", "K562"], "K562")
+case("request", S + ["--guidance", "2"], "guidance")
+case("choice", S + ["--sampler", "banana"], "banana")
+case("path", S + ["--report", "--real", "{A}/missing.fa"], "missing.fa")
+case("path", S + ["--report", "--real", "{A}/adir"], "adir")
+case("path", S + ["--report", "--real", "{A}/binary.bin"], "binary.bin")
+case("path", S + ["--report", "--real", "{A}/noseq.tsv"], "noseq.tsv")
+case("long job", with_option(S, "--length", "10000000"), "--length.*--force")
+
+# finetune: task, data, backbone
+case("choice", with_option(F, "--task", "banana"), "banana")
+case("choice", F + ["--protocol", "banana"], "banana")
+case("choice", with_option(F, "--model-size", "huge"), "huge")
+for value, pattern in (("{A}/missing.tsv", "missing.tsv"), ("{A}/adir", "adir"), ("{A}/binary.bin", "binary.bin"),
+                       ("{A}/empty.txt", "empty.txt"), ("{A}/noseq.tsv", "noseq.tsv")):
+    case("path", with_option(F, "--data", value), pattern)
+for value, pattern in (("{A}/missing.pt", "missing.pt"), ("{A}/garbage.pt", "garbage.pt.*corrupt"),
+                       ("{A}/binary.bin", "binary.bin"), ("{A}/tensor.pt", "tensor.pt")):
+    case("checkpoint", [x for x in F if x != "--from-scratch"] + ["--checkpoint", value], pattern)
+case("source", [x for x in F if x != "--from-scratch"], "--checkpoint")
+
+# argument syntax
+case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")
+case("syntax", P + ["--no-such-option"], "no-such-option")
+case("syntax", ["evaluate", "--genome", "{A}/genome.fa"], "--checkpoint")
+
+OUTPUTS = ("run_out", "new.fa", "ft_out", "pwned", "missing_dir")
+
+
+@pytest.mark.parametrize("argv, pattern", CASES)
+def test_cli_refuses_in_one_line_and_writes_nothing(assets, capsys, argv, pattern):
+    argv = [x.replace("{A}", str(assets)) for x in argv]
+    before = snapshot(assets)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, f"exit {code}: {err[-2000:]}"
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and re.search(pattern, err), err
+    assert ": error: " in err and re.search(r"\w.*: \S", err.split(": error: ", 1)[1]), err  # problem: fix
+    for name in OUTPUTS:
+        assert not (assets / name).exists(), f"{name} was written"
+    assert snapshot(assets) == before
+
+
+# ---------------------------------------------------------------------------------------------- the Python API
+def _api_cases():
+    from dnadiff import generate
+
+    def gen(a):
+        return generate.load(a / "model.pt")
+
+    return [
+        ("load missing", lambda a: generate.load(a / "missing.pt"), "missing.pt"),
+        ("load folder", lambda a: generate.load(a / "adir"), "adir"),
+        ("load binary", lambda a: generate.load(a / "binary.bin"), "binary.bin"),
+        ("load garbage", lambda a: generate.load(a / "garbage.pt"), "corrupt"),
+        ("load truncated", lambda a: generate.load(a / "truncated.pt"), "corrupt"),
+        ("load tensor", lambda a: generate.load(a / "tensor.pt"), "tensor.pt"),
+        ("load state dict", lambda a: generate.load(a / "statedict.pt"), "statedict.pt"),
+        ("num 0", lambda a: gen(a).generate(0, length=8), "num"),
+        ("length 0", lambda a: gen(a).generate(2, length=0), "length"),
+        ("steps 0", lambda a: gen(a).generate(2, length=8, steps=0), "steps"),
+        ("temperature 0", lambda a: gen(a).generate(2, length=8, temperature=0.0), "temperature"),
+        ("top_p 2", lambda a: gen(a).generate(2, length=8, top_p=2.0), "top-p"),
+        ("guidance -1", lambda a: gen(a).generate(2, length=8, guidance=-1.0), "guidance"),
+        ("batch_size 0", lambda a: gen(a).generate(2, length=8, batch_size=0), "batch"),
+        ("template without N", lambda a: gen(a).generate(2, template="ACGT"), "template"),
+        ("unknown class", lambda a: gen(a).generate(2, length=8, class_name="K562"), "K562"),
+        ("bad prefix", lambda a: gen(a).generate(2, length=8, prefix="XYZ"), "prefix"),
+        ("write_fasta to a folder", lambda a: generate.write_fasta(["ACGT"], a / "adir"), "folder"),
+        ("write_fasta missing folder", lambda a: generate.write_fasta(["ACGT"], a / "missing_dir" / "x.fa"), "missing_dir"),
+        ("open_genome binary", lambda a: _open(a / "binary.bin"), "binary.bin"),
+        ("open_genome truncated bgzip", lambda a: _open(a / "truncated.fa.gz"), "truncated.fa.gz"),
+        ("open_genome stale index", lambda a: _open(a / "stale.fa"), "stale.fa"),
+        ("cifar binary", lambda a: _cifar(a / "binary.bin"), "binary.bin"),
+        ("config value", lambda a: _config(["optim.lr=abc"]), "optim.lr=abc"),
+        ("config key", lambda a: _config(["train.speed=3"]), "train.speed"),
+    ]
+
+
+def _open(path):
+    from dnadiff.data.fasta import open_genome
+
+    open_genome(path).close()
+
+
+def _cifar(path):
+    from dnadiff.data.pixels import read_cifar10_batch
+
+    read_cifar10_batch(path)
+
+
+def _config(overrides):
+    from dnadiff.training.config import load_config
+
+    load_config("demo", overrides)
+
+
+API_CASES = [pytest.param(fn, pattern, id=f"api:{name}") for name, fn, pattern in _api_cases()]
+
+
+@pytest.mark.parametrize("call, pattern", API_CASES)
+def test_api_raises_user_error_in_one_line(assets, call, pattern):
+    before = snapshot(assets)
+    with pytest.raises(UserError) as err:
+        call(assets)
+    message = str(err.value)
+    assert "\n" not in message and re.search(pattern, message), message
+    assert ": " in message, message
+    for name in OUTPUTS:
+        assert not (assets / name).exists()
+    assert snapshot(assets) == before
+
+
+def test_the_table_is_broad():
+    assert len(CASES) + len(API_CASES) >= 150
+    classes = {p.id.split(":")[1] for p in CASES}
+    assert {"number", "config", "path", "checkpoint", "output", "device", "request", "long job"} <= classes
+    commands = {p.id.split(":")[0] for p in CASES}
+    assert commands == {"pretrain", "evaluate", "sample", "finetune"}
