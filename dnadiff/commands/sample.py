@@ -35,12 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true", help="fetch a hub id missing from the Hugging Face cache")
     parser.add_argument("--num", type=option("int", lo=1), required=True, help="number of sequences")
     parser.add_argument("--length", type=option("int", lo=1), default=None, help="bases per sequence (default: the template's length or the model's window)")
-    parser.add_argument("--steps", type=option("int", lo=1), default=None, help="reverse steps per window (default: min(length, window))")
+    parser.add_argument("--steps", type=option("int", lo=0), default=None, help="reverse steps per window (default: min(length, window))")
     parser.add_argument("--sampler", choices=("cached", "ancestral", "first-hitting", "remdm", "confidence"), default="cached",
                         help="cached/ancestral/first-hitting: exact; remdm: remasking (--remdm-strategy, --eta); "
                              "confidence: top-k by confidence (--block-length), not exact")
     parser.add_argument("--remdm-strategy", choices=("cap", "rescale", "loop"), default="loop")
-    parser.add_argument("--eta", type=option("float", lo=0), default=None, help="ReMDM remasking rate (default: the strategy's published one)")
+    parser.add_argument("--eta", type=float, default=None, help="ReMDM remasking rate (default: the strategy's published one)")
     parser.add_argument("--block-length", type=option("int", lo=1), default=None, help="confidence sampler: semi-autoregressive block size")
     parser.add_argument("--temperature", type=option("float", lo=0, lo_open=True), default=1.0)
     parser.add_argument("--top-p", type=option("float", lo=0, hi=1, lo_open=True), default=1.0, help="nucleus sampling mass (1.0 = off)")
