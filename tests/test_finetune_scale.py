@@ -98,7 +98,7 @@ def test_inference_batches_are_length_sorted_within_budget_and_order_is_restored
 
 
 def test_default_micro_batch_and_small_data_batch():
-    assert default_micro_batch(256, 251, 118, 4) == 8_000_000 // (251 * 118 * 4) == 67
+    assert default_micro_batch(256, 251, 118, 4) == 4_000_000 // (251 * 118 * 4) == 33
     assert default_micro_batch(256, 10, 8, 1) == 256 and default_micro_batch(256, 10**6, 118, 4) == 1
     assert small_data_batch(139_804 * 4 // 5, 256) == 256  # full size: untouched
     assert small_data_batch(800, 256) == 40 and small_data_batch(48, 256) == 8

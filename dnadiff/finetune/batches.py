@@ -17,8 +17,9 @@ import torch
 from dnadiff.data.tokenizer import encode_batch
 
 #: default working-set budget of one micro-batch: tokens x d_model x n_layer (activation memory of the
-#: backbone grows with this product). 470k (118 x 4) at 251 bp -> 64 sequences; at 593 bp -> 27.
-MICRO_BUDGET = 8_000_000
+#: backbone grows with this product). 470k (118 x 4) at 251 bp -> 33 sequences (about 1.5 GB of peak RSS
+#: on the CPU), at 593 bp -> 14.
+MICRO_BUDGET = 4_000_000
 #: inference keeps no activations for a backward pass: a larger budget per batch.
 INFERENCE_BUDGET = 4 * MICRO_BUDGET
 
