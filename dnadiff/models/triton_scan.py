@@ -14,6 +14,8 @@ optional (``pip install -e ".[gpu]"``): without it :func:`available` is False an
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 try:
@@ -59,9 +61,12 @@ def interpreting() -> bool:
 
 def _configs(block_n: int, block_l: int):
     """(channels per program, warps) for the autotuner: those whose [BLOCK_D, BLOCK_N, BLOCK_L] tile
-    holds at most 16 elements per thread (more spills registers in the backward kernel)."""
+    holds at most 16 elements per thread (more spills registers in the backward kernel).
+    ``DNADIFF_TRITON_AUTOTUNE=0`` keeps one of them (no benchmarking on first use)."""
     tile = lambda bd, w: bd * block_n * block_l / (32 * w)  # noqa: E731
     options = [(bd, w) for bd, w in ((2, 4), (4, 4), (4, 8), (8, 8)) if tile(bd, w) <= 16] or [(1, 8)]
+    if os.environ.get("DNADIFF_TRITON_AUTOTUNE", "1").strip().lower() in ("0", "false", "no", "off"):
+        options = options[len(options) // 2:][:1]  # one mid-sized config, no benchmarking
     return [triton.Config({"BLOCK_D": bd}, num_warps=w) for bd, w in options]
 
 
