@@ -13,7 +13,7 @@ and 3-mer figures carry bootstrap 95% intervals.
 
 Prints a Markdown table and one JSON line with everything.
 
-    python benchmarks/sampler_quality.py [--train-seconds 600] [--per-class 32]
+    python benchmarks/sampler_quality.py [--train-seconds 360] [--per-class 24] [--configs cached:200 remdm:400 ...]
 """
 from __future__ import annotations
 
@@ -69,10 +69,14 @@ def train(dhs, seconds: float, seed: int = 0) -> tuple[Generator, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--train-seconds", type=float, default=600)
-    p.add_argument("--per-class", type=int, default=32)
+    p.add_argument("--train-seconds", type=float, default=360)
+    p.add_argument("--per-class", type=int, default=24)
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument("--embedder-train", type=int, default=8000)
+    p.add_argument("--configs", nargs="+", default=["ancestral:50", "ancestral:200", "cached:50", "cached:200",
+                                                    "cached:800", "first-hitting:none", "remdm:200", "remdm:400",
+                                                    "confidence:50", "confidence:200"],
+                   help="sampler:steps pairs (steps 'none' for first-hitting with one reveal per call)")
     args = p.parse_args()
     torch.set_num_threads(1)
     t_all = time.perf_counter()
@@ -95,9 +99,10 @@ def main() -> None:
     requested = np.repeat(np.arange(C), args.per_class)
     G = len(requested)
 
-    configs = [("ancestral", 50), ("ancestral", 200), ("ancestral", 800), ("cached", 50), ("cached", 200),
-               ("cached", 800), ("first-hitting", None), ("remdm", 200), ("remdm", 800), ("confidence", 50),
-               ("confidence", 200)]
+    configs = []
+    for item in args.configs:
+        sampler, steps = item.split(":")
+        configs.append((sampler, None if steps == "none" else int(steps)))
     rows = []
     for sampler, steps in configs:
         seqs, calls, seconds = [], 0, 0.0
