@@ -156,3 +156,21 @@ def test_sampler_starts_from_the_elbo_prior():
     counts = torch.bincount(kept, minlength=V).double()
     assert chisquare(counts.numpy()).pvalue > 1e-3
     assert torch.equal(start_from_prior(MaskedDiffusion(V, "linear"), z), z)
+
+
+def test_exact_discrete_sum_uses_float64_grid_coefficients():
+    """The exact discrete-time NELBO at T = 1e4 weights step i by exactly 1/i (linear schedule);
+    float32 grid times would be off by up to ~6e-4."""
+    T = 10_000
+    seen = []
+
+    class Recording(MaskedDiffusion):
+        def masked_nats(self, denoiser, x, t, weight, loss_mask=None, labels=None, generator=None):
+            assert t.dtype == torch.float32  # the denoiser still sees float32 times
+            seen.append(float(weight[0]))
+            return torch.zeros(x.shape[0])
+
+    Recording(4, "linear").discrete_nelbo_sum(None, torch.zeros(1, 3, dtype=torch.long), T)
+    got = torch.tensor(seen, dtype=torch.float64)
+    exact = 1.0 / torch.arange(1, T + 1, dtype=torch.float64)
+    assert ((got - exact).abs() / exact).max() < 1e-6  # float32 storage of an exact float64 value

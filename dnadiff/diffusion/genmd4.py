@@ -100,10 +100,10 @@ class GenMD4(nn.Module, ProcessBase):
         """Discrete step t -> s (FloatTensor[B] each): one z_t draw of the exact per-position KLs of the
         module doc summed over the masked positions: FloatTensor[B] nats."""
         loss_mask = counted(x, loss_mask)
+        r = (1.0 - (s.double()[:, None] / t.double()[:, None]) ** self.w.detach().double()).float()  # [B, V] unmasking probability of each value
+        t = t.float()
         z = self.q_sample(x, t, loss_mask, generator)
         logp = call_denoiser(denoiser, z, t, labels, self.vocab_size)
-        w = self.w.detach()
-        r = 1.0 - (s[:, None] / t[:, None]) ** w  # [B, V] unmasking probability of each value
         masked = (z == self.mask_id) & loss_mask
         xs = torch.where(masked, x, torch.zeros_like(x))
         r_x = r.gather(1, xs)  # [B, L]

@@ -150,8 +150,8 @@ class MaskedDiffusion(ProcessBase):
                   generator: torch.Generator | None = None) -> torch.Tensor:
         """Discrete step t -> s (FloatTensor[B] each): one z_t draw of the sum over masked positions of
         KL(q(z_s|z_t,x) || p(z_s|z_t)) = step_coefficient(s, t) * CE: FloatTensor[B] nats."""
-        coef = self.step_coefficient(s.double(), t.double()).to(t.dtype)
-        return self.masked_nats(denoiser, x, t, coef, loss_mask, labels, generator)
+        coef = self.step_coefficient(s.double(), t.double()).float()  # float64 (s, t) give the exact coefficient
+        return self.masked_nats(denoiser, x, t.float(), coef, loss_mask, labels, generator)
 
     def loss(self, denoiser, x: torch.Tensor, loss_mask: torch.Tensor | None = None,
              labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> LossResult:

@@ -120,9 +120,9 @@ class ProcessBase:
         t = i/T), one z_t draw of the step term ``step_nats``: FloatTensor[B] nats."""
         B = x.shape[0]
         total = torch.zeros(B, device=x.device)
-        for i in range(1, steps + 1):
-            t = torch.full((B,), i / steps, device=x.device)
-            s = torch.full((B,), (i - 1) / steps, device=x.device)
+        for i in range(1, steps + 1):  # float64 times: step coefficients from exact grid points
+            t = torch.full((B,), i / steps, device=x.device, dtype=torch.float64)
+            s = torch.full((B,), (i - 1) / steps, device=x.device, dtype=torch.float64)
             total += self.step_nats(denoiser, x, s, t, loss_mask, labels, generator)
         return total + self.prior_nats(counted(x, loss_mask).sum(-1).float())
 

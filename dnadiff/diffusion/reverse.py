@@ -4,11 +4,13 @@ cache of denoiser outputs."""
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from .denoiser import call_denoiser
+from .schedules import MaskingSchedule
 
 
 def time_grid(steps: int, grid: str = "uniform") -> list[float]:
@@ -76,9 +78,25 @@ def categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -
     return out
 
 
+@runtime_checkable
+class SharedSchedule(Protocol):
+    """What the samplers use beyond :class:`~dnadiff.diffusion.process.DiffusionProcess` when every
+    token value shares one schedule alpha(t) (MaskedDiffusion; not GenMD4): the reveal of a masked
+    position is then independent of its token, which gives two-stage exact draws, lazy denoiser
+    calls, hitting times (first-hitting) and ReMDM's remasking posterior."""
+
+    schedule: MaskingSchedule
+
+    def unmask_probability(self, t: float, s: float) -> float:
+        """P(a position masked at t is unmasked at s < t), float64."""
+
+    def end_alphas(self) -> tuple[float, float]:
+        """(alpha(0), alpha(1)) in float64."""
+
+
 def state_independent(process) -> bool:
-    """True when the process has one schedule alpha(t) for every token (MaskedDiffusion, not GenMD4)."""
-    return hasattr(process, "unmask_probability") and hasattr(process, "schedule")
+    """True when the process implements :class:`SharedSchedule` (MaskedDiffusion, not GenMD4)."""
+    return isinstance(process, SharedSchedule)
 
 
 def reverse_draw(process, mu: torch.Tensor, t: float, s: float, generator: torch.Generator | None = None) -> torch.Tensor:
