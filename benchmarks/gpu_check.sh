@@ -228,17 +228,19 @@ FT_SIZE=()
 [ "$DRY_RUN" = 1 ] && FT_SIZE=(--max-examples 64)
 run_step finetune 150 "$PY" -m dnadiff.cli finetune --task human_enhancers --data "$OUT/enhancers_train.tsv" \
     --test-data "$OUT/enhancers_test.tsv" --checkpoint "$CKPT" --protocol caduceus --folds 1 --max-epochs 1 \
-    --no-baselines --out "$OUT/finetune" "${FT_DEV[@]}" "${FT_SIZE[@]}"
+    --no-baselines --out "$OUT/finetune" ${FT_DEV[@]+"${FT_DEV[@]}"} ${FT_SIZE[@]+"${FT_SIZE[@]}"}
 
 # ---- sampling speed --------------------------------------------------------------------------------------------
+SAMPLE_DEV=()
+if has_option sample --accelerator; then SAMPLE_DEV=(--accelerator "$ACC"); elif has_option sample "--device "; then SAMPLE_DEV=(--device "$DEV"); fi
 if [ "$DRY_RUN" = 1 ]; then
     run_step sample_bench 90 "$PY" benchmarks/sample.py --checkpoint "$CKPT" --num 2 --lengths 64
     run_step sample_cli 90 "$PY" -m dnadiff.cli sample --checkpoint "$CKPT" --num 2 --length 64 --steps 8 \
-        --out "$OUT/samples.fa" --device cpu
+        --out "$OUT/samples.fa" ${SAMPLE_DEV[@]+"${SAMPLE_DEV[@]}"}
 else
     run_step sample_bench 120 "$PY" benchmarks/sample.py --checkpoint "$CKPT" --num 32 --lengths 1024
     run_step sample_cli 90 "$PY" -m dnadiff.cli sample --checkpoint "$CKPT" --num 64 --length 1024 --steps 256 \
-        --batch-size 64 --out "$OUT/samples.fa" --device cuda
+        --batch-size 64 --out "$OUT/samples.fa" ${SAMPLE_DEV[@]+"${SAMPLE_DEV[@]}"}
 fi
 
 # ---- one JSON line -----------------------------------------------------------------------------------------------

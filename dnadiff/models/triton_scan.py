@@ -7,7 +7,7 @@ The forward pass stores the state at the end of every block of ``block_l`` posit
 is needed ([B, D, N, ceil(L / block_l)] floats); the backward pass rebuilds the states inside each
 block from it. Gradients reach u, delta, A, B, C, D, z and delta_bias.
 
-CUDA tensors run the compiled kernels (channels per program and warps autotuned once per width).
+CUDA tensors run the compiled kernels (channels per program and warps autotuned once per shape).
 When triton is imported under ``TRITON_INTERPRET=1`` (set before the import: the tests do it in a
 child process), the same kernels run through Triton's interpreter, on CPU tensors too (slowly). Triton is
 optional (``pip install -e ".[gpu]"``): without it :func:`available` is False and nothing here runs.
@@ -64,9 +64,10 @@ def _configs(block_n: int, block_l: int):
     holds at most 16 elements per thread (more spills registers in the backward kernel).
     ``DNADIFF_TRITON_AUTOTUNE=0`` keeps one of them (no benchmarking on first use)."""
     tile = lambda bd, w: bd * block_n * block_l / (32 * w)  # noqa: E731
-    options = [(bd, w) for bd, w in ((2, 4), (4, 4), (4, 8), (8, 8)) if tile(bd, w) <= 16] or [(1, 8)]
+    # (1, 2): one channel per program, for long sequences at batch 1 (programs = batch x channels / BLOCK_D)
+    options = [(bd, w) for bd, w in ((1, 2), (2, 4), (4, 4), (4, 8), (8, 8)) if tile(bd, w) <= 16] or [(1, 8)]
     if os.environ.get("DNADIFF_TRITON_AUTOTUNE", "1").strip().lower() in ("0", "false", "no", "off"):
-        options = options[len(options) // 2:][:1]  # one mid-sized config, no benchmarking
+        options = [(4, 4)] if (4, 4) in options else options[:1]  # no benchmarking
     return [triton.Config({"BLOCK_D": bd}, num_warps=w) for bd, w in options]
 
 
@@ -80,7 +81,9 @@ def _launchers(device: torch.device, block_n: int, block_l: int):
         raise RuntimeError("the Triton scan runs on CUDA tensors (CPU tensors only under TRITON_INTERPRET=1, "
                            "set before triton is imported)")
     if (block_n, block_l) not in _tuned:
-        key, configs = ["Dm", "N"], _configs(block_n, block_l)  # tuned once per width and state size
+        # tuned once per width, state size and batch (rounded up to a power of two): the batch sets how
+        # many programs run side by side, hence how many channels each should take
+        key, configs = ["Dm", "N", "rows_bucket"], _configs(block_n, block_l)
         fwd = triton.autotune(configs, key=key)(module.scan_fwd)
         bwd = triton.autotune(configs, key=key, reset_to_zero=["gB_ptr", "gC_ptr"])(module.scan_bwd)
         _tuned[(block_n, block_l)] = (fwd, bwd)
@@ -109,7 +112,7 @@ def _forward(u, delta, A, B, C, D, z, bias, softplus, block_l, store_states):
     grid = lambda m: (b, triton.cdiv(d, m["BLOCK_D"]))  # noqa: E731
     fwd[grid](u, delta, A, B, C, u if D is None else D, zz, u if bias is None else bias, out, states,
               d, n, L, u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-              B.stride(0), B.stride(1), C.stride(0), C.stride(1),
+              B.stride(0), B.stride(1), C.stride(0), C.stride(1), triton.next_power_of_2(b),
               HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
               STORE_STATES=store_states, CD=cd, BLOCK_N=block_n, BLOCK_L=block_l, **meta)
     return out, (states if store_states else None)
@@ -136,6 +139,7 @@ def _backward(u, delta, A, B, C, D, z, bias, states, gout, softplus, block_l):
               gu, gdelta, gz, gA, gB, gC, gD, gbias,
               d, n, L, u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
               B.stride(0), B.stride(1), C.stride(0), C.stride(1), gout.stride(0), gout.stride(1),
+              triton.next_power_of_2(b),
               HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
               CD=cd, BLOCK_N=block_n, BLOCK_L=block_l, **meta)
     return (gu, gdelta, gA.sum(0).to(A.dtype), gB.to(B.dtype), gC.to(C.dtype),

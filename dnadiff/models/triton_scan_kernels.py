@@ -14,7 +14,8 @@ Backward, block by block from the end: the states before each position are rebui
 stored at the previous block's end (one scan whose first element injects it), and the adjoint
 ``s_l = C_l g_l + a_{l+1} s_{l+1}`` is a reverse scan carried into the previous block. Per-channel
 sums (dA, dD, d delta_bias) go to per-batch-row buffers summed by the host; dB and dC, summed over
-channels, are added atomically into float32 buffers.
+channels, are added atomically into float32 buffers. ``rows_bucket`` (the batch rounded up to a power
+of two) is unused by the kernels: it only keys the host's autotuning.
 """
 import triton
 import triton.language as tl
@@ -47,7 +48,7 @@ def _delta(ptrs, mask, bias, SOFTPLUS: tl.constexpr, CD: tl.constexpr):
 
 @triton.jit
 def scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
-             Dm, N, L, su_b, su_d, sdt_b, sdt_d, sz_b, sz_d, sB_b, sB_n, sC_b, sC_n,
+             Dm, N, L, su_b, su_d, sdt_b, sdt_d, sz_b, sz_d, sB_b, sB_n, sC_b, sC_n, rows_bucket,
              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
              STORE_STATES: tl.constexpr, CD: tl.constexpr,
              BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
@@ -101,7 +102,7 @@ def scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_
 @triton.jit
 def scan_bwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, state_ptr, gout_ptr,
              gu_ptr, gdelta_ptr, gz_ptr, gA_ptr, gB_ptr, gC_ptr, gD_ptr, gbias_ptr,
-             Dm, N, L, su_b, su_d, sdt_b, sdt_d, sz_b, sz_d, sB_b, sB_n, sC_b, sC_n, sg_b, sg_d,
+             Dm, N, L, su_b, su_d, sdt_b, sdt_d, sz_b, sz_d, sB_b, sB_n, sC_b, sC_n, sg_b, sg_d, rows_bucket,
              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
              CD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     """Gradients of :func:`scan_fwd`'s output. gu, gdelta, gz: [B, D, L] (contiguous); gA: [B, D, N],
