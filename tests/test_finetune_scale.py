@@ -210,3 +210,26 @@ def test_folds_as_jobs_then_aggregate_equals_the_whole_run(capsys, tmp_path):
     capsys.readouterr()
     assert main(["finetune", "--aggregate", str(jobs)]) == 2
     assert "different experiments (config" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_score_every_validation_example(tmp_path):
+    """--strategy ddp over 2 CPU processes: each trains on its share of every batch, the validation
+    predictions of both ranks are gathered (every held-out example scored once), one process writes."""
+    import subprocess
+    import sys
+
+    data = _table(tmp_path / "d.tsv", _learnable(40))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "dnadiff.cli", "finetune", "--task", "human_enhancers_cohn", "--data", data,
+           "--from-scratch", "--model-size", "demo", "--folds", "2", "--fold", "0", "--max-epochs", "2",
+           "--max-length", "32", "--batch-size", "8", "--no-baselines", "--accelerator", "cpu", "--devices", "2",
+           "--strategy", "ddp", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["fold_0.json"]
+    run = json.loads((out / "fold_0.json").read_text())["run"]["model"]
+    assert run["n"] == 20 and run["val"]["n"] == 20  # all 20 held-out examples, gathered from both ranks
+    assert len(run["val_accuracy_per_epoch"]) == 2 and run["accuracy"] == max(run["val_accuracy_per_epoch"])
+    assert run["optimizer_steps"] == 2 * 3  # 20 training examples, batch 8 across both ranks: 3 steps/epoch

@@ -229,13 +229,16 @@ def finetune_command(args: argparse.Namespace) -> int:
                 bar.update(epochs, status="baselines")
 
         def on_fold(run: dict) -> None:
-            done.append(write_fold(out, header, model_info, run, notes))
+            if _rank() == 0:  # with --strategy ddp every process runs the fold; one writes it
+                done.append(write_fold(out, header, model_info, run, notes))
 
         run_finetune(data, make_classifier, config, variant, protocol=args.protocol, folds=args.folds,
                      seed=args.seed, baselines=() if args.no_baselines else ("kmer_logreg", "cnn"),
                      cnn_epochs=config.epochs, progress=progress, splits=splits, only=args.fold, device=device,
                      on_fold=on_fold)
         bar.update(runs, completed=total_runs, status="done")
+    if _rank() != 0:
+        return 0
     if args.fold is not None:
         import json
 
@@ -250,6 +253,13 @@ def finetune_command(args: argparse.Namespace) -> int:
     json_path, _ = write_results(out, results)
     _print_summary(results, json_path)
     return 0
+
+
+def _rank() -> int:
+    """Global rank of this process in a multi-process (DDP) run, 0 otherwise."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
 def _print_summary(results: dict, json_path) -> None:

@@ -75,15 +75,45 @@ def inference_batches(index: np.ndarray, seqs: list[str], labels: np.ndarray, ma
     return chunks
 
 
+class RankBatches:
+    """Batch sampler of one process: epoch e shuffles 0..N-1 with seed (seed, e), identically on every rank,
+    cuts the order into global batches of ``batch_size`` and yields this rank's share of each
+    (``batch[rank::world]``). A last global batch with fewer examples than processes is dropped, so every
+    rank takes the same number of optimiser steps. One process: plain shuffled batches."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    @staticmethod
+    def steps(n: int, batch_size: int, world: int = 1) -> int:
+        """Optimiser steps per epoch."""
+        full, rest = divmod(n, batch_size)
+        return full + (1 if rest >= world else 0)
+
+    def __len__(self) -> int:
+        return self.steps(self.n, self.batch_size, self.world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(self.n, generator=g).tolist()
+        for step in range(len(self)):
+            yield order[step * self.batch_size : (step + 1) * self.batch_size][self.rank :: self.world]
+
+
 class TrainCollate:
-    """DataLoader collate: a list of dataset indices (one effective batch) -> ``{"micro": [MicroBatch...],
-    "size": B}``."""
+    """DataLoader collate: a list of dataset indices (this process's share of one effective batch) ->
+    ``{"micro": [MicroBatch...], "size": b}`` (b: the rows of this share)."""
 
     def __init__(self, seqs: list[str], labels: np.ndarray, max_length: int, micro: int):
         self.seqs, self.labels, self.max_length, self.micro = seqs, np.asarray(labels), max_length, micro
 
     def __call__(self, index: list[int]) -> dict:
-        index = np.asarray(index, dtype=np.int64)
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
         return {"micro": make_micro_batches(index, self.seqs, self.labels, self.max_length, self.micro),
                 "size": len(index)}
 

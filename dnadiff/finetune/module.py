@@ -39,18 +39,24 @@ class FinetuneModule(L.LightningModule):
         classifier: (tokens [b, l], valid [b, l]) -> logits [b, K]; its own conjoining must be off.
         lr, weight_decay, warmup, total_steps, min_lr_ratio, grad_clip: the optimiser recipe.
         augment: RC-augment training sequences (Ph); conjoin: conjoined inference (Ph).
-        val_labels: int[N_val] labels of the validation examples (indexed by ``MicroBatch.index``).
-        seed: seed of the augmentation draws (a pure function of seed, step and rank).
+        train, val: the fold's ``Split``s (sequences and labels); batch_size: the optimiser's batch (all
+            processes together), run as micro-batches of ``micro`` sequences; max_length: longer sequences are cut;
+            val_budget: padded tokens per validation batch.
+        seed: seed of the shuffling (per epoch) and of the augmentation draws (per step and rank).
         on_epoch: optional ``on_epoch(epoch, val_accuracy)`` called after each validation (progress).
-    Training batches: ``{"micro": [MicroBatch, ...], "size": B}``; validation/predict batches: MicroBatch.
+    With several processes (DDP) each takes its share of every global batch (:class:`RankBatches`) and of
+    the validation batches; validation predictions are gathered, gradients all-reduced once per step.
     """
 
-    def __init__(self, classifier: nn.Module, lr: float, weight_decay: float, warmup: int, total_steps: int,
-                 min_lr_ratio: float, grad_clip: float, augment: bool, conjoin: bool, val_labels: np.ndarray,
-                 seed: int = 0, on_epoch=None):
+    def __init__(self, classifier: nn.Module, train, val, batch_size: int, micro: int, max_length: int,
+                 val_budget: int, lr: float, weight_decay: float, warmup: int, total_steps: int,
+                 min_lr_ratio: float, grad_clip: float, augment: bool, conjoin: bool, seed: int = 0, on_epoch=None):
         super().__init__()
         self.automatic_optimization = False
         self.classifier = classifier
+        self.train_split, self.val_split = train, val
+        self.batch_size, self.micro, self.max_length, self.val_budget = batch_size, micro, max_length, val_budget
+        val_labels = val.labels
         self.recipe = dict(lr=lr, weight_decay=weight_decay, warmup=warmup, total=total_steps,
                            min_lr_ratio=min_lr_ratio)
         self.grad_clip, self.augment, self.conjoin, self.seed = grad_clip, augment, conjoin, int(seed)
@@ -59,6 +65,25 @@ class FinetuneModule(L.LightningModule):
         self.best = {"accuracy": -1.0, "epoch": -1, "state": None, "probs": None}
         self.history: list[float] = []
         self._probs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        from dnadiff.finetune.batches import RankBatches, TrainCollate
+
+        sampler = RankBatches(len(self.train_split), self.batch_size, self.seed, self.global_rank, self.trainer.world_size)
+        return DataLoader(range(len(self.train_split)), batch_sampler=sampler,
+                          collate_fn=TrainCollate(self.train_split.seqs, self.train_split.labels, self.max_length, self.micro))
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        from dnadiff.finetune.batches import InferenceCollate, inference_batches
+
+        val = self.val_split
+        chunks = inference_batches(np.arange(len(val)), val.seqs, val.labels, self.max_length, self.val_budget)
+        mine = chunks[self.global_rank :: self.trainer.world_size] or chunks[:1]
+        return DataLoader(mine, batch_size=1, shuffle=False, collate_fn=InferenceCollate(val.seqs, val.labels, self.max_length))
 
     def configure_optimizers(self):
         opt, sched = build_optimizer(self.classifier, **self.recipe)
@@ -73,14 +98,17 @@ class FinetuneModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int):
         opt, sched = self.optimizers(), self.lr_schedulers()
         opt.zero_grad()
-        size = int(batch["size"])
-        total = accumulate_gradients(self.classifier, batch["micro"], size, self.manual_backward,
-                                     self.flips(size) if self.augment else None)
+        world = self.trainer.world_size
+        n, B = len(self.train_split), self.batch_size
+        size = min(B, n - batch_idx * B) / world  # this rank's share of the global batch's mean (DDP averages ranks)
+        flips = self.flips(int(batch["size"])) if self.augment else None
+        no_sync = self.trainer.strategy.block_backward_sync if world > 1 else None
+        total = accumulate_gradients(self.classifier, batch["micro"], size, self.manual_backward, flips, no_sync)
         if self.grad_clip:
             self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
         sched.step()
-        self.log("train/loss", total, batch_size=size)
+        self.log("train/loss", total, batch_size=int(batch["size"]))
 
     def on_validation_epoch_start(self):
         self._probs = []
@@ -105,27 +133,37 @@ class FinetuneModule(L.LightningModule):
         return mb.index.cpu(), probs.cpu()
 
 
-def accumulate_gradients(classifier: nn.Module, micro: list[MicroBatch], size: int, backward,
-                         flips: torch.Tensor | None = None) -> float:
+def accumulate_gradients(classifier: nn.Module, micro: list[MicroBatch], size: float, backward,
+                         flips: torch.Tensor | None = None, no_sync=None) -> float:
     """Backward pass of one effective batch of ``size`` examples, micro-batch by micro-batch.
 
     Each micro-batch contributes ``sum of its cross-entropies / size``, so the accumulated gradient is the
     gradient of the batch's mean cross-entropy. ``flips`` (BoolTensor[size], in micro-batch order) reverse-
     complements those examples within their valid length first (RC augmentation). ``backward(loss)`` runs
-    the backward pass (``loss.backward`` or Lightning's ``manual_backward``). Returns the batch's mean loss.
+    the backward pass (``loss.backward`` or Lightning's ``manual_backward``); ``no_sync`` (a context-manager
+    factory, DDP's) wraps every micro-batch but the last, so gradients are all-reduced once per step.
+    Returns the batch's mean loss.
     """
+    import contextlib
+
     total, seen = 0.0, 0
-    for mb in micro:
-        tokens = mb.tokens
-        if flips is not None:
-            flip = flips[seen : seen + len(tokens)].to(tokens.device)
-            tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, mb.valid), tokens)
-        seen += len(tokens)
-        logits = _wide(classifier(tokens, mb.valid))
-        loss = nn.functional.cross_entropy(logits, mb.labels, reduction="sum") / size
-        backward(loss)
-        total += float(loss.detach())
+    for i, mb in enumerate(micro):
+        context = no_sync() if no_sync is not None and i < len(micro) - 1 else contextlib.nullcontext()
+        with context:
+            total += _micro_step(classifier, mb, size, backward, flips, seen)
+        seen += len(mb.tokens)
     return total
+
+
+def _micro_step(classifier, mb: MicroBatch, size: float, backward, flips, seen: int) -> float:
+    tokens = mb.tokens
+    if flips is not None:
+        flip = flips[seen : seen + len(tokens)].to(tokens.device)
+        tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, mb.valid), tokens)
+    logits = _wide(classifier(tokens, mb.valid))
+    loss = nn.functional.cross_entropy(logits, mb.labels, reduction="sum") / size
+    backward(loss)
+    return float(loss.detach())
 
 
 def assemble(parts: list[tuple[torch.Tensor, torch.Tensor]], n: int, gather: L.LightningModule | None = None) -> np.ndarray:

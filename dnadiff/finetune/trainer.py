@@ -152,10 +152,7 @@ def train_fold(
     import warnings
 
     import lightning as L
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
-
-    from dnadiff.finetune.batches import (INFERENCE_BUDGET, InferenceCollate, TrainCollate, default_micro_batch,
-                                          inference_batches)
+    from dnadiff.finetune.batches import INFERENCE_BUDGET, RankBatches, default_micro_batch
     from dnadiff.finetune.module import FinetuneModule
 
     device = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto", **(device or {})}
@@ -165,27 +162,19 @@ def train_fold(
     micro = config.micro_batch or default_micro_batch(config.batch_size, config.max_length, width, depth)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = L.Trainer(max_epochs=config.epochs, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, **device)
+                        enable_progress_bar=False, enable_model_summary=False,
+                        use_distributed_sampler=False, **device)
     world = max(1, trainer.world_size)
-    per_rank = max(1, config.batch_size // world)
-    steps_per_epoch = math.ceil(len(train) / (per_rank * world))
-    total = steps_per_epoch * config.epochs
-    module = FinetuneModule(classifier, lr=config.lr, weight_decay=config.weight_decay,
-                            warmup=warmup_steps(total, config.warmup_fraction), total_steps=total,
-                            min_lr_ratio=config.min_lr_ratio, grad_clip=config.grad_clip, augment=variant == "ph",
-                            conjoin=variant == "ph", val_labels=val.labels, seed=seed, on_epoch=on_epoch)
-    gen = torch.Generator().manual_seed(seed)
-    sampler = BatchSampler(RandomSampler(range(len(train)), generator=gen), per_rank, drop_last=False)
-    train_loader = DataLoader(range(len(train)), batch_sampler=sampler,
-                              collate_fn=TrainCollate(train.seqs, train.labels, config.max_length, micro))
-    budget = max(64, INFERENCE_BUDGET // (width * depth))
-    chunks = inference_batches(np.arange(len(val)), val.seqs, val.labels, config.max_length, budget)
-    val_loader = DataLoader(chunks, batch_size=1, shuffle=False,
-                            collate_fn=InferenceCollate(val.seqs, val.labels, config.max_length))
+    total = RankBatches.steps(len(train), config.batch_size, world) * config.epochs
+    module = FinetuneModule(classifier, train, val, config.batch_size, micro, config.max_length,
+                            max(64, INFERENCE_BUDGET // (width * depth)), lr=config.lr,
+                            weight_decay=config.weight_decay, warmup=warmup_steps(total, config.warmup_fraction),
+                            total_steps=total, min_lr_ratio=config.min_lr_ratio, grad_clip=config.grad_clip,
+                            augment=variant == "ph", conjoin=variant == "ph", seed=seed, on_epoch=on_epoch)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Your `IterableDataset` has `__len__`.*")
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        trainer.fit(module)
     best = module.best
     classifier.load_state_dict(best["state"])
     val_metrics = classification_metrics(val.labels, best["probs"])
