@@ -48,7 +48,7 @@ def main() -> None:
     step("4. fine-tune on human_enhancers_cohn, 5-fold CV, beside k-mer and CNN baselines",
          ["finetune", "--task", "human_enhancers", "--data", str(ENHANCERS), "--checkpoint", str(out / "model.pt"),
           "--folds", "5", "--max-epochs", "2", "--max-examples", os.environ.get("DEMO_FT_EXAMPLES", "600"),
-          "--out", str(out / "finetune")])
+          "--out", str(out / "finetune"), "--force"])
     print((out / "finetune" / "results.md").read_text())
     print(f"\ndemo finished: outputs in {out}")
 
