@@ -157,6 +157,8 @@ class Generator:
         length, fixed, fixed_mask = self._fixed(length, prefix, template)
         if num < 1:
             raise UserError(f"--num {num} is not positive: ask for at least 1 sequence")
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size} is not positive: generate at least 1 sequence at a time")
         from dnadiff.diffusion.sampling import SAMPLERS, state_independent
 
         if sampler not in SAMPLERS:

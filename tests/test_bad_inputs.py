@@ -64,6 +64,7 @@ def assets(tmp_path_factory) -> Path:
     blob = (a / "genome.fa.gz").read_bytes()
     (a / "truncated.fa.gz").write_bytes(blob[: len(blob) // 2])
     (a / "allN.fa").write_text(">c1\n" + "N" * 4000 + "\n")
+    open_genome(a / "allN.fa").close()
     # an index describing another file: same names, wrong offsets/lengths, kept modification time
     (a / "stale.fa").write_text(">c0\n" + "ACGT" * 700 + "\n>c1\n" + "GATTACA" * 200 + "\n")
     shutil.copy(a / "genome.fa.fai", a / "stale.fa.fai")
@@ -80,7 +81,10 @@ def assets(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     module = DiffusionModule({"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 8, "n_layer": 1,
                               "n_head": 2, "max_len": 64}, {"vocab_size": 4, "schedule": "linear"}, ema_decay=0.9,
-                             data_info={"modality": "dna", "window": 16, "class_names": [], "genome": str(a / "genome.fa")})
+                             data_info={"modality": "dna", "window": 16, "class_names": [], "genome": str(a / "genome.fa"),
+                                        "batch_size": 2, "num_workers": 0, "max_n_frac": 0.1, "rc_aug": False,
+                                        "holdout_frac": 0.05, "max_eval_windows": 2, "val_contigs": [],
+                                        "test_contigs": [], "bed": None})
     save_checkpoint(a / "model.pt", module.export_payload({}))
     (a / "garbage.pt").write_bytes(b"PK\x03\x04" + b"\x00garbage" * 64)
     good = (a / "model.pt").read_bytes()
@@ -262,7 +266,7 @@ case("path", S + ["--report", "--real", "{A}/missing.fa"], "missing.fa")
 case("path", S + ["--report", "--real", "{A}/adir"], "adir")
 case("path", S + ["--report", "--real", "{A}/binary.bin"], "binary.bin")
 case("path", S + ["--report", "--real", "{A}/noseq.tsv"], "noseq.tsv")
-case("long job", with_option(S, "--length", "10000000"), "--length.*--force")
+case("long job", with_option(S, "--length", "100000000000"), "--length.*--force")
 
 # finetune: task, data, backbone
 case("choice", with_option(F, "--task", "banana"), "banana")

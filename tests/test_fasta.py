@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import shutil
 
@@ -163,3 +164,77 @@ def test_full_64k_bgzf_blocks_read_at_every_block_boundary(shared_data, hg38_seq
         for start in (position - 1, position, position + 1):
             np.testing.assert_array_equal(genome.fetch(0, start, start + 100).numpy(),
                                           independent_ids(hg38_seq[start:start + 100]))
+
+
+# ------------------------------------------------------------------ corrupt genomes and indexes that lie
+def _bgzip_bytes(text: str, path) -> bytes:
+    from Bio import bgzf
+
+    with bgzf.BgzfWriter(str(path), "wb") as handle:
+        handle.write(text.encode())
+    return path.read_bytes()
+
+
+def _random_fasta(seed: int, contigs: int, length: int, width: int) -> str:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(contigs):
+        seq = "".join(rng.choice(list("ACGT"), size=length))
+        out.append(f">chr{i}\n" + "\n".join(seq[j:j + width] for j in range(0, length, width)) + "\n")
+    return "".join(out)
+
+
+def test_truncated_bgzip_is_refused_in_one_line(tmp_path):
+    blob = _bgzip_bytes(_random_fasta(0, 30, 4000, 60), tmp_path / "full.fa.gz")
+    cut = tmp_path / "cut.fa.gz"
+    cut.write_bytes(blob[: len(blob) * 2 // 3])
+    with pytest.raises(UserError) as err:
+        open_genome(cut)
+    message = str(err.value)
+    assert "\n" not in message and "cut.fa.gz" in message and "truncated" in message and "bgzip" in message
+    assert not (tmp_path / "cut.fa.gz.fai").exists()
+
+
+def test_corrupt_bgzip_block_is_refused_in_one_line(tmp_path):
+    blob = bytearray(_bgzip_bytes(_random_fasta(1, 30, 4000, 60), tmp_path / "full.fa.gz"))
+    blob[len(blob) // 3 : len(blob) // 3 + 64] = bytes(64)  # zeros in the middle of a deflate stream
+    bad = tmp_path / "bad.fa.gz"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(UserError) as err:
+        open_genome(bad)
+    assert "\n" not in str(err.value) and "bad.fa.gz" in str(err.value) and "corrupt" in str(err.value)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_an_index_kept_fresh_by_its_times_but_describing_another_file_is_refused(tmp_path, compressed):
+    """cp -p / rsync -t / tar keep modification times: an old index beside a new FASTA looks up to date."""
+    name = "g.fa.gz" if compressed else "g.fa"
+    path = tmp_path / name
+    old, new = _random_fasta(2, 3, 5000, 60), _random_fasta(3, 3, 5200, 70)
+    if compressed:
+        _bgzip_bytes(old, path)
+    else:
+        path.write_text(old)
+    open_genome(path).close()
+    fai = tmp_path / (name + ".fai")
+    stamp = fai.stat().st_mtime - 100
+    if compressed:
+        _bgzip_bytes(new, path)
+    else:
+        path.write_text(new)
+    os.utime(path, (stamp, stamp))  # the FASTA looks older than its index
+    with pytest.raises(UserError) as err:
+        open_genome(path)
+    message = str(err.value)
+    assert "\n" not in message and f"{name}.fai does not describe {name}" in message and f"delete {name}.fai" in message
+
+
+def test_an_index_that_matches_passes_the_check_and_reads_correctly(tmp_path):
+    text = _random_fasta(4, 4, 3001, 61).replace("\n", "\r\n")  # CRLF and a partial last line
+    (tmp_path / "crlf.fa").write_bytes(text.encode())
+    genome = open_genome(tmp_path / "crlf.fa")
+    seq = "".join(text.split(">chr3\r\n")[1].split())
+    assert genome.fetch_bytes("chr3", 0, 3001).decode() == seq
+    genome.close()
+    genome = open_genome(tmp_path / "crlf.fa")  # the second open uses the existing index and checks it
+    assert list(genome.lengths) == [3001] * 4

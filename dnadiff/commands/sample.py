@@ -15,11 +15,13 @@ import argparse
 import csv
 import gzip
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
@@ -27,6 +29,10 @@ from dnadiff.training.config import option
 
 #: at most this many labelled real sequences train the report's k-mer classifier (a few seconds).
 CLASSIFIER_TRAIN_SIZE = 10_000
+#: a request estimated to take longer than this on the device is refused unless --force
+MAX_ESTIMATED_SECONDS = 12 * 3600.0
+#: progress lines are printed for requests estimated to take longer than this
+PROGRESS_AFTER_SECONDS = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real", default=None, help="real held-out sequences for --report: FASTA, seq<TAB>label table or the DHS table")
     parser.add_argument("--train", default=None, help="training sequences for the memorisation check of --report (FASTA or table)")
     parser.add_argument("--out", required=True, help="output FASTA (written atomically; an existing file needs --force)")
-    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists; run a request estimated "
+                                                                  "to take more than 12 hours on the device")
 
 
 @dataclass
@@ -83,8 +90,12 @@ def read_reference(path: str | Path) -> Reference:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"real sequences {path} not found: pass a FASTA file or a seq<TAB>label table to --real")
-    with _open_text(path) as handle:
-        first = handle.readline()
+    try:
+        with _open_text(path) as handle:
+            first = handle.readline()
+            handle.read(1 << 16)  # a binary file fails here, not halfway through reading it
+    except (UnicodeDecodeError, OSError, EOFError) as err:
+        raise UserError(f"{path} is not a text file ({type(err).__name__}): pass a FASTA file or a seq<TAB>label table to --real") from None
     if first.startswith(">"):
         return Reference(held_out=_read_fasta(path))
     header = first.rstrip("\r\n").split("\t")
@@ -184,6 +195,25 @@ def sampler_options(args: argparse.Namespace) -> dict:
         raise UserError(f"{err}: fix --eta / --block-length") from None
 
 
+def estimate_request(generator, args, device) -> tuple[int, float]:
+    """(denoiser calls at most, estimated seconds) of this request on ``device``; UserError when the estimate
+    exceeds :data:`MAX_ESTIMATED_SECONDS` and ``--force`` is not given."""
+    from dnadiff.progress import human, planned_calls, seconds_per_call
+
+    length = args.length or (len(args.template) if args.template else generator.window)
+    steps = args.steps or min(length, generator.window)
+    calls = planned_calls(args.num, length, steps, generator.window, args.batch_size)
+    rows = min(args.batch_size, args.num) * (2 if args.guidance > 0 else 1)
+    per_call = seconds_per_call(generator.denoiser, generator.diffusion.vocab_size, rows, min(length, generator.window),
+                                generator.conditional, torch.device(device))
+    estimate = calls * per_call
+    if estimate > MAX_ESTIMATED_SECONDS and not args.force:
+        raise UserError(f"this request needs up to {calls:,} denoiser calls, about {human(estimate)} on {device} "
+                        f"({per_call * 1e3:.2f} ms each): lower --length, --num or --steps, use a GPU, "
+                        f"or add --force to run it anyway")
+    return calls, estimate
+
+
 def run(args: argparse.Namespace) -> int:
     from dnadiff.generate import check_writable, load, write_fasta
 
@@ -193,12 +223,22 @@ def run(args: argparse.Namespace) -> int:
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train).held_out if args.report and args.train else None
     generator = load(args.checkpoint, device=device, download=args.download)
+    calls, estimate = estimate_request(generator, args, device)
     started = time.perf_counter()
-    seqs = generator.generate(
-        args.num, length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
-        top_p=args.top_p, prefix=args.prefix, template=args.template, class_name=args.class_name,
-        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size, **sampler_options(args),
-    )
+    inner = generator.denoiser
+    if estimate > PROGRESS_AFTER_SECONDS:
+        from dnadiff.progress import CallProgress, human
+
+        print(f"sampling: up to {calls:,} denoiser calls, about {human(estimate)}", file=sys.stderr, flush=True)
+        generator.denoiser = CallProgress(inner, calls)
+    try:
+        seqs = generator.generate(
+            args.num, length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
+            top_p=args.top_p, prefix=args.prefix, template=args.template, class_name=args.class_name,
+            guidance=args.guidance, seed=args.seed, batch_size=args.batch_size, **sampler_options(args),
+        )
+    finally:
+        generator.denoiser = inner
     seconds = time.perf_counter() - started
     suffix = f"_{args.class_name}" if args.class_name else ""
     write_fasta(seqs, args.out, names=[f"sample_{i}{suffix}" for i in range(len(seqs))])

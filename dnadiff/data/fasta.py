@@ -15,7 +15,9 @@ import gzip
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,9 @@ from dnadiff.data.tokenizer import encode
 from dnadiff.errors import UserError
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: the empty block every complete BGZF file ends with (SAM/BAM specification, section 4.1.2)
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_LINE_END = (b"\n", b"\r\n")
 
 
 def default_cache_dir() -> Path:
@@ -212,12 +217,24 @@ def open_genome(path: str | os.PathLike) -> Genome:
     first = _first_line(path, compression)
     if not first.startswith(b">"):
         raise UserError(f"{path} is not a FASTA file (the first line does not start with '>'): check the file")
+    if compression == "bgzip":
+        _check_bgzf_end(path)
+    fai, gzi, fresh = _index_paths(path, compression == "bgzip")
     try:
-        fasta = _open_indexed(path, *_index_paths(path, compression == "bgzip"))
+        fasta = _open_indexed(path, fai, gzi, fresh)
     except (pyfaidx.FastaIndexingError, ValueError) as err:
-        raise UserError(f"{path} is not a well-formed FASTA file ({err}): fix the file") from err
+        raise UserError(f"{path} is not a well-formed FASTA file ({_first(err)}): fix the file") from None
+    except (EOFError, zlib.error, struct.error, IndexError, RuntimeError) as err:
+        raise UserError(f"{path} is corrupt or truncated ({_first(err)}): download it again or recompress it with bgzip") from None
     except OSError as err:
-        raise UserError(f"cannot index {path} ({err}): check the file and its folder") from err
+        if compression == "bgzip":
+            raise UserError(f"{path} is corrupt or truncated ({_first(err)}): download it again or recompress it with bgzip") from None
+        raise UserError(f"cannot index {path} ({_first(err)}): check the file and its folder") from None
+    try:
+        check_index(path, fasta.faidx, fai)
+    except UserError:
+        fasta.close()
+        raise
     genome = Genome(path, fasta)
     if len(genome) == 0:
         genome.close()
@@ -227,6 +244,97 @@ def open_genome(path: str | os.PathLike) -> Genome:
         genome.close()
         raise UserError(f"{path} has an empty contig {empty[0]!r} (no sequence after its header): remove it")
     return genome
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:160]
+
+
+def _check_bgzf_end(path: Path) -> None:
+    """UserError when a bgzip file lacks its end-of-file block (cut short by an interrupted copy)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - len(BGZF_EOF)))
+        tail = handle.read()
+    if tail != BGZF_EOF:
+        raise UserError(f"{path} is truncated (its BGZF end-of-file block is missing): download or copy it again, "
+                        f"or recompress the FASTA with bgzip")
+
+
+def _reader(faidx: pyfaidx.Faidx):
+    """read(offset, n) -> bytes at uncompressed ``offset`` of the FASTA behind ``faidx`` (plain or bgzip)."""
+    import bisect
+
+    def read(offset: int, n: int) -> bytes:
+        if offset < 0 or n <= 0:
+            return b""
+        with faidx.lock:
+            if faidx._bgzf:
+                from Bio.bgzf import make_virtual_offset
+
+                i = bisect.bisect_right([b.ustart for b in faidx.gzi_index], offset) - 1
+                block = faidx.gzi_index[max(i, 0)]
+                faidx.file.seek(make_virtual_offset(block.cstart, offset - block.ustart))
+            else:
+                faidx.file.seek(offset)
+            return faidx.file.read(n)
+
+    return read
+
+
+def check_index(path: Path, faidx: pyfaidx.Faidx, fai: Path, samples: int = 3) -> None:
+    """Check that the .fai describes this FASTA, from the contents, not the modification times (copies made
+    with ``cp -p``, ``rsync -t`` or ``tar`` keep old times): the last record ends where the file ends, and at
+    a few records (first, middle, last) the header names the record just before its offset, lines break
+    where the index says and the sequence ends at the recorded length.
+
+    Raises:
+        UserError: one line naming the index, the first mismatch and the fix (delete the index).
+    """
+    names = list(faidx.index)
+    if not names:
+        return
+    read = _reader(faidx)
+
+    def fail(what: str):
+        gzi = f" and {fai.name[:-4]}.gzi" if faidx._bgzf else ""
+        raise UserError(f"the index {fai} does not describe {path.name} ({what}): delete {fai.name}{gzi} so dnadiff "
+                        f"rebuilds it")
+
+    try:
+        last = faidx.index[names[-1]]
+        if not faidx._bgzf:
+            size = path.stat().st_size
+            if last.bend > size or size - last.bend > 1024:
+                fail(f"it ends at byte {last.bend}, the file has {size} bytes")
+            if read(last.bend, size - last.bend).strip():
+                fail(f"bytes follow the end of the last record {names[-1]}")
+        picks = sorted({0, len(names) // 2, len(names) - 1})[:samples]
+        for name in (names[i] for i in picks):
+            rec = faidx.index[name]
+            before = read(max(0, rec.offset - 4096), min(rec.offset, 4096))
+            header = before[:-1].rsplit(b"\n", 1)[-1].rstrip(b"\r") if before.endswith(b"\n") else b""
+            if not (header.startswith(b">" + name.encode()) and header[len(name) + 1:][:1] in (b"", b" ", b"\t")):
+                fail(f"no header '>{name}' ends just before byte {rec.offset}")
+            width, terminator = rec.lenc, rec.lenb - rec.lenc
+            if rec.rlen == 0 or width <= 0:
+                continue  # an empty record: refused by open_genome with its own message
+            if rec.rlen > width and read(rec.offset + width, terminator) not in _LINE_END:
+                fail(f"record {name} does not break its lines after {width} bases")
+            full, rest = divmod(rec.rlen, width)
+            end = rec.offset + full * rec.lenb + rest  # just past the last base
+            if rest == 0:
+                end -= terminator
+            tail = read(end - 1, 1 + terminator)
+            if not tail[:1].isalpha() and tail[:1] not in (b"*", b"-"):
+                fail(f"record {name} does not end after {rec.rlen} bases")
+            if tail[1:] and tail[1:] not in _LINE_END and tail[1:2] not in (b"\n", b"\r"):
+                fail(f"record {name} is longer than its {rec.rlen} bases")
+    except UserError:
+        raise
+    except (OSError, EOFError, zlib.error, struct.error, ValueError, IndexError, AttributeError, RuntimeError) as err:
+        fail(f"reading it failed: {_first(err)}")
 
 
 def decompress_to_cache(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -92,36 +92,39 @@ def read_bed(path: str | os.PathLike, genome: Genome) -> tuple[Intervals, list[s
     if not path.is_file():
         raise UserError(f"BED file {path} does not exist: check the path")
     contigs, starts, ends, splits = [], [], [], []
-    with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields or fields[0].startswith(("#", "track", "browser")):
-                continue
-            where = f"{path.name} line {number}"
-            if len(fields) < 3:
-                raise UserError(f"{where} has {len(fields)} columns, expected `chrom start end [split]`: fix the BED")
-            try:
-                start, end = int(fields[1]), int(fields[2])
-            except ValueError:
-                raise UserError(f"{where}: start/end {fields[1]!r} {fields[2]!r} are not integers: fix the BED") from None
-            name = fields[0]
-            if name not in genome.names:
-                raise UserError(f"{where} names contig {name!r}, which is not in {genome.path.name}: "
-                                f"use a BED made for this genome")
-            contig = genome.contig_index(name)
-            length = int(genome.lengths[contig])
-            if not 0 <= start < end:
-                raise UserError(f"{where}: interval {name}:{start}-{end} is empty or negative: fix the BED")
-            if end > length:
-                raise UserError(f"{where}: interval {name}:{start}-{end} is past the end of contig {name} "
-                                f"(length {length}): use a BED made for this genome")
-            if len(fields) >= 4:
-                if fields[3].lower() not in _SPLIT_NAMES:
-                    raise UserError(f"{where}: split {fields[3]!r} is not train, valid/val or test: fix the BED")
-                splits.append(_SPLIT_NAMES[fields[3].lower()])
-            contigs.append(contig)
-            starts.append(start)
-            ends.append(end)
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"BED file {path} is not a text file: give a BED file (chrom start end [split])") from None
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith(("#", "track", "browser")):
+            continue
+        where = f"{path.name} line {number}"
+        if len(fields) < 3:
+            raise UserError(f"{where} has {len(fields)} columns, expected `chrom start end [split]`: fix the BED")
+        try:
+            start, end = int(fields[1]), int(fields[2])
+        except ValueError:
+            raise UserError(f"{where}: start/end {fields[1]!r} {fields[2]!r} are not integers: fix the BED") from None
+        name = fields[0]
+        if name not in genome.names:
+            raise UserError(f"{where} names contig {name!r}, which is not in {genome.path.name}: "
+                            f"use a BED made for this genome")
+        contig = genome.contig_index(name)
+        length = int(genome.lengths[contig])
+        if not 0 <= start < end:
+            raise UserError(f"{where}: interval {name}:{start}-{end} is empty or negative: fix the BED")
+        if end > length:
+            raise UserError(f"{where}: interval {name}:{start}-{end} is past the end of contig {name} "
+                            f"(length {length}): use a BED made for this genome")
+        if len(fields) >= 4:
+            if fields[3].lower() not in _SPLIT_NAMES:
+                raise UserError(f"{where}: split {fields[3]!r} is not train, valid/val or test: fix the BED")
+            splits.append(_SPLIT_NAMES[fields[3].lower()])
+        contigs.append(contig)
+        starts.append(start)
+        ends.append(end)
     if not contigs:
         raise UserError(f"BED file {path} has no intervals: check the file")
     if splits and len(splits) != len(contigs):

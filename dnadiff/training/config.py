@@ -272,8 +272,11 @@ def load_config(name_or_path: str | None, overrides: list[str] = ()) -> dict:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise UserError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}): fix the file") from None
+        except UnicodeDecodeError:
+            raise UserError(f"config {path} is not a UTF-8 text file: give a YAML config") from None
         if not isinstance(loaded, dict):
-            raise UserError(f"config {path} must be a mapping of sections (model, diffusion, data, optim, train)")
+            raise UserError(f"config {path} is not a mapping of sections: write it as `section: {{key: value}}` "
+                            f"with sections {', '.join(DEFAULTS)}")
         cfg = merge(cfg, loaded)
     for item in overrides:
         if "=" not in item:
