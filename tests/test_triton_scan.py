@@ -33,7 +33,7 @@ def interpreter_results():
 
 CASES = ["float64_L37_block8", "float64_L32_block8", "float64_L5_block16", "float64_L1_block8", "no_z_no_D",
          "no_bias_no_softplus", "odd_states_and_channels", "strided_inputs", "float32", "large_decays_float32",
-         "bfloat16", "float16", "mamba_module"]
+         "bfloat16", "float16", "mamba_module", "no_grad_matches"]
 
 
 @needs_triton
@@ -43,7 +43,7 @@ def test_interpreted_triton_scan_matches_sequential_recurrence(interpreter_resul
     lengths that are and are not multiples of the block, with and without z / D / delta_bias / softplus,
     half-precision inputs within their rounding, and a Mamba block with kernels="triton"."""
     result = interpreter_results[case]
-    assert "y" in result and len(result) >= 3
+    assert "y" in result and len(result) >= (2 if case == "no_grad_matches" else 4)  # y, dtype, gradients
     bad = {name: err for name, (err, tol) in result.items() if not err <= tol}
     assert not bad, f"{case}: errors above tolerance {bad}"
 

@@ -77,6 +77,16 @@ def model_case():
     return result
 
 
+def no_grad_case():
+    """Under no_grad (no block states stored) the output is the same as with autograd recording."""
+    args = make_inputs(L=21)
+    with torch.no_grad():
+        plain = selective_scan_triton(*args, True, block_l=8)
+    recorded = selective_scan_triton(*[a.clone().requires_grad_() for a in args], True, block_l=8)
+    return {"y": [(plain - recorded.detach()).abs().max().item(), 0.0],
+            "dtype_mismatch": [float(plain.dtype != args[0].dtype), 0.0]}
+
+
 def strided_case():
     """Inputs laid out as Mamba passes them: delta, B, C transposed views, z half of a chunked tensor."""
     b, d, n, L = 2, 6, 4, 21
@@ -113,6 +123,7 @@ def main():
         cases[name] = compare(make_inputs(L=24, dtype=dtype), every, 8, tol_out=2 * eps, tol_grad=4 * eps,
                               relative=True)
     cases["mamba_module"] = model_case()
+    cases["no_grad_matches"] = no_grad_case()
     json.dump(cases, sys.stdout)
 
 

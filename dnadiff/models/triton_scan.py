@@ -14,6 +14,7 @@ optional (``pip install -e ".[gpu]"``): without it :func:`available` is False an
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -149,13 +150,12 @@ def _backward(u, delta, A, B, C, D, z, bias, states, gout, softplus, block_l):
 
 class _TritonScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, block_l):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, block_l, needs_grad):
         u, delta, B, C = _unit_stride(u), _unit_stride(delta), _unit_stride(B), _unit_stride(C)
         z = None if z is None else _unit_stride(z)
         A = A.contiguous()
         D = None if D is None else D.contiguous()
         delta_bias = None if delta_bias is None else delta_bias.contiguous()
-        needs_grad = any(ctx.needs_input_grad[:8])
         out, states = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block_l, needs_grad)
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
@@ -165,9 +165,10 @@ class _TritonScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gout):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        grads = _backward(u, delta, A, B, C, D, z, delta_bias, states, _unit_stride(gout), ctx.softplus,
-                          ctx.block_l)
-        return (*grads, None, None)
+        with torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext():
+            grads = _backward(u, delta, A, B, C, D, z, delta_bias, states, _unit_stride(gout), ctx.softplus,
+                              ctx.block_l)
+        return (*grads, None, None, None)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -175,7 +176,8 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     """Triton selective scan, same arguments and result as ``scan.selective_scan_ref``.
 
     u, delta, z: [B, D, L]; A: [D, N]; B, C: [B, N, L]; D, delta_bias: [D]. Differentiable in all of
-    them. CUDA tensors use compiled kernels, CPU tensors the interpreter. ``block_l``: positions per
+    them. CUDA tensors use compiled kernels (launched on u's device), CPU tensors the interpreter
+    (under ``TRITON_INTERPRET=1``). ``block_l``: positions per
     block (a power of two; default :func:`default_block_l`). Returns y: [B, D, L] in u's dtype.
     """
     if not available():
@@ -183,4 +185,9 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     if B.dim() != 3 or C.dim() != 3:
         raise ValueError("the Triton scan takes B and C of shape [batch, d_state, length]")
     block_l = block_l or default_block_l(u.shape[-1], A.shape[1])
-    return _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(block_l))
+    # block states are stored only for a backward pass (not under no_grad, e.g. when sampling)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    with torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext():  # launch on u's GPU
+        return _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(block_l),
+                                 needs_grad)
