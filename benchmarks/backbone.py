@@ -152,6 +152,8 @@ def run_grid(args) -> dict:
                 if "fwd_bwd_s" in rows.get("triton", {}) and "fwd_bwd_s" in rows.get("cuda", {}):
                     result[f"{device}_{size}_{variant}_L{length}_triton_over_mamba_train_time"] = round(
                         rows["triton"]["fwd_bwd_s"] / rows["cuda"]["fwd_bwd_s"], 2)
+    if "triton" in kernels:
+        result["triton_autotune"] = triton_scan.tuned_configs()
     return result
 
 

@@ -167,7 +167,8 @@ print(json.dumps(info))
 PYEOF
 
 # ---- tests -------------------------------------------------------------------------------------------------
-run_step pytest 200 "$PY" -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rfEs \
+# one Triton config here (correctness; fewer compilations): the benchmarks below autotune
+run_step pytest 200 env DNADIFF_TRITON_AUTOTUNE=0 "$PY" -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rfEs \
     --junitxml="$OUT/pytest_gpu.xml" tests
 
 # ---- backbone speed ------------------------------------------------------------------------------------------

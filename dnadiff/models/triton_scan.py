@@ -91,6 +91,17 @@ def _launchers(device: torch.device, block_n: int, block_l: int):
     return (*_tuned[(block_n, block_l)], {})
 
 
+def tuned_configs() -> dict:
+    """What the autotuner picked so far: {"fwd|bwd BLOCK_Nxblock_l key": "BLOCK_D=.. warps=.."} (for reports)."""
+    picks = {}
+    for (block_n, block_l), launchers in _tuned.items():
+        for name, tuner in zip(("fwd", "bwd"), launchers):
+            for key, config in getattr(tuner, "cache", {}).items():
+                picks[f"{name} N{block_n} L{block_l} {key[:3]}"] = \
+                    f"BLOCK_D={config.kwargs.get('BLOCK_D')} warps={config.num_warps}"
+    return picks
+
+
 def _unit_stride(x: torch.Tensor) -> torch.Tensor:
     """x with stride 1 along its last dimension (copied only when needed)."""
     return x if x.stride(-1) == 1 else x.contiguous()
