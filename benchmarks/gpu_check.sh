@@ -86,8 +86,9 @@ build_mamba() {
 import re, sys
 path, arch = sys.argv[1], sys.argv[2]
 text = open(path).read()
-pair = re.compile(r'\s*cc_flag\.append\("-gencode"\)\s*\n\s*cc_flag\.append\("arch=compute_(\d+)a?,code=sm_\d+a?"\)')
-text = pair.sub(lambda m: m.group(0) if m.group(1) == arch else "", text)
+pair = re.compile(r'^([ \t]*)cc_flag\.append\("-gencode"\)[ \t]*\n[ \t]*cc_flag\.append\("arch=compute_(\d+)a?,code=sm_\d+a?"\)',
+                  re.M)
+text = pair.sub(lambda m: m.group(0) if m.group(2) == arch else m.group(1) + "pass", text)  # blocks stay non-empty
 open(path, "w").write(text)
 PYEOF
         (cd "src_$pkg" && TORCH_CUDA_ARCH_LIST="$arch" MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE \
