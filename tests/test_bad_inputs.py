@@ -186,6 +186,12 @@ case("config", P + ["optim.learning_rate=1"], "learning_rate")
 case("config", P + ["foo.bar=1"], "foo.bar")
 case("config", P + ["lr=1"], "section")
 case("config", P + ["model.d_model=abc"], "model")
+case("config", P + ["model.d_model=0"], "model")
+case("config", P + ["model.expand=0"], "model")
+case("config", P + ["model.variant=xx"], "xx")
+case("config", P + ["model.name=xx"], "xx")
+case("config", P + ["diffusion.eps=-1"], "eps")
+case("config", P + ["diffusion.eps=abc"], "eps")
 case("config", P + ["diffusion.schedule=banana"], "banana")
 case("config", with_option(P, "--config", "nonexistent_config"), "nonexistent_config")
 case("config", with_option(P, "--config", "{A}/malformed.yaml"), "malformed.yaml.*YAML")
@@ -243,6 +249,11 @@ case("region", E + ["--region", "c0:50-10"], "c0:50-10")
 case("region", E + ["--region", "c0:1-99999999"], "c0")
 case("region", E + ["--region", "nonsense::"], "nonsense")
 case("choice", E + ["--split", "banana"], "banana")
+case("source", E + ["--text", "{A}/notfasta.txt"], "--text does not fit this dna checkpoint")
+case("source", E + ["--images", "digits"], "--images does not fit")
+case("device", E + ["--devices", "abc"], "abc")
+case("device", E + ["--accelerator", "gpu"], "GPU",
+     pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"))
 case("choice", E + ["--split", "val", "--region", "c0:1-100"], "not allowed with")
 
 # sample: checkpoints, outputs, requests
@@ -267,6 +278,13 @@ case("path", S + ["--report", "--real", "{A}/adir"], "adir")
 case("path", S + ["--report", "--real", "{A}/binary.bin"], "binary.bin")
 case("path", S + ["--report", "--real", "{A}/noseq.tsv"], "noseq.tsv")
 case("long job", with_option(S, "--length", "100000000000"), "--length.*--force")
+case("path", S + ["--report", "--train", "{A}/missing.fa"], "missing.fa.*--train")
+case("path", S + ["--report", "--train", "{A}/adir"], "adir.*--train")
+case("path", S + ["--report", "--train", "{A}/binary.bin"], "binary.bin.*--train")
+case("device", S + ["--devices", "abc"], "abc")
+case("device", S + ["--devices", "0"], "--devices")
+case("device", S + ["--accelerator", "gpu"], "GPU",
+     pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"))
 
 # finetune: task, data, backbone
 case("choice", with_option(F, "--task", "banana"), "banana")
@@ -279,6 +297,17 @@ for value, pattern in (("{A}/missing.pt", "missing.pt"), ("{A}/garbage.pt", "gar
                        ("{A}/binary.bin", "binary.bin"), ("{A}/tensor.pt", "tensor.pt")):
     case("checkpoint", [x for x in F if x != "--from-scratch"] + ["--checkpoint", value], pattern)
 case("source", [x for x in F if x != "--from-scratch"], "--checkpoint")
+case("source", F + ["--checkpoint", "{A}/model.pt"], "not allowed with")
+case("path", F + ["--test-data", "{A}/missing.tsv"], "missing.tsv")
+case("path", F + ["--test-data", "{A}/binary.bin"], "binary.bin")
+case("path", with_option(F, "--data", None) + ["--genome", "{A}/genome.fa", "--coordinates", "{A}/missing_dir"], "missing_dir")
+case("path", with_option(F, "--data", None) + ["--cache", "{A}/missing_dir"], "missing_dir")
+case("number", F + ["--fold", "5"], "--fold 5")
+case("number", F + ["--fold", "-1"], "--fold")
+case("number", F + ["--micro-batch", "0"], "--micro-batch")
+case("device", F + ["--devices", "abc"], "abc")
+case("device", F + ["--accelerator", "gpu"], "GPU",
+     pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"))
 
 # argument syntax
 case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")

@@ -89,9 +89,9 @@ def torch_device(args):
     """The one ``torch.device`` of a single-device command (evaluate, sample): the first of ``--devices``."""
     import torch
 
+    devices = parse_devices(args.devices)  # a malformed --devices is refused on the CPU too
     if check_accelerator(args.accelerator) == "cpu":
         return torch.device("cpu")
-    devices = parse_devices(args.devices)
     index = devices[0] if isinstance(devices, list) else 0
     if index >= torch.cuda.device_count():
         raise UserError(f"--devices {args.devices}: this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -80,6 +80,11 @@ def run(args) -> int:
     modality = info.get("modality", "dna")
     g = torch.Generator(device=device).manual_seed(args.seed)
     result: dict = {"checkpoint": str(args.checkpoint), "modality": modality}
+    wrong = [f"--{name}" for name, fits in (("genome", modality == "dna"), ("text", modality == "text"),
+                                            ("images", modality == "pixels")) if getattr(args, name, None) and not fits]
+    if wrong or (args.region and modality != "dna"):
+        raise UserError(f"{(wrong or ['--region'])[0]} does not fit this {modality} checkpoint: "
+                        f"give the data it was trained on ({'--genome' if modality == 'dna' else '--text or --images'})")
     if modality == "dna":
         from dnadiff.eval.markov import fit_markov
 

@@ -150,7 +150,8 @@ def build_module(cfg: dict, data_info: dict):
                                seed=int(t["seed"]))
     except (TypeError, ValueError, KeyError, RuntimeError) as err:  # the open model section (typed by issue 13)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"bad model settings {model} ({first[:160]}): check the config's model section") from None
+        raise UserError(f"bad model settings ({first[:160]}): check the model section (model.name, model.d_model, "
+                        f"model.n_layer, ...)") from None
 
 
 def make_trainer(cfg: dict, args, out: Path):

@@ -81,7 +81,7 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", newline="") if gzipped else open(path, newline="")
 
 
-def read_reference(path: str | Path) -> Reference:
+def read_reference(path: str | Path, option: str = "--real") -> Reference:
     """Read real sequences from a FASTA file, a ``seq[<TAB>label]`` table or the DHS table.
 
     Raises:
@@ -89,13 +89,13 @@ def read_reference(path: str | Path) -> Reference:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"real sequences {path} not found: pass a FASTA file or a seq<TAB>label table to --real")
+        raise UserError(f"real sequences {path} not found: pass a FASTA file or a seq<TAB>label table to {option}")
     try:
         with _open_text(path) as handle:
             first = handle.readline()
             handle.read(1 << 16)  # a binary file fails here, not halfway through reading it
     except (UnicodeDecodeError, OSError, EOFError) as err:
-        raise UserError(f"{path} is not a text file ({type(err).__name__}): pass a FASTA file or a seq<TAB>label table to --real") from None
+        raise UserError(f"{path} is not a text file ({type(err).__name__}): pass a FASTA file or a seq<TAB>label table to {option}") from None
     if first.startswith(">"):
         return Reference(held_out=_read_fasta(path))
     header = first.rstrip("\r\n").split("\t")
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out, overwrite=args.force)
     sampler_options(args)
     reference = read_reference(args.real) if args.report and args.real else None
-    train = read_reference(args.train).held_out if args.report and args.train else None
+    train = read_reference(args.train, "--train").held_out if args.report and args.train else None
     generator = load(args.checkpoint, device=device, download=args.download)
     calls, estimate = estimate_request(generator, args, device)
     started = time.perf_counter()
