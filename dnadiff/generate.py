@@ -1,7 +1,7 @@
 """Generate DNA from a checkpoint: the Python API behind ``dnadiff sample`` and the notebooks.
 
     from dnadiff.generate import load, write_fasta
-    gen = load("demo_out/model.pt")
+    gen = load("demo_out/model.pt")     # or an original Caduceus folder / hub id (dnadiff.loading)
     seqs = gen.generate(8, length=1000, steps=200, seed=0)              # unconditional
     seqs = gen.generate(4, template="ACGT" + "N" * 92 + "TTGA")          # fill the N positions
     seqs = gen.generate(4, length=300, prefix="ACGTAC")                  # continue a prefix
