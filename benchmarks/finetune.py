@@ -10,9 +10,12 @@ batch of 256. Each mode runs in its own subprocess so that each peak RSS is its 
 * ``full``: the old step: all 256 sequences padded to the task's max length, one forward/backward, the
   backbone reading the padding (not length-aware); inference in batches of 256 padded to the max length.
 
-Prints ONE JSON line: training and inference examples/s and peak RSS of both modes, their ratios, and the
-estimated wall time of a full 5-fold x 10-epoch human_ocr_ensembl run (139,804 training examples, mean
-length measured from the Genomic Benchmarks coordinates) at the micro-batched rates, scaled by length.
+Prints ONE JSON line: training and inference examples per wall second and per CPU second (the latter is
+robust to a loaded machine), peak RSS and minor page faults of both modes, their ratios, and for a full
+5-fold x 10-epoch human_ocr_ensembl run (139,804 training examples, lengths from the Genomic Benchmarks
+coordinates): the padded tokens per example of both paths (its lengths vary, so length-sorted
+micro-batches also pad less), the implied training speedup, and the estimated CPU time at the measured
+micro-batched rate.
 
     python benchmarks/finetune.py [--steps 3] [--threads 1]
 """
@@ -58,10 +61,10 @@ def _child(args) -> dict:
     collate = TrainCollate(seqs, labels, max_length, micro)
     if args.mode == "full":
         classifier.length_aware = False  # the old backbone: reads the padding, one batch padded to the max length
-    train_times = []
+    train_times, train_cpu = [], []
     for step in range(args.steps + 1):  # the first step warms up (not timed)
         index = rng.choice(len(seqs), size=B, replace=False)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         classifier.train()
         opt.zero_grad()
         if args.mode == "micro":
@@ -77,8 +80,9 @@ def _child(args) -> dict:
         sched.step()
         if step:
             train_times.append(time.perf_counter() - start)
+            train_cpu.append(time.process_time() - cpu)
     infer = [seqs[i] for i in rng.choice(len(seqs), size=args.infer_examples, replace=False)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if args.mode == "micro":
         predict_proba(classifier, infer, max_length, conjoin=True)
     else:
@@ -87,21 +91,41 @@ def _child(args) -> dict:
             for i in range(0, len(infer), B):
                 tokens, valid = encode_batch(infer[i : i + B], max_length)
                 torch.softmax(classifier_logits(classifier, tokens, valid, True), -1)
-    infer_s = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+    infer_s, infer_cpu = time.perf_counter() - start, time.process_time() - cpu
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"train_examples_per_s": round(B * len(train_times) / sum(train_times), 2),
-            "infer_examples_per_s": round(len(infer) / infer_s, 2), "peak_rss_gb": round(peak, 3),
+            "infer_examples_per_s": round(len(infer) / infer_s, 2),
+            "train_examples_per_cpu_s": round(B * len(train_cpu) / sum(train_cpu), 2),
+            "infer_examples_per_cpu_s": round(len(infer) / infer_cpu, 2),
+            "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3), "minor_page_faults": usage.ru_minflt,
             "micro_batch": micro if args.mode == "micro" else B, "padded_length": max_length,
             "timed_steps": len(train_times)}
 
 
-def _ocr_mean_length() -> tuple[int, float]:
+def padded_tokens(lengths, batch: int, micro: int | None, cap: int, seed: int = 0) -> float:
+    """Mean padded tokens per example over random batches of ``batch`` examples: every row padded to ``cap``
+    (``micro`` None: the old full batch) or length-sorted micro-batches of ``micro`` rows each padded to
+    its own longest (the micro-batched path)."""
+    import numpy as np
+
+    lengths = np.minimum(np.asarray(lengths), cap)
+    if micro is None:
+        return float(cap)
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    total = 0
+    for start in range(0, len(order), batch):
+        rows = np.sort(lengths[order[start : start + batch]])[::-1]
+        total += sum(int(rows[i]) * len(rows[i : i + micro]) for i in range(0, len(rows), micro))
+    return total / len(lengths)
+
+
+def _ocr_lengths() -> list[int]:
     lengths = []
     for path in sorted((DATA / "coordinates" / "human_ocr_ensembl" / "train").glob("*.csv.gz")):
         with gzip.open(path, "rt") as handle:
             next(handle)
             lengths += [int(r.split(",")[3]) - int(r.split(",")[2]) for r in handle if r.strip()]
-    return len(lengths), sum(lengths) / len(lengths)
+    return lengths
 
 
 def main() -> None:
@@ -127,18 +151,32 @@ def main() -> None:
             cmd += ["--micro-batch", str(args.micro_batch)]
         result = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[mode] = json.loads(result.stdout.strip().splitlines()[-1])
-    out["train_speedup"] = round(out["micro"]["train_examples_per_s"] / out["full"]["train_examples_per_s"], 2)
-    out["infer_speedup"] = round(out["micro"]["infer_examples_per_s"] / out["full"]["infer_examples_per_s"], 2)
+    for key in ("train", "infer"):
+        for unit in ("s", "cpu_s"):
+            name = f"{key}_examples_per_{unit}"
+            out[f"{key}_speedup" + ("" if unit == "s" else "_cpu")] = round(out["micro"][name] / out["full"][name], 2)
     out["peak_rss_ratio"] = round(out["micro"]["peak_rss_gb"] / out["full"]["peak_rss_gb"], 3)
-    n, mean_len = _ocr_mean_length()
-    scale = mean_len / out["micro"]["padded_length"]  # tokens per example relative to the measured task
+    # human_ocr_ensembl: lengths vary (mean 326, max 593), so the micro-batched path also pads far less
+    from dnadiff.finetune.batches import default_micro_batch
+
+    lengths = _ocr_lengths()
+    n, cap = len(lengths), max(lengths)
+    micro = default_micro_batch(args.batch, cap, 118, 4)
+    old_tokens, new_tokens = padded_tokens(lengths, args.batch, None, cap), padded_tokens(lengths, args.batch, micro, cap)
+    per_token = out["micro"]["train_examples_per_cpu_s"] * out["micro"]["padded_length"]  # tokens per CPU second
+    infer_per_token = out["micro"]["infer_examples_per_cpu_s"] * out["micro"]["padded_length"]
     folds, epochs = 5, 10
-    train_s = folds * epochs * (n * 4 / 5) * scale / out["micro"]["train_examples_per_s"]
-    val_s = folds * epochs * (n / 5) * scale / out["micro"]["infer_examples_per_s"]
-    out["ocr_full_run"] = {"train_examples": n, "mean_length": round(mean_len, 1), "folds": folds, "epochs": epochs,
-                           "estimated_hours": round((train_s + val_s) / 3600, 1),
-                           "note": f"at the micro-batched rates measured here ({args.threads} thread(s)), "
-                                   "scaled linearly by mean length; 2 threads roughly halve it"}
+    train_s = folds * epochs * (n * 4 / 5) * new_tokens / per_token
+    val_s = folds * epochs * (n / 5) * new_tokens / infer_per_token
+    out["ocr_full_run"] = {"train_examples": n, "max_length": cap, "mean_length": round(sum(lengths) / n, 1),
+                           "micro_batch": micro, "padded_tokens_per_example_full": round(old_tokens, 1),
+                           "padded_tokens_per_example_micro": round(new_tokens, 1),
+                           "padding_factor": round(old_tokens / new_tokens, 2),
+                           "estimated_train_speedup_cpu": round(out["train_speedup_cpu"] * old_tokens / new_tokens, 2),
+                           "folds": folds, "epochs": epochs,
+                           "estimated_cpu_hours_one_thread": round((train_s + val_s) / 3600, 1),
+                           "note": "micro-batched CPU-time rates measured here, scaled by padded tokens per example "
+                                   "(cost taken as linear in tokens); divide by the cores used"}
     print(json.dumps(out))
 
 

@@ -37,6 +37,12 @@ def _summary(folds: list[dict]) -> dict:
             "acc_per_fold": [round(a, 4) for a in acc], "sec_per_fold": round(float(np.mean([f["seconds"] for f in folds])), 1)}
 
 
+def _partial(task: str, model: str, record: dict) -> None:
+    """One line per finished fold on stderr (partial results survive an interrupted run)."""
+    print(json.dumps({"task": task, "model": model, "fold": record["fold"], "accuracy": round(record["accuracy"], 4),
+                      "seconds": round(record["seconds"], 1)}), file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "genomic_benchmarks"))
@@ -80,10 +86,11 @@ def main() -> None:
             runs["pretrained"] = lambda: copy.deepcopy(pretrained)
         for name, factory in runs.items():
             make = lambda f=factory: build_classifier(f(), data.num_classes, config.pooling)
-            res = run_finetune(data, make, config, "ph", folds=args.folds, seed=args.seed, baselines=(), splits=splits)
+            res = run_finetune(data, make, config, "ph", folds=args.folds, seed=args.seed, baselines=(), splits=splits,
+                               on_fold=lambda r, t=task, m=name: _partial(t, m, r["model"]))
             entry[name] = _summary(res["folds"])
         res = run_finetune(data, None, config, "ph", folds=args.folds, seed=args.seed, cnn_epochs=args.cnn_epochs,
-                           splits=splits)
+                           splits=splits, on_fold=lambda r, t=task: [_partial(t, n, b) for n, b in r["baselines"].items()])
         for name, base in res["baselines"].items():
             entry[name] = _summary(base["folds"])
         report["tasks"][task] = entry
