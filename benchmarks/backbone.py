@@ -33,7 +33,7 @@ import time
 import torch
 
 from dnadiff.models import build_model, cpu_scan, scan, triton_scan
-from dnadiff.models.sizes import caduceus_spec
+from dnadiff.models.config import caduceus_spec
 
 
 def step_seconds(model, x, t, repeats, train=True, autocast_dtype=None):

@@ -46,7 +46,7 @@ def _child(args) -> dict:
     from dnadiff.finetune.module import accumulate_gradients, classifier_logits
     from dnadiff.finetune.trainer import build_classifier, predict_proba
     from dnadiff.models import build_model
-    from dnadiff.models.sizes import caduceus_spec
+    from dnadiff.models.config import caduceus_spec
     from dnadiff.training.optim import build_optimizer
 
     data = load_task("human_nontata_promoters", data=DATA / "human_nontata_promoters.test.tsv")

@@ -7,3 +7,8 @@ class UserError(Exception):
     The message is one line naming the problem and the fix, e.g.
     ``"genome.fa.gz is plain gzip, which cannot be read by random access: recompress it with `bgzip`"``.
     """
+
+
+class ConfigError(UserError, ValueError):
+    """A setting out of its allowed range or an unknown key (the message names the key and what is allowed).
+    A UserError for the command line, a ValueError for code that checks values."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dnadiff.atomic import atomic_write
-from dnadiff.data.tokenizer import NUM_BASES, decode_batch, encode
+from dnadiff.data.tokenizer import MASK, NUM_BASES, decode_batch, encode
 from dnadiff.errors import UserError
 
 _BASES = set("ACGTacgt")
@@ -45,6 +45,7 @@ class Generator:
             raise UserError(f"this checkpoint models {data['modality']}, not DNA: use a checkpoint pretrained on a genome")
         if diffusion.vocab_size != NUM_BASES:
             raise UserError(f"this checkpoint has a vocabulary of {diffusion.vocab_size} tokens, not the 4 bases: use a DNA checkpoint")
+        assert diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
         self.denoiser = denoiser.eval()
         self.diffusion = diffusion
         self.payload = payload
@@ -221,12 +222,12 @@ class Generator:
             for start in range(0, len(same_length), batch_size):
                 rows = same_length[start : start + batch_size]
                 x = torch.stack([encode(pieces[i]) for i in rows]).to(self.device)
-                mask = x < NUM_BASES
+                loss_mask = x < NUM_BASES
                 labels = None if labels_all is None else labels_all[: len(rows)].to(self.device)
-                piece_nats = self.diffusion.nelbo(self.denoiser, x, num_t=num_t, loss_mask=mask, labels=labels,
+                piece_nats = self.diffusion.nelbo(self.denoiser, x, num_t=num_t, loss_mask=loss_mask, labels=labels,
                                                   generator=generator)
                 np.add.at(nats, [owners[i] for i in rows], piece_nats.double().cpu().numpy())
-                np.add.at(bases, [owners[i] for i in rows], mask.sum(-1).cpu().numpy())
+                np.add.at(bases, [owners[i] for i in rows], loss_mask.sum(-1).cpu().numpy())
         bits = np.full(len(seqs), math.nan)
         scored = bases > 0
         bits[scored] = nats[scored] / bases[scored] / math.log(2)

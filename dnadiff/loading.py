@@ -125,12 +125,7 @@ def original_payload(config: dict, state: dict[str, torch.Tensor], source: str =
     from dnadiff.models.original import denoiser_from_original, load_original_caduceus
 
     denoiser = denoiser_from_original(config, state)
-    back, mamba = denoiser.backbone, denoiser.backbone.layers[0].mixer.mamba_fwd
-    spec = {"name": "caduceus", "vocab_size": 7, "num_outputs": 4, "d_model": back.d_model,
-            "n_layer": len(back.layers), "variant": back.variant, "d_state": mamba.d_state,
-            "d_conv": mamba.d_conv, "expand": mamba.d_inner // back.d_model, "time_conditioning": False,
-            "num_classes": 0}
-    payload = model_payload(spec, ORIGINAL_DIFFUSION, denoiser.state_dict(), ORIGINAL_DATA)
+    payload = model_payload(denoiser.config.to_spec(), ORIGINAL_DIFFUSION, denoiser.state_dict(), ORIGINAL_DATA)
     full = load_original_caduceus(config, state).backbone.embedding.weight.detach().clone()
     payload["original"] = {"config": config, "embedding": full, "source": str(source)}
     return payload

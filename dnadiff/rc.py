@@ -40,10 +40,8 @@ def reverse_complement_valid(tokens: torch.Tensor, valid: torch.Tensor, compleme
         tokens: LongTensor[B, L] right-padded; valid: BoolTensor[B, L], a prefix of each row (its length
             is the row's sequence length). Returns LongTensor[B, L].
     """
-    lengths = valid.long().sum(1, keepdim=True)
-    pos = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-    source = torch.where(valid, lengths - 1 - pos, pos)
-    return torch.where(valid, _complement(complement, tokens)[tokens.gather(1, source)], tokens)
+    flipped = flip_valid(tokens, valid.long().sum(1), dim=1)
+    return torch.where(valid, _complement(complement, tokens)[flipped], tokens)
 
 
 def reverse_complement_str(seq: str) -> str:

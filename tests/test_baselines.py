@@ -7,7 +7,8 @@ import torch
 
 from dnadiff.data.genomic_benchmarks import load_task
 from dnadiff.eval.classification import classification_metrics
-from dnadiff.finetune.baselines import CNNBaseline, GBCNN, KmerLogReg, kmer_counts
+from dnadiff.eval.sequence_metrics import sparse_kmer_counts as kmer_counts
+from dnadiff.finetune.baselines import CNNBaseline, GBCNN, KmerLogReg
 from dnadiff.finetune.cv import stratified_folds
 
 

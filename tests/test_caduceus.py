@@ -13,7 +13,8 @@ from dnadiff.data.tokenizer import MASK, encode
 from dnadiff.rc import COMPLEMENT, reverse_complement
 from dnadiff.errors import UserError
 from dnadiff.models import CaduceusDenoiser, build_model
-from dnadiff.models.sizes import PRESETS, caduceus_spec, count_parameters
+from dnadiff.models import count_parameters
+from dnadiff.models.config import PRESETS, caduceus_spec
 
 REPO = Path(__file__).resolve().parents[1]
 COMP4 = torch.tensor(COMPLEMENT[:4])

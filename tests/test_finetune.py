@@ -13,7 +13,7 @@ from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.eval.classification import METRICS
 from dnadiff.finetune.trainer import FinetuneConfig, build_classifier, predict_proba, train_fold
 from dnadiff.models import build_model
-from dnadiff.models.sizes import caduceus_spec
+from dnadiff.models.config import caduceus_spec
 from dnadiff.training.checkpoint import save_checkpoint
 
 

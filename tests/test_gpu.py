@@ -15,7 +15,7 @@ import torch
 from dnadiff.models import build_model, scan, triton_scan
 from dnadiff.models.bimamba import BiMamba
 from dnadiff.models.mamba import Mamba
-from dnadiff.models.sizes import caduceus_spec
+from dnadiff.models.config import caduceus_spec
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

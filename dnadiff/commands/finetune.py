@@ -24,7 +24,7 @@ from dnadiff.training.config import option
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "finetune"
 
-#: --model-size choices (Caduceus-Ph presets of dnadiff.models.sizes): "470k" is the Caduceus
+#: --model-size choices (Caduceus-Ph presets of dnadiff.models.config.CaduceusConfig): "470k" is the Caduceus
 #: paper's Genomic Benchmarks model (d_model 118, 4 layers); "demo" a CPU-sized one.
 MODEL_SIZES = ("demo", "470k")
 
@@ -82,7 +82,7 @@ def _classifier_factory(args, num_classes: int, pooling: str):
 
     if not args.checkpoint and not args.from_scratch:
         raise UserError("say where the backbone comes from: --checkpoint CKPT or --from-scratch")
-    from dnadiff.models.sizes import caduceus_spec
+    from dnadiff.models.config import caduceus_spec
 
     size = caduceus_spec(args.model_size, variant="ph") if args.model_size else None
     if args.checkpoint:

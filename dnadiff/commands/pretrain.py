@@ -107,8 +107,11 @@ def resolve_resume(resume: str | None, out: Path) -> tuple[Path, dict] | None:
 def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
     """UserError (one line) when the checkpoint cannot continue this config: a different model,
     diffusion process or window, or weights of other shapes."""
+    from dnadiff.models.config import model_config
+
     hp = ckpt["hyper_parameters"]
-    for section, old, new in (("model", hp.get("model_spec", {}), module.hparams.model_spec),
+    for section, old, new in (("model", model_config(hp.get("model_spec", {})).to_spec(),
+                               model_config(module.hparams.model_spec).to_spec()),
                               ("diffusion", hp.get("diffusion_spec", {}), module.hparams.diffusion_spec),
                               ("data", {"window": (hp.get("data_info") or {}).get("window", data_info.get("window"))},
                                {"window": data_info.get("window")})):
@@ -126,32 +129,34 @@ def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
 
 
 def build_module(cfg: dict, data_info: dict):
+    from dnadiff.models.config import model_config
+    from dnadiff.training.modalities import model_io
     from dnadiff.training.module import DiffusionModule
 
     model = dict(cfg["model"])
+    io = model_io(data_info)
     if data_info["modality"] != "dna":
-        from dnadiff.training.modalities import model_io
-
-        model.update(model_io(data_info))
+        model.update(io)
         if model.get("name") == "caduceus":
             raise UserError("Caduceus is a DNA model: use model.name=transformer (e.g. --config text8_tiny)")
+    elif model.get("name") == "transformer":  # sizes from the data (max_len: the transformer's own default)
+        model.setdefault("embed_size", model.pop("vocab_size", io["embed_size"]))
+        model.setdefault("num_outputs", io["num_outputs"])
     if data_info.get("class_names"):
         model["num_classes"] = len(data_info["class_names"])
-    if model.get("name") == "transformer":
-        for key in ("variant", "d_state", "d_conv", "expand", "kernels", "conjoin", "rc_augment"):
-            model.pop(key, None)
+    model = model_config(model).to_spec()  # every field, checked (ConfigError names a bad key or value)
     diffusion = {"vocab_size": data_info["vocab_size"], **cfg["diffusion"]}
     t, o = cfg["train"], dict(cfg["optim"])
     o["max_steps"] = o.pop("total_steps", None) or t["max_steps"]  # horizon of the cosine decay
     o.pop("grad_clip", None)
-    try:
-        return DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
-                               label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
-                               seed=int(t["seed"]))
-    except (TypeError, ValueError, KeyError, RuntimeError) as err:  # the open model section (typed by issue 13)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"bad model settings ({first[:160]}): check the model section (model.name, model.d_model, "
-                        f"model.n_layer, ...)") from None
+    module = DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
+                             label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
+                             seed=int(t["seed"]))
+    if data_info["modality"] == "dna":  # the tokens come from the tokenizer: its MASK must be the diffusion's mask id
+        from dnadiff.data.tokenizer import MASK
+
+        assert module.diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
+    return module
 
 
 def make_trainer(cfg: dict, args, out: Path):
@@ -223,6 +228,8 @@ def run(args) -> int:
     if cfg["data"].get("genome"):
         cfg["data"]["genome"] = str(genome_path(cfg["data"]["genome"], cfg["data"].get("decompress", False)))
     resume = resolve_resume(args.resume, out)
+    if cfg["model"].get("variant") == "ps":  # RC-equivariant by construction: RC augmentation would change nothing
+        cfg["data"]["rc_aug"] = False
     seed = int(cfg["train"]["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
     dm, data_info = build_data(cfg, seed)
@@ -231,6 +238,7 @@ def run(args) -> int:
     if init is not None:
         check_modality(init, data_info, args.init)
     module = build_module(cfg, data_info)
+    cfg["model"] = dict(module.hparams.model_spec)  # every field resolved and checked, as model.pt stores it
     if init is not None:
         apply_init(module, init, args.init)
         print(describe(init, args.init), flush=True)

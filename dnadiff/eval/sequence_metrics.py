@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy import sparse
 from scipy.stats import wasserstein_distance
 
 from dnadiff.data.tokenizer import NUM_BASES, encode
@@ -68,11 +69,18 @@ def kmer_counts(seqs: Sequence[str], k: int) -> np.ndarray:
     return np.bincount(codes, minlength=NUM_BASES**k)
 
 
-def per_sequence_kmer_counts(seqs: Sequence[str], k: int) -> np.ndarray:
-    """k-mer counts of each sequence separately: int64[S, 4**k] (same indexing as :func:`kmer_counts`)."""
+def sparse_kmer_counts(seqs: Sequence[str], k: int) -> sparse.csr_matrix:
+    """k-mer counts of each sequence separately, sparse: int64[S, 4**k] (same indexing as :func:`kmer_counts`;
+    k-mers containing a non-ACGT letter are not counted)."""
     codes, owner = _window_codes(seqs, k)
-    size = NUM_BASES**k
-    return np.bincount(owner * size + codes, minlength=len(seqs) * size).reshape(len(seqs), size)
+    matrix = sparse.csr_matrix((np.ones(len(codes), dtype=np.int64), (owner, codes)), shape=(len(seqs), NUM_BASES**k))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def per_sequence_kmer_counts(seqs: Sequence[str], k: int) -> np.ndarray:
+    """k-mer counts of each sequence separately: int64[S, 4**k] (dense :func:`sparse_kmer_counts`)."""
+    return sparse_kmer_counts(seqs, k).toarray()
 
 
 def js_divergence(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
@@ -163,32 +171,61 @@ def _kmer_features(seqs: Sequence[str], ks: Sequence[int]) -> np.ndarray:
     return np.hstack(blocks)
 
 
+def _log_count_features(seqs: Sequence[str], k: int) -> sparse.csr_matrix:
+    """float32[S, 4**k] sparse: log(1 + k-mer count), each row scaled to unit L2 norm."""
+    counts = sparse_kmer_counts(seqs, k).astype(np.float32)
+    counts.data = np.log1p(counts.data)
+    norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1))).ravel()
+    norms[norms == 0] = 1.0
+    return sparse.csr_matrix(sparse.diags(1.0 / norms) @ counts)
+
+
 class KmerClassifier:
-    """Logistic regression on per-sequence k-mer frequencies (standardised), for class recognition.
+    """Logistic regression on per-sequence k-mer features: the one k-mer classifier of dnadiff.
 
     Args:
         ks: k-mer sizes used as features (default 1..5: 1,364 features).
-        max_iter, C: passed to :class:`sklearn.linear_model.LogisticRegression`; the strong
+        features: ``"frequency"``: per-k frequencies, standardised (class recognition of generated
+            sequences); ``"log_count"``: log(1 + count) of the single size ``ks = (k,)``, rows scaled to
+            unit L2 norm, sparse (the fine-tuning baseline, :class:`dnadiff.finetune.baselines.KmerLogReg`).
+        max_iter, C, seed: passed to :class:`sklearn.linear_model.LogisticRegression`; the strong
             default regularisation (C=0.01) converges in a few seconds on 40k sequences and
             recognises the 4 DHS cell types of held-out chr1 sequences about 2/3 of the time.
     """
 
-    def __init__(self, ks: Sequence[int] = (1, 2, 3, 4, 5), max_iter: int = 500, C: float = 0.01):
+    def __init__(self, ks: Sequence[int] = (1, 2, 3, 4, 5), max_iter: int = 500, C: float = 0.01,
+                 features: str = "frequency", seed: int | None = None):
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        self.ks = tuple(ks)
-        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C))
+        if features not in ("frequency", "log_count") or (features == "log_count" and len(ks) != 1):
+            raise ValueError(f"features must be 'frequency' or 'log_count' (one k), got {features!r} with ks={ks}")
+        self.ks, self.features, self.num_classes = tuple(ks), features, None
+        regression = LogisticRegression(max_iter=max_iter, C=C, random_state=seed)
+        self.model = make_pipeline(StandardScaler(), regression) if features == "frequency" else regression
 
-    def fit(self, seqs: Sequence[str], labels: Sequence[int]) -> "KmerClassifier":
-        """Fit on S real sequences and their integer class labels int[S]."""
-        self.model.fit(_kmer_features(seqs, self.ks), np.asarray(labels))
+    def featurize(self, seqs: Sequence[str]):
+        """The feature matrix of S sequences: float[S, F] (dense, or sparse for ``log_count``)."""
+        return _kmer_features(seqs, self.ks) if self.features == "frequency" else _log_count_features(seqs, self.ks[0])
+
+    def fit(self, seqs: Sequence[str], labels: Sequence[int], num_classes: int | None = None) -> "KmerClassifier":
+        """Fit on S real sequences and their integer class labels int[S] (``num_classes``: width of
+        :meth:`predict_proba`, by default one more than the largest label)."""
+        labels = np.asarray(labels)
+        self.num_classes = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+        self.model.fit(self.featurize(seqs), labels)
         return self
+
+    def predict_proba(self, seqs: Sequence[str]) -> np.ndarray:
+        """Class probabilities float[S, num_classes] (columns of classes unseen in training are 0)."""
+        probs = np.zeros((len(seqs), self.num_classes))
+        probs[:, self.model.classes_] = self.model.predict_proba(self.featurize(seqs))
+        return probs
 
     def predict(self, seqs: Sequence[str]) -> np.ndarray:
         """Predicted class of each sequence: int64[S]."""
-        return np.asarray(self.model.predict(_kmer_features(seqs, self.ks)))
+        return np.asarray(self.model.predict(self.featurize(seqs)))
 
     def accuracy(self, seqs: Sequence[str], labels: Sequence[int]) -> float:
         """Share of sequences predicted as their label."""

@@ -1,7 +1,7 @@
 """The two baselines reported beside every fine-tuning run, on the same folds.
 
 * ``KmerLogReg``: 6-mer counts (sparse, k-mers with an N are skipped), log(1+count) with rows
-  scaled to unit L2 norm, then scikit-learn logistic regression.
+  scaled to unit L2 norm, then scikit-learn logistic regression (dnadiff.eval.sequence_metrics.KmerClassifier).
 * ``GBCNN``: the small CNN of the Genomic Benchmarks paper (embedding 100, three conv blocks of
   16/8/4 channels with kernel 8, batch norm and max-pool 2, dense 512, output), trained with
   Adam (lr 1e-3) and cross-entropy; the best epoch is chosen on the validation split.
@@ -12,62 +12,18 @@ import copy
 
 import numpy as np
 import torch
-from scipy import sparse
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES, encode, encode_batch
+from dnadiff.data.tokenizer import EMBED_SIZE, encode_batch
+from dnadiff.eval.sequence_metrics import KmerClassifier
 
 
-def kmer_counts(seqs: list[str], k: int = 6) -> sparse.csr_matrix:
-    """Sparse k-mer count matrix float32[N, 4**k]; column = base-4 number of the k-mer (A=0 ... T=3).
-
-    Windows that contain a non-ACGT base are not counted.
-    """
-    rows, cols = [], []
-    powers = NUM_BASES ** np.arange(k - 1, -1, -1, dtype=np.int64)
-    for i, seq in enumerate(seqs):
-        ids = encode(seq).numpy()
-        if len(ids) < k:
-            continue
-        windows = np.lib.stride_tricks.sliding_window_view(ids, k)
-        keep = (windows < NUM_BASES).all(axis=1)
-        codes = windows[keep] @ powers
-        rows.append(np.full(len(codes), i, dtype=np.int64))
-        cols.append(codes)
-    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    data = np.ones(len(row), dtype=np.float32)
-    matrix = sparse.csr_matrix((data, (row, col)), shape=(len(seqs), NUM_BASES**k))
-    matrix.sum_duplicates()
-    return matrix
-
-
-def _kmer_features(seqs: list[str], k: int) -> sparse.csr_matrix:
-    counts = kmer_counts(seqs, k)
-    counts.data = np.log1p(counts.data)
-    norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1))).ravel()
-    norms[norms == 0] = 1.0
-    return sparse.csr_matrix(sparse.diags(1.0 / norms) @ counts)
-
-
-class KmerLogReg:
-    """k-mer logistic regression: ``fit(seqs, labels)`` then ``predict_proba(seqs) -> float[N, K]``."""
+class KmerLogReg(KmerClassifier):
+    """The fine-tuning k-mer baseline: :class:`KmerClassifier` on ``k``-mer log-counts (rows at unit L2 norm).
+    ``fit(seqs, labels, num_classes)`` then ``predict_proba(seqs) -> float[N, K]``."""
 
     def __init__(self, k: int = 6, C: float = 1.0, max_iter: int = 2000, seed: int = 0):
-        self.k = k
-        self.model = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-
-    def fit(self, seqs: list[str], labels: np.ndarray, num_classes: int) -> "KmerLogReg":
-        self.num_classes = num_classes
-        self.model.fit(_kmer_features(seqs, self.k), labels)
-        return self
-
-    def predict_proba(self, seqs: list[str]) -> np.ndarray:
-        """Class probabilities float[N, K] (columns for classes unseen in training are 0)."""
-        probs = np.zeros((len(seqs), self.num_classes))
-        probs[:, self.model.classes_] = self.model.predict_proba(_kmer_features(seqs, self.k))
-        return probs
+        super().__init__(ks=(k,), max_iter=max_iter, C=C, features="log_count", seed=seed)
 
 
 class GBCNN(nn.Module):

@@ -25,6 +25,7 @@ from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.data.tokenizer import EMBED_SIZE
 from dnadiff.errors import UserError
 from dnadiff.eval.classification import classification_metrics
+from dnadiff.models.config import model_config
 from dnadiff.training.optim import warmup_steps
 
 
@@ -57,9 +58,10 @@ def backbone_from_checkpoint(path: str | Path, spec: dict | None = None, downloa
 
     payload = load_payload(path, download=download)
     ckpt_spec = dict(payload["model"])
+    embed_size = model_config(ckpt_spec).embed_size
     modality = payload.get("data", {}).get("modality", "dna")
-    if modality != "dna" or ckpt_spec.get("vocab_size", EMBED_SIZE) != EMBED_SIZE:
-        raise UserError(f"{path} was pretrained on {modality} with a vocabulary of {ckpt_spec.get('vocab_size')} "
+    if modality != "dna" or embed_size != EMBED_SIZE:
+        raise UserError(f"{path} was pretrained on {modality} with a vocabulary of {embed_size} "
                         f"tokens, not DNA ({EMBED_SIZE}): give a DNA checkpoint")
     denoiser = model_from_payload(payload, str(path)).train()  # to be fine-tuned
     if spec is not None:

@@ -1,31 +1,32 @@
 """Denoiser backbones: Caduceus (bidirectional Mamba, RC symmetric) and, lazily, the diffusion transformer.
 
-``build_model({"name": "caduceus", **kwargs})`` -> :class:`CaduceusDenoiser`;
-``build_model({"name": "transformer", **kwargs})`` -> ``dnadiff.models.transformer.DiffusionTransformer``.
+``build_model({"name": "caduceus", **fields})`` -> :class:`CaduceusDenoiser`;
+``build_model({"name": "transformer", **fields})`` -> ``dnadiff.models.transformer.DiffusionTransformer``.
+The fields, their defaults, size presets and checks are the typed configs of :mod:`dnadiff.models.config`.
 """
 from __future__ import annotations
 
 import torch.nn as nn
 
-from dnadiff.errors import UserError
 from dnadiff.models.caduceus import CaduceusDenoiser
+from dnadiff.models.config import CaduceusConfig, ModelConfig, TransformerConfig, model_config
 from dnadiff.models.original import denoiser_from_original, load_original_caduceus, original_state_dict
 
-__all__ = ["build_model", "CaduceusDenoiser", "load_original_caduceus", "original_state_dict",
-           "denoiser_from_original"]
+__all__ = ["build_model", "count_parameters", "CaduceusDenoiser", "CaduceusConfig", "TransformerConfig",
+           "ModelConfig", "model_config", "load_original_caduceus", "original_state_dict", "denoiser_from_original"]
 
 
-def build_model(spec: dict) -> nn.Module:
-    """Model spec {"name": "caduceus" | "transformer", **constructor kwargs} -> denoiser module."""
-    kwargs = dict(spec)
-    name = kwargs.pop("name", None)
-    if name == "caduceus":
-        cls = CaduceusDenoiser
-    elif name == "transformer":
-        from dnadiff.models.transformer import DiffusionTransformer as cls
-    else:
-        raise UserError(f"unknown model name {name!r} in the model spec: use 'caduceus' or 'transformer'")
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise UserError(f"bad option for model {name!r} ({err}): check the model config's keys") from None
+def build_model(spec: dict | ModelConfig) -> nn.Module:
+    """Model spec {"name": "caduceus" | "transformer", **config fields} (or a config) -> denoiser module.
+    Unknown keys and values out of range are :class:`dnadiff.errors.ConfigError` (a UserError)."""
+    config = model_config(spec)
+    if isinstance(config, TransformerConfig):
+        from dnadiff.models.transformer import DiffusionTransformer
+
+        return DiffusionTransformer(config)
+    return CaduceusDenoiser(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())

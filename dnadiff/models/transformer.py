@@ -18,13 +18,12 @@ at zero, so an untrained model predicts the uniform distribution over the ``num_
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TIME_SCALE = 1000.0  # t in [0, 1] is embedded as t * TIME_SCALE, a useful range for sinusoids
+from dnadiff.models.conditioning import Conditioned
+from dnadiff.models.config import TransformerConfig
 
 
 def rotary_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,23 +49,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation: x [B, L, D], shift/scale [B, D] -> x * (1 + scale) + shift."""
     return x * (1 + scale[:, None, :]) + shift[:, None, :]
-
-
-class TimeEmbedding(nn.Module):
-    """t FloatTensor[B] in [0, 1] -> FloatTensor[B, d_model] (sinusoidal features of t, then an MLP)."""
-
-    def __init__(self, d_model: int, num_frequencies: int = 256, max_period: float = 10000.0):
-        super().__init__()
-        half = num_frequencies // 2
-        self.register_buffer(
-            "freqs", torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half), persistent=False
-        )
-        self.mlp = nn.Sequential(nn.Linear(2 * half, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = (t.float() * TIME_SCALE)[:, None] * self.freqs[None, :]
-        features = torch.cat([angles.cos(), angles.sin()], dim=-1)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class SelfAttention(nn.Module):
@@ -112,11 +94,11 @@ class Block(nn.Module):
         return x + gate2[:, None, :] * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
-class DiffusionTransformer(nn.Module):
-    """Bidirectional transformer denoiser (the dnadiff denoiser contract).
+class DiffusionTransformer(Conditioned):
+    """Bidirectional transformer denoiser (the dnadiff denoiser contract), built from a
+    :class:`TransformerConfig` (or its fields as keywords):
 
-    Args:
-        vocab_size: rows of the token embedding: every id that may appear in ``z_t``, the mask id
+        embed_size: rows of the token embedding: every id that may appear in ``z_t``, the mask id
             ``num_outputs`` included (e.g. 7 for DNA, V + 2 for text/pixels with a PAD id).
         num_outputs: V, the number of real tokens the logits range over.
         d_model, n_layer, n_head: width, depth, attention heads (``d_model`` divisible by ``n_head``,
@@ -127,63 +109,36 @@ class DiffusionTransformer(nn.Module):
         dropout: dropout on attention weights and residual branches.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        num_outputs: int,
-        d_model: int = 256,
-        n_layer: int = 4,
-        n_head: int = 4,
-        max_len: int = 1024,
-        time_conditioning: bool = False,
-        num_classes: int = 0,
-        dropout: float = 0.0,
-    ):
+    def __init__(self, config: TransformerConfig | None = None, **kwargs):
         super().__init__()
-        if vocab_size <= num_outputs:
-            raise ValueError(f"vocab_size={vocab_size} must exceed num_outputs={num_outputs} (the mask id is num_outputs)")
-        if d_model % n_head or (d_model // n_head) % 2:
-            raise ValueError(f"d_model={d_model} must split into {n_head} heads of even size")
-        self.vocab_size, self.num_outputs, self.max_len = vocab_size, num_outputs, max_len
-        self.num_classes = num_classes
-        self.time_conditioned = bool(time_conditioning)
-        conditioned = self.time_conditioned or num_classes > 0
+        if config is not None and kwargs:
+            raise TypeError("give a TransformerConfig or its fields as keywords, not both")
+        self.config = c = config if config is not None else TransformerConfig(**kwargs)
+        self.embed_size, self.num_outputs, self.max_len = c.embed_size, c.num_outputs, c.max_len
+        conditioned = c.time_conditioning or c.num_classes > 0
 
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.time_embed = TimeEmbedding(d_model) if self.time_conditioned else None
-        self.label_embed = nn.Embedding(num_classes + 1, d_model) if num_classes > 0 else None
-        cos, sin = rotary_tables(max_len, d_model // n_head)
+        self.embed = nn.Embedding(c.embed_size, c.d_model)
+        self.init_conditioning(c.d_model, c.time_conditioning, c.num_classes, num_frequencies=256)
+        cos, sin = rotary_tables(c.max_len, c.d_model // c.n_head)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, conditioned) for _ in range(n_layer))
-        self.final_norm = nn.LayerNorm(d_model, elementwise_affine=not conditioned)
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.dropout, conditioned) for _ in range(c.n_layer))
+        self.final_norm = nn.LayerNorm(c.d_model, elementwise_affine=not conditioned)
         self.final_ada = None
         if conditioned:
-            self.final_ada = nn.Linear(d_model, 2 * d_model)
+            self.final_ada = nn.Linear(c.d_model, 2 * c.d_model)
             nn.init.zeros_(self.final_ada.weight)
             nn.init.zeros_(self.final_ada.bias)
-        self.head = nn.Linear(d_model, num_outputs)
+        self.head = nn.Linear(c.d_model, c.num_outputs)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-
-    def _conditioning(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """The conditioning vector c: FloatTensor[B, d_model] (None for an unconditioned model)."""
-        c = None
-        if self.time_embed is not None:
-            c = self.time_embed(t)
-        if self.label_embed is not None:
-            if labels is None:  # unconditional: the null label
-                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.embed.weight.device)
-            emb = self.label_embed(labels)
-            c = emb if c is None else c + emb
-        return c
 
     def _hidden(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Final-normed hidden states: z_t LongTensor[B, L] -> FloatTensor[B, L, d_model]."""
         B, L = z_t.shape
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len={self.max_len}")
-        c = self._conditioning(t, labels, B)
+        c = self.conditioning(t, labels)
         cos, sin = self.rope_cos[:L], self.rope_sin[:L]
         x = self.embed(z_t)
         for block in self.blocks:

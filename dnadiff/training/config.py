@@ -190,9 +190,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 DEFAULTS: dict = {
-    "model": {"name": "caduceus", "variant": "ph", "d_model": 118, "n_layer": 4, "d_state": 16, "d_conv": 4,
-              "expand": 2, "vocab_size": 7, "num_outputs": 4, "time_conditioning": False, "num_classes": 0,
-              "kernels": "auto", "conjoin": False, "rc_augment": False},
+    # the model's other fields, their defaults and checks: dnadiff.models.config (CaduceusConfig, TransformerConfig)
+    "model": {"name": "caduceus"},
     "diffusion": {"schedule": "loglinear"},
     **{section: {key: copy.deepcopy(spec.default) for key, spec in keys.items()} for section, keys in SCHEMA.items()},
 }

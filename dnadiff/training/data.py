@@ -28,18 +28,16 @@ def genome_path(path: str | Path, decompress: bool = False) -> Path:
     return path
 
 
-def build_dna(data: dict, genome: str | Path, seed: int = 0, variant: str = "ph"):
-    """GenomeDataModule and data_info for DNA pretraining/evaluation.
-
-    ``rc_aug`` applies to Caduceus-Ph only (PS is RC-equivariant by construction).
-    """
+def build_dna(data: dict, genome: str | Path, seed: int = 0):
+    """GenomeDataModule and data_info for DNA pretraining/evaluation (``rc_aug``: RC augmentation of the
+    training windows, as the data section says; the command turns it off for RC-equivariant models)."""
     from dnadiff.data.genome_datamodule import GenomeDataModule
 
     as_list = lambda v: [c for c in (v.split(",") if isinstance(v, str) else (v or [])) if c]  # noqa: E731
     dm = GenomeDataModule(genome, bed=data.get("bed"), window=int(data["window"]), batch_size=int(data["batch_size"]),
                           num_workers=int(data["num_workers"]), val_contigs=as_list(data.get("val_contigs")),
                           test_contigs=as_list(data.get("test_contigs")), holdout_frac=float(data["holdout_frac"]),
-                          max_n_frac=float(data["max_n_frac"]), rc_aug=bool(data["rc_aug"]) and variant == "ph",
+                          max_n_frac=float(data["max_n_frac"]), rc_aug=bool(data["rc_aug"]),
                           seed=seed, max_eval_windows=data.get("max_eval_windows"))
     info = {"modality": "dna", "genome": str(genome), "vocab_size": tok.NUM_BASES, "embed_size": tok.EMBED_SIZE,
             "unit": "bits/nt", "uniform_bits": 2.0, "class_names": [],
@@ -71,7 +69,7 @@ def build_data(cfg: dict, seed: int = 0):
     if len(sources) != 1:
         raise UserError("give exactly one data source: --genome FASTA, --dhs FILE, --text FILE or --images DIR|digits")
     if sources[0] == "genome":
-        return build_dna(data, data["genome"], seed, cfg["model"].get("variant", "ph"))
+        return build_dna(data, data["genome"], seed)
     if sources[0] == "dhs":
         return build_dhs(data, seed)
     return modalities.build_datamodule(data)

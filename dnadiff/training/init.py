@@ -11,25 +11,31 @@ from the config; conditioning the source lacks starts at zero, so the first step
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from dnadiff.errors import UserError
 
 #: model-spec keys that the config decides; every other key (the architecture) comes from the source
-OPTION_KEYS = ("time_conditioning", "num_classes", "kernels", "conjoin", "rc_augment")
+OPTION_KEYS = ("time_conditioning", "num_classes", "kernels", "conjoin", "rc_aug")
 _NEW_CONDITIONING = ("time_embed.", "label_embed.")
 
 
 def init_model_spec(config_model: dict, payload: dict) -> dict:
     """The model spec to train: the source's architecture with the config's options (time conditioning
     the source already has is kept)."""
-    spec = dict(payload["model"])
+    from dnadiff.models.config import LEGACY_KEYS, model_config
+
+    source = model_config(payload["model"])
+    spec = source.to_spec()
+    defaults = {f.name: f.default for f in dataclasses.fields(source) if f.default is not dataclasses.MISSING}
+    config_model = {LEGACY_KEYS.get(k, k): v for k, v in config_model.items()}
     for key in OPTION_KEYS:
-        if key in config_model and (key != "time_conditioning" or not spec.get(key)):
-            spec[key] = config_model[key]
-    if spec.get("name") == "transformer":
-        for key in ("variant", "d_state", "d_conv", "expand", "kernels", "conjoin", "rc_augment"):
-            spec.pop(key, None)
+        if key not in defaults:  # not an option of this model (e.g. kernels of the transformer)
+            continue
+        if key != "time_conditioning" or not spec.get(key):
+            spec[key] = config_model.get(key, defaults[key])
     return spec
 
 
@@ -60,7 +66,7 @@ def apply_init(module, payload: dict, source: str) -> None:
                         "class- or time-conditioned differently; match the config to it or drop --init")
     time_embed = getattr(model, "time_embed", None)
     if time_embed is not None and any(k.startswith("time_embed.") for k in missing):
-        last = time_embed[-1]
+        last = time_embed.mlp[-1]
         last.weight.zero_()
         last.bias.zero_()
     label_embed = getattr(model, "label_embed", None)

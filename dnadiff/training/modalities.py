@@ -88,8 +88,8 @@ def build_datamodule(cfg) -> tuple[TextDataModule | PixelDataModule, dict]:
 
 def model_io(data_info: dict) -> dict:
     """The data-dependent keyword arguments of a denoiser spec:
-    {"vocab_size": embedding rows, "num_outputs": V, "max_len": window}."""
-    return {"vocab_size": data_info["embed_size"], "num_outputs": data_info["vocab_size"], "max_len": data_info["window"]}
+    {"embed_size": embedding rows, "num_outputs": V, "max_len": window}."""
+    return {"embed_size": data_info["embed_size"], "num_outputs": data_info["vocab_size"], "max_len": data_info["window"]}
 
 
 def report_in_units(data_info: dict, total_nats: float, num_tokens: int) -> dict:

@@ -13,6 +13,7 @@ import torch
 
 from dnadiff.diffusion import EMA
 from dnadiff.models import build_model
+from dnadiff.models.caduceus import upgrade_state_keys
 from dnadiff.training.checkpoint import build_process, model_payload
 from dnadiff.training.optim import build_optimizer
 
@@ -70,10 +71,10 @@ class DiffusionModule(L.LightningModule):
         return labels
 
     def training_step(self, batch, batch_idx):
-        x, mask = batch["tokens"], batch["loss_mask"]
+        x, loss_mask = batch["tokens"], batch["loss_mask"]
         g = self.noise_generator(x.device)
         labels = self._labels(batch, train=True, generator=g)
-        result = self.diffusion.loss(self.model, x, mask, labels, generator=g)
+        result = self.diffusion.loss(self.model, x, loss_mask, labels, generator=g)
         self.log("train/loss", result.loss, prog_bar=True)
         self.log("train/bits_per_token", result.nelbo / math.log(2), prog_bar=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"] if self._trainer else 0.0)
@@ -92,10 +93,11 @@ class DiffusionModule(L.LightningModule):
         self._swap_in_ema()
 
     def validation_step(self, batch, batch_idx):
-        x, mask = batch["tokens"], batch["loss_mask"]
-        draws = self.diffusion.nelbo(self.model, x, num_t=self.val_num_t, loss_mask=mask, labels=self._labels(batch, False))
+        x, loss_mask = batch["tokens"], batch["loss_mask"]
+        draws = self.diffusion.nelbo(self.model, x, num_t=self.val_num_t, loss_mask=loss_mask,
+                                     labels=self._labels(batch, False))
         self._val["nats"] += draws.double().sum()
-        self._val["tokens"] += mask.sum().double()
+        self._val["tokens"] += loss_mask.sum().double()
 
     def on_validation_epoch_end(self):
         self._swap_out_ema()
@@ -134,14 +136,15 @@ class DiffusionModule(L.LightningModule):
         for key in [k for k in state if k.startswith("genmd4.")]:  # checkpoints written before issue 13
             state["diffusion." + key[len("genmd4."):]] = state.pop(key)
         if self.ema is not None and "ema" in checkpoint:
+            upgrade_state_keys(checkpoint["ema"]["shadow"])
             self.ema.load_state_dict(checkpoint["ema"])
 
     def export_payload(self, metrics: dict | None = None) -> dict:
-        """The ``model.pt`` payload: model spec, diffusion spec, EMA weights, data info, metrics."""
+        """The ``model.pt`` payload: the model's typed config (spec), diffusion spec, EMA weights, data info, metrics."""
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             state.update({k: v.detach().cpu().clone() for k, v in self.ema.shadow.items()})
         learned = {k[len("diffusion."):]: v.detach().cpu() for k, v in self.state_dict().items()
                    if k.startswith("diffusion.")}  # a learnable process's parameters (GenMD4's w), else none
-        return model_payload(self.hparams.model_spec, self.hparams.diffusion_spec, state, self.hparams.data_info,
+        return model_payload(self.model.config.to_spec(), self.hparams.diffusion_spec, state, self.hparams.data_info,
                              metrics, learned)
