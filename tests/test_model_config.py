@@ -50,6 +50,9 @@ def test_legacy_keys_are_read_and_must_agree():
     assert CaduceusConfig(vocab_size=7, embed_size=7).embed_size == 7
     with pytest.raises(ConfigError, match="disagree"):
         CaduceusConfig(vocab_size=8, embed_size=7)
+    assert CaduceusConfig(name="caduceus", d_model=8).d_model == 8  # a whole model section, name included
+    with pytest.raises(ConfigError, match="model.name='transformer'"):
+        CaduceusConfig(name="transformer")
 
 
 def test_spec_round_trip_and_presets_own_the_sizes():
