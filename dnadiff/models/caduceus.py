@@ -141,7 +141,6 @@ class CaduceusDenoiser(Conditioned):
         self.backbone = CaduceusBackbone(c.embed_size, c.d_model, c.n_layer, c.variant, c.complement_map,
                                          d_state=c.d_state, d_conv=c.d_conv, expand=c.expand, kernels=c.kernels)
         self.init_conditioning(c.d_model, c.time_conditioning, c.num_classes, num_frequencies=64)
-        self._register_load_state_dict_pre_hook(lambda state, prefix, *args: upgrade_state_keys(state, prefix))
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z_t: LongTensor[B, L]; t: FloatTensor[B]; labels: LongTensor[B] or None -> FloatTensor[B, L, num_outputs]."""
@@ -171,12 +170,3 @@ class CaduceusDenoiser(Conditioned):
         if extra is not None and self.backbone.variant == "ps":
             extra = torch.cat([extra, extra.flip(-1)], dim=-1)
         return extra
-
-
-def upgrade_state_keys(state_dict: dict, prefix: str = "") -> dict:
-    """Rename, in place, the keys of weights written before issue 13: Caduceus' time MLP was
-    ``time_embed.{0,2}.*``, now ``time_embed.mlp.{0,2}.*`` (the shared TimeEmbedding). A no-op for current keys."""
-    old = prefix + "time_embed."
-    for key in [k for k in state_dict if k.startswith(old) and not k.startswith(old + "mlp.")]:
-        state_dict[old + "mlp." + key[len(old):]] = state_dict.pop(key)
-    return state_dict

@@ -24,18 +24,27 @@ def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) ->
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
-class TimeEmbedding(nn.Module):
-    """t FloatTensor[B] in [0, 1] -> FloatTensor[B, d_model]: sinusoidal features of t, then an MLP
-    (``mlp``: Linear(num_frequencies, d_model), SiLU, Linear(d_model, d_model))."""
+class TimeEmbedding(nn.Sequential):
+    """t FloatTensor[B] in [0, 1] -> FloatTensor[B, d_model]: sinusoidal features of t, then the MLP
+    Linear(num_frequencies, d_model), SiLU, Linear(d_model, d_model) (parameters ``0.*`` and ``2.*``)."""
 
     def __init__(self, d_model: int, num_frequencies: int = 256):
-        super().__init__()
+        super().__init__(nn.Linear(num_frequencies, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
         self.num_frequencies = num_frequencies
-        self.mlp = nn.Sequential(nn.Linear(num_frequencies, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         features = timestep_features(t, self.num_frequencies)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+        return super().forward(features.to(self[0].weight.dtype))
+
+
+def upgrade_state_keys(state_dict: dict, prefix: str = "") -> dict:
+    """Rename, in place, the keys of weights written before issue 13: the transformer's time MLP was
+    ``time_embed.mlp.{0,2}.*``, now ``time_embed.{0,2}.*`` (the shared TimeEmbedding, as Caduceus always had).
+    A no-op for current keys."""
+    old = prefix + "time_embed.mlp."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "time_embed." + key[len(old):]] = state_dict.pop(key)
+    return state_dict
 
 
 class Conditioned(nn.Module):
@@ -47,6 +56,7 @@ class Conditioned(nn.Module):
         self.time_conditioned = bool(time_conditioning)
         self.time_embed = TimeEmbedding(d_model, num_frequencies) if self.time_conditioned else None
         self.label_embed = nn.Embedding(self.num_classes + 1, d_model) if self.num_classes > 0 else None
+        self._register_load_state_dict_pre_hook(lambda state, prefix, *args: upgrade_state_keys(state, prefix))
 
     def conditioning(self, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
         """c: FloatTensor[B, d_model] (time and/or label embedding) or None. t: FloatTensor[B];

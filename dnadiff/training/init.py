@@ -66,7 +66,7 @@ def apply_init(module, payload: dict, source: str) -> None:
                         "class- or time-conditioned differently; match the config to it or drop --init")
     time_embed = getattr(model, "time_embed", None)
     if time_embed is not None and any(k.startswith("time_embed.") for k in missing):
-        last = time_embed.mlp[-1]
+        last = time_embed[-1]
         last.weight.zero_()
         last.bias.zero_()
     label_embed = getattr(model, "label_embed", None)

@@ -13,7 +13,7 @@ import torch
 
 from dnadiff.diffusion import EMA
 from dnadiff.models import build_model
-from dnadiff.models.caduceus import upgrade_state_keys
+from dnadiff.models.conditioning import upgrade_state_keys
 from dnadiff.training.checkpoint import build_process, model_payload
 from dnadiff.training.optim import build_optimizer
 
