@@ -35,7 +35,7 @@ def _strict_init(cls):
     @functools.wraps(init)
     def __init__(self, **kwargs):
         if kwargs.get("name", cls.name) != cls.name:
-            raise ConfigError(f"model.name={kwargs['name']!r} given to the {cls.name!r} config")
+            raise ConfigError(f"model.name={kwargs['name']!r} given to the {cls.name!r} config: use {cls.name!r}")
         kwargs.pop("name", None)
         for old, new in LEGACY_KEYS.items():
             if old in kwargs and new in names:
