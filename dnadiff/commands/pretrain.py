@@ -24,7 +24,8 @@ def add_arguments(p) -> None:
     src.add_argument("--text", help="a UTF-8 text file (character or byte level, see data.text_level)")
     src.add_argument("--images", help="'digits' (scikit-learn's bundled 8x8 digits) or a CIFAR-10 python batches folder")
     p.add_argument("--config", help="YAML config path or a name in configs/pretrain/ "
-                                    "(default: 470k for DNA, dhs_conditional for --dhs, text8_tiny for text, digits_tiny for images)")
+                                    "(default: 470k for DNA, dhs_conditional for --dhs, text8_tiny for text, digits_tiny for images); "
+                                    "every key, its default and allowed range: configs/README.md")
     p.add_argument("--bed", help="BED of usable intervals: chrom start end [split]")
     p.add_argument("--val-contigs", help="comma-separated held-out validation contigs")
     p.add_argument("--test-contigs", help="comma-separated held-out test contigs")
