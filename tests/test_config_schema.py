@@ -50,3 +50,11 @@ def test_a_bad_value_in_a_yaml_file_is_refused(tmp_path):
     path.write_text("train: {val_every: 0}\n")
     with pytest.raises(UserError, match=r"^train.val_every=0 is not allowed: use an integer >= 1$"):
         load_config(str(path))
+
+
+@pytest.mark.parametrize("override, key", [("model.n_layer=0", "model.n_layer"), ("model.d_model=abc", "model.d_model"),
+                                           ("model.variant=xx", "variant"), ("model.bogus=1", "bogus")])
+def test_the_model_section_is_checked_by_its_typed_config_at_load_time(override, key):
+    with pytest.raises(UserError) as err:
+        load_config("demo", [override])
+    assert key in str(err.value) and "\n" not in str(err.value)

@@ -209,7 +209,39 @@ def validate(cfg: dict) -> dict:
     for section in OPEN_SECTIONS:
         if not isinstance(cfg.get(section), dict):
             raise UserError(f"config section {section!r} must be a mapping of keys: fix the config")
+    check_model_section(cfg["model"])
     return cfg
+
+
+def check_model_section(section: dict) -> None:
+    """The ``model`` section through its typed config (:mod:`dnadiff.models.config`: ``CaduceusConfig`` /
+    ``TransformerConfig``), before any data is read; ConfigError names the bad key and its range. The
+    sizes the data sets (embedding rows, outputs) are checked again once the data is known."""
+    from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
+    from dnadiff.models.config import model_config
+
+    spec = dict(section)
+    if spec.get("name") == "transformer":
+        if "embed_size" not in spec and "vocab_size" not in spec:
+            spec["embed_size"] = EMBED_SIZE
+        spec.setdefault("num_outputs", NUM_BASES)
+    model_config(spec)
+
+
+def _model_markdown() -> list[str]:
+    """The ``model`` section: the fields of each typed model config, with their defaults."""
+    from dataclasses import MISSING, fields
+
+    from dnadiff.models.config import CONFIGS
+
+    lines = ["## model", "", "Typed by `dnadiff/models/config.py` (`model.name` picks the config; ranges are checked by",
+             "the config class). `-`: set from the data.", "", "| model.name | key | default |", "|---|---|---|"]
+    for name, cls in CONFIGS.items():
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else "-")
+            shown = "-" if default == "-" else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"| {name} | `model.{f.name}` | `{shown}` |")
+    return lines + [""]
 
 
 def schema_markdown() -> str:
@@ -219,8 +251,9 @@ def schema_markdown() -> str:
              "a test checks this file against the schema. Values are checked before any work starts; a bad",
              "value is refused in one line naming the key and its allowed values. Configs are YAML",
              "(`configs/pretrain/*.yaml`, read with `safe_load`) and `section.key=value` overrides on the",
-             "command line. The `model` and `diffusion` sections are open: their keys depend on the backbone",
-             "and the schedule and are checked when the model and the process are built.", ""]
+             "command line. The `diffusion` section is open: its keys depend on the schedule and are checked",
+             "when the process is built.", ""]
+    lines += _model_markdown()
     for section, keys in SCHEMA.items():
         lines += [f"## {section}", "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
         for key, spec in keys.items():
