@@ -1,4 +1,6 @@
 """The fused C++ CPU selective scan equals the sequential reference in values and all gradients."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -39,3 +41,23 @@ def test_float32_and_large_decays():
     torch.testing.assert_close(y, y_ref, atol=1e-4, rtol=1e-4)
     y.sum().backward()
     assert all(torch.isfinite(x.grad).all() for x in xs)
+
+
+def test_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """A compile killed mid-build leaves torch's lock file; torch would wait on it forever."""
+    import os
+    import time as _time
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    from torch.utils.cpp_extension import _get_build_directory
+
+    name = "dnadiff_lock_probe"
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.touch()
+    cpu_scan._remove_stale_lock(name)
+    assert lock.exists()  # a build may be running: keep it
+    old = _time.time() - cpu_scan.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    cpu_scan._remove_stale_lock(name)
+    assert not lock.exists()

@@ -4,7 +4,8 @@
 positions per batch row and channel, the state in a local array, rows spread over threads with
 ``at::parallel_for``) and its adjoint backward. It is built with ``torch.utils.cpp_extension.load``
 (needs a C++ compiler and ninja) the first time a CPU scan asks for it; torch caches the build in
-its extension directory and guards it with a file lock. Any failure to build or load logs one
+its extension directory (one per checkout and CPU kind) and guards it with a file lock; a lock
+left by a killed compile is removed once it is older than any build takes. Any failure to build or load logs one
 warning and leaves :func:`available` False, so callers fall back to the pure PyTorch scan.
 ``DNADIFF_CPU_KERNEL=0`` in the environment disables the extension.
 """
@@ -14,6 +15,7 @@ import hashlib
 import logging
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -39,7 +41,9 @@ def extension():
         try:
             from torch.utils.cpp_extension import load
 
-            _state["module"] = load(name=f"dnadiff_cpu_scan_{_cpu_tag()}", sources=[str(SOURCE)],
+            name = f"dnadiff_cpu_scan_{_cpu_tag()}_{_source_tag()}"
+            _remove_stale_lock(name)
+            _state["module"] = load(name=name, sources=[str(SOURCE)],
                                     extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"], extra_ldflags=["-fopenmp"],
                                     verbose=False)
         except Exception as error:  # no compiler, no ninja, compile or load error: use the pure scan
@@ -58,6 +62,30 @@ def _cpu_tag() -> str:
     except OSError:
         text = ""
     return hashlib.sha1(f"{platform.machine()}|{platform.processor()}|{text}".encode()).hexdigest()[:10]
+
+
+def _source_tag() -> str:
+    """Short hash of this checkout's kernel source (its path and contents): two checkouts never share
+    a build directory, so they never rebuild each other's extension or wait on each other's lock."""
+    digest = hashlib.sha1(str(SOURCE.resolve()).encode())
+    digest.update(SOURCE.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+STALE_LOCK_SECONDS = 900  # a build takes 1-2 minutes; a lock this old was left by a killed build
+
+
+def _remove_stale_lock(name: str) -> None:
+    """Remove the build lock a killed compile left behind (torch would wait on it forever)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            log.warning("removing a stale build lock left by an interrupted compile: %s", lock)
+            lock.unlink(missing_ok=True)
+    except (ImportError, OSError):
+        pass
 
 
 def available() -> bool:
