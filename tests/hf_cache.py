@@ -52,3 +52,13 @@ def original_files(config: dict, state: dict[str, torch.Tensor], weights: str, t
     else:
         files["pytorch_model.bin"] = bin_bytes(state, tmp)
     return files
+
+
+def reference(shared_fixtures: Path, variant: str) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """The reference fixture of one original Caduceus variant ("ph" or "ps"): its config.json, its
+    state dict and the expected outputs the original code computed."""
+    folder = shared_fixtures / "caduceus_reference"
+    config = json.loads((folder / f"caduceus_{variant}.config.json").read_text())
+    state = torch.load(folder / f"caduceus_{variant}.state_dict.pt", weights_only=True)
+    expected = torch.load(folder / f"caduceus_{variant}.expected.pt", weights_only=True)
+    return config, state, expected

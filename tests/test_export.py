@@ -17,17 +17,9 @@ from dnadiff.loading import load_model, load_payload, read_original
 from dnadiff.models import load_original_caduceus, original_state_dict
 from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, default_config
 from dnadiff.training.checkpoint import save_checkpoint
-from hf_cache import bin_bytes, original_files
+from hf_cache import bin_bytes, original_files, reference
 
 BASES = [CADUCEUS_IDS[k] for k in range(4)]
-
-
-def reference(shared_fixtures, variant):
-    folder = shared_fixtures / "caduceus_reference"
-    config = json.loads((folder / f"caduceus_{variant}.config.json").read_text())
-    state = torch.load(folder / f"caduceus_{variant}.state_dict.pt", weights_only=True)
-    expected = torch.load(folder / f"caduceus_{variant}.expected.pt", weights_only=True)
-    return config, state, expected
 
 
 def write_folder(folder, files):

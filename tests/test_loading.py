@@ -15,19 +15,11 @@ from dnadiff.data.tokenizer import CADUCEUS_IDS, EMBED_SIZE
 from dnadiff.errors import UserError
 from dnadiff.loading import load_model, load_payload, read_original, resolve
 from dnadiff.training.checkpoint import save_checkpoint
-from hf_cache import add_repo, original_files
+from hf_cache import add_repo, original_files, reference
 
 REPO = Path(__file__).resolve().parents[1]
 #: original id -> dnadiff id for the fixture inputs (A/C/G/T/N)
 TO_OURS = {CADUCEUS_IDS[k]: k for k in range(EMBED_SIZE)}
-
-
-def reference(shared_fixtures, variant):
-    folder = shared_fixtures / "caduceus_reference"
-    config = json.loads((folder / f"caduceus_{variant}.config.json").read_text())
-    state = torch.load(folder / f"caduceus_{variant}.state_dict.pt", weights_only=True)
-    expected = torch.load(folder / f"caduceus_{variant}.expected.pt", weights_only=True)
-    return config, state, expected
 
 
 def ours(input_ids: torch.Tensor) -> torch.Tensor:

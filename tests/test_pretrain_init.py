@@ -3,7 +3,6 @@ the MLM's function in dnadiff's vocabulary (its [MASK] row is the diffusion's ma
 loss on real DNA, and the output carries none of Lightning's chatter."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,21 +18,13 @@ from dnadiff.loading import load_payload
 from dnadiff.models import load_original_caduceus
 from dnadiff.training.config import load_config
 from dnadiff.training.init import apply_init, init_model_spec
-from hf_cache import add_repo, original_files
+from hf_cache import add_repo, original_files, reference
 
 REPO = Path(__file__).resolve().parents[1]
 DNA_INFO = {"modality": "dna", "vocab_size": 4, "embed_size": 7, "class_names": [], "window": 64}
 BASES = [CADUCEUS_IDS[k] for k in range(4)]
 CHATTER = ["GPU available", "TPU available", "HPU available", "litlogger", "LeafSpec", "weights_only",
            "`Trainer.fit` stopped"]
-
-
-def reference(shared_fixtures, variant):
-    folder = shared_fixtures / "caduceus_reference"
-    config = json.loads((folder / f"caduceus_{variant}.config.json").read_text())
-    state = torch.load(folder / f"caduceus_{variant}.state_dict.pt", weights_only=True)
-    expected = torch.load(folder / f"caduceus_{variant}.expected.pt", weights_only=True)
-    return config, state, expected
 
 
 def write_original(folder: Path, config, state, tmp: Path) -> Path:
