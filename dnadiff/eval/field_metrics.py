@@ -13,7 +13,9 @@
 * :func:`field_report` -- every figure for generated sequences against a real reference set,
   beside the *floor*: the same figure for as many real held-out sequences (disjoint from the
   reference) -- what a perfect generator would score at this sample size -- each with a
-  bootstrap 95% interval (resampling the compared set, reference fixed).
+  bootstrap 95% interval (resampling the compared set, reference fixed). Resampling with
+  replacement repeats sequences, which inflates a Fréchet distance, so its percentile interval can
+  lie above the point value: compare the generated interval with the floor's, which shares the shift.
 """
 from __future__ import annotations
 
