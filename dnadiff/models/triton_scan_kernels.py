@@ -47,6 +47,23 @@ def _delta(ptrs, mask, bias, SOFTPLUS: tl.constexpr, CD: tl.constexpr):
 
 
 @triton.jit
+def _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, Dm, N, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    CD: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A program's per-channel parameters and masks: (mask_d [BLOCK_D], mask_n [BLOCK_N], mask_dn,
+    A [BLOCK_D, BLOCK_N], D [BLOCK_D], delta_bias [BLOCK_D]); D and delta_bias are 0 when absent."""
+    mask_d, mask_n = offs_d < Dm, offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(CD)
+    Dv = tl.zeros([BLOCK_D], CD)
+    bias = tl.zeros([BLOCK_D], CD)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(CD)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(CD)
+    return mask_d, mask_n, mask_dn, A, Dv, bias
+
+
+@triton.jit
 def scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
              Dm, N, L, su_b, su_d, sdt_b, sdt_d, sz_b, sz_d, sB_b, sB_n, sC_b, sC_n, rows_bucket,
              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -57,15 +74,8 @@ def scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     idx = tl.arange(0, BLOCK_L)
-    mask_d, mask_n = offs_d < Dm, offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(CD)
-    Dv = tl.zeros([BLOCK_D], CD)
-    bias = tl.zeros([BLOCK_D], CD)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(CD)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(CD)
+    mask_d, mask_n, mask_dn, A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, Dm, N,
+                                                           HAS_D, HAS_BIAS, CD, BLOCK_D)
     u_base = u_ptr + pid_b * su_b + offs_d[:, None] * su_d
     dt_base = delta_ptr + pid_b * sdt_b + offs_d[:, None] * sdt_d
     z_base = z_ptr + pid_b * sz_b + offs_d[:, None] * sz_d
@@ -112,15 +122,8 @@ def scan_bwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, stat
     offs_n = tl.arange(0, BLOCK_N)
     idx = tl.arange(0, BLOCK_L)
     first = idx[None, None, :] == 0
-    mask_d, mask_n = offs_d < Dm, offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(CD)
-    Dv = tl.zeros([BLOCK_D], CD)
-    bias = tl.zeros([BLOCK_D], CD)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(CD)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(CD)
+    mask_d, mask_n, mask_dn, A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, Dm, N,
+                                                           HAS_D, HAS_BIAS, CD, BLOCK_D)
     u_base = u_ptr + pid_b * su_b + offs_d[:, None] * su_d
     dt_base = delta_ptr + pid_b * sdt_b + offs_d[:, None] * sdt_d
     z_base = z_ptr + pid_b * sz_b + offs_d[:, None] * sz_d
