@@ -259,3 +259,14 @@ def test_bits_per_base_of_empty_or_all_n_sequences_is_nan_with_a_warning():
         bits = gen.bits_per_base(["", "NNNNNNNN", "ACGTACGTAC"], num_t=2)
     assert np.isnan(bits[0]) and np.isnan(bits[1])
     assert np.isfinite(bits[2]) and bits[2] > 0
+
+
+def test_report_pieces_leave_out_assembly_gaps():
+    """The real pieces a report compares with are cut to the generated length, and pieces that are
+    mostly N (assembly gaps, e.g. a chromosome's first 10 kb) are left out, as training windows are."""
+    from dnadiff.commands.sample import comparable_pieces
+
+    real = ["N" * 8 + "ACGTACGT" + "ACGNACGT" + "NNNNACGT", "acgtacgt"]
+    assert comparable_pieces(real, 8, max_n_frac=0.2) == ["ACGTACGT", "ACGNACGT", "acgtacgt"]  # 1/8 N
+    assert comparable_pieces(real, 8) == ["ACGTACGT", "acgtacgt"]  # default: at most 10% N
+    assert comparable_pieces(["N" * 40], 8) == []

@@ -134,10 +134,14 @@ def _read_fasta(path: Path) -> list[str]:
 MAX_REFERENCE_PIECES = 256
 
 
-def comparable_pieces(real: list[str], length: int, limit: int = MAX_REFERENCE_PIECES) -> list[str]:
+def comparable_pieces(real: list[str], length: int, limit: int = MAX_REFERENCE_PIECES,
+                      max_n_frac: float = 0.1) -> list[str]:
     """Real sequences cut to the generated length (a whole chromosome becomes windows), at most
-    ``limit`` evenly spaced pieces, so the report compares like with like in bounded time."""
+    ``limit`` evenly spaced pieces, so the report compares like with like in bounded time. Pieces
+    with more than ``max_n_frac`` non-A/C/G/T letters (assembly gaps) are left out, as the training
+    windows leave them out: a run of N is no real sequence to compare generated DNA with."""
     pieces = [s[i:i + length] for s in real for i in range(0, max(1, len(s) - length + 1), length)]
+    pieces = [p for p in pieces if p and sum(map(p.upper().count, "ACGT")) >= (1.0 - max_n_frac) * len(p)]
     if len(pieces) > limit:
         step = len(pieces) / limit
         pieces = [pieces[int(k * step)] for k in range(limit)]
@@ -200,7 +204,7 @@ def estimate_request(generator, args, device) -> tuple[int, float]:
     exceeds :data:`MAX_ESTIMATED_SECONDS` and ``--force`` is not given."""
     from dnadiff.progress import human, planned_calls, seconds_per_call
 
-    length = args.length or (len(args.template) if args.template else generator.window)
+    length = requested_length(args, generator)
     steps = args.steps or min(length, generator.window)
     calls = planned_calls(args.num, length, steps, generator.window, args.batch_size)
     rows = min(args.batch_size, args.num) * (2 if args.guidance > 0 else 1)
@@ -214,6 +218,11 @@ def estimate_request(generator, args, device) -> tuple[int, float]:
     return calls, estimate
 
 
+def requested_length(args: argparse.Namespace, generator) -> int:
+    """Bases per generated sequence: --length, else the template's length, else the model's window."""
+    return args.length or (len(args.template) if args.template else generator.window)
+
+
 def run(args: argparse.Namespace) -> int:
     from dnadiff.generate import check_writable, load, write_fasta
 
@@ -224,6 +233,9 @@ def run(args: argparse.Namespace) -> int:
     train = read_reference(args.train, "--train").held_out if args.report and args.train else None
     generator = load(args.checkpoint, device=device, download=args.download)
     calls, estimate = estimate_request(generator, args, device)
+    if reference is not None and not comparable_pieces(reference.held_out, requested_length(args, generator)):
+        raise UserError(f"--real {args.real} has no stretch of {requested_length(args, generator)} bp that is "
+                        f"not mostly N: give real sequences (not assembly gaps) to compare with")
     started = time.perf_counter()
     inner = generator.denoiser
     if estimate > PROGRESS_AFTER_SECONDS:
