@@ -7,11 +7,16 @@ batch of 256. Each mode runs in its own subprocess so that each peak RSS is its 
 * ``micro``: the batch as length-sorted micro-batches (``--micro-batch``, default from the memory budget),
   each padded to its own longest sequence, gradients accumulated, one AdamW step; inference in
   length-sorted batches with conjoining;
-* ``full``: the old step: all 256 sequences padded to the task's max length, one forward/backward, the
-  backbone reading the padding (not length-aware); inference in batches of 256 padded to the max length.
+* ``full``: the old step on today's engine: all 256 sequences padded to the task's max length, one
+  forward/backward, the backbone reading the padding (not length-aware); inference in batches of 256
+  padded to the max length;
+* ``before``: the package itself as it was when issue 10 was filed (``git archive`` of BEFORE_REF into a
+  temporary folder): its fine-tuning step (one full batch) and its scan kernels. Skipped, with no
+  ``before`` figures, where git or that commit is missing (``--no-before`` skips it too).
 
 Prints ONE JSON line: training and inference examples per wall second and per CPU second (the latter is
-robust to a loaded machine), peak RSS and minor page faults of both modes, their ratios, and for a full
+robust to a loaded machine; with 2 threads it also counts the threads' spinning), peak RSS and minor page
+faults of each mode, the micro-batched path's ratios against ``full`` and against ``before``, and for a full
 5-fold x 10-epoch human_ocr_ensembl run (139,804 training examples, lengths from the Genomic Benchmarks
 coordinates): the padded tokens per example of both paths (its lengths vary, so length-sorted
 micro-batches also pad less), the implied training speedup, and the estimated CPU time at the measured
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,8 +37,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# the "before" child runs the package as it was when issue 10 was filed (an export of BEFORE_REF)
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else REPO
+sys.path.insert(0, str(CODE))
 DATA = REPO.parent / "shared" / "data" / "genomic_benchmarks"
+BEFORE_REF = "43494c5"  # main when issue 10 was filed: one full-batch step, the scan kernels of then
 
 
 def _child(args) -> dict:
@@ -102,6 +111,68 @@ def _child(args) -> dict:
             "timed_steps": len(train_times)}
 
 
+def _child_before(args) -> dict:
+    """The old fine-tuning step, with the old package (``--code``): finetune/trainer.py's train_fold at
+    BEFORE_REF (AdamW on every parameter, RC augmentation, 256 sequences padded to the task's maximum,
+    one forward/backward) and its predict_proba for inference."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from dnadiff.data.genomic_benchmarks import load_task
+    from dnadiff.data.tokenizer import encode_batch
+    from dnadiff.finetune import trainer
+    from dnadiff.models.heads import reverse_complement_valid
+    from dnadiff.models.sizes import caduceus_spec
+
+    data = load_task("human_nontata_promoters", data=DATA / "human_nontata_promoters.test.tsv")
+    seqs, labels = data.train.seqs, torch.as_tensor(data.train.labels, dtype=torch.long)
+    max_length = max(len(s) for s in seqs)
+    torch.manual_seed(0)
+    classifier = trainer.build_classifier(trainer.backbone_from_scratch(caduceus_spec("470k", variant="ph")), 2, "mean")
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=2e-3, weight_decay=0.1)
+    rng, B = np.random.default_rng(0), args.batch
+    train_times, train_cpu = [], []
+    for step in range(args.steps + 1):  # the first step warms up (and builds the old kernel): not timed
+        index = torch.as_tensor(rng.choice(len(seqs), size=B, replace=False))
+        start, cpu = time.perf_counter(), time.process_time()
+        classifier.train()
+        tokens, valid = encode_batch([seqs[i] for i in index], max_length)
+        flip = torch.rand(B) < 0.5
+        tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, valid), tokens)
+        loss = torch.nn.functional.cross_entropy(classifier(tokens, valid), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(classifier.parameters(), 1.0)
+        optimizer.step()
+        if step:
+            train_times.append(time.perf_counter() - start)
+            train_cpu.append(time.process_time() - cpu)
+    infer = [seqs[i] for i in rng.choice(len(seqs), size=args.infer_examples, replace=False)]
+    start, cpu = time.perf_counter(), time.process_time()
+    trainer.predict_proba(classifier, infer, max_length, conjoin=True)
+    infer_s, infer_cpu = time.perf_counter() - start, time.process_time() - cpu
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"train_examples_per_s": round(B * len(train_times) / sum(train_times), 2),
+            "infer_examples_per_s": round(len(infer) / infer_s, 2),
+            "train_examples_per_cpu_s": round(B * len(train_cpu) / sum(train_cpu), 2),
+            "infer_examples_per_cpu_s": round(len(infer) / infer_cpu, 2),
+            "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3), "minor_page_faults": usage.ru_minflt,
+            "micro_batch": B, "padded_length": max_length, "timed_steps": len(train_times), "code": BEFORE_REF}
+
+
+def _export_before(folder: Path) -> bool:
+    """Write the package as of BEFORE_REF into ``folder`` (git archive); False when git or the commit is
+    not there (a source tarball, a shallow clone)."""
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE_REF, "dnadiff"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        return True
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
 def padded_tokens(lengths, batch: int, micro: int | None, cap: int, seed: int = 0) -> float:
     """Mean padded tokens per example over random batches of ``batch`` examples: every row padded to ``cap``
     (``micro`` None: the old full batch) or length-sorted micro-batches of ``micro`` rows each padded to
@@ -135,27 +206,45 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=None)
     parser.add_argument("--infer-examples", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--mode", choices=("micro", "full"), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--no-before", action="store_true", help="skip the run of the package as it was at "
+                        f"{BEFORE_REF} (issue 10's 'today')")
+    parser.add_argument("--mode", choices=("micro", "full", "before"), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--code", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(_child(args)))
+        print(json.dumps(_child_before(args) if args.mode == "before" else _child(args)))
         return
+    import tempfile
+
     import torch
 
     out = {"benchmark": "finetune", "model": "caduceus-ph 470k", "task": "human_nontata_promoters (real, 9,034)",
-           "batch": args.batch, "threads": args.threads, "torch": torch.__version__}
-    for mode in ("full", "micro"):
-        cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--batch", str(args.batch),
-               "--infer-examples", str(args.infer_examples), "--threads", str(args.threads)]
-        if args.micro_batch:
-            cmd += ["--micro-batch", str(args.micro_batch)]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[mode] = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("train", "infer"):
-        for unit in ("s", "cpu_s"):
-            name = f"{key}_examples_per_{unit}"
-            out[f"{key}_speedup" + ("" if unit == "s" else "_cpu")] = round(out["micro"][name] / out["full"][name], 2)
-    out["peak_rss_ratio"] = round(out["micro"]["peak_rss_gb"] / out["full"]["peak_rss_gb"], 3)
+           "batch": args.batch, "threads": args.threads, "torch": torch.__version__,
+           "load_avg_1min_at_start": round(os.getloadavg()[0], 2)}
+    with tempfile.TemporaryDirectory() as old_code:
+        modes = ["full", "micro"]
+        if not args.no_before and _export_before(Path(old_code)):
+            modes.insert(0, "before")
+        for mode in modes:
+            cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--batch", str(args.batch),
+                   "--infer-examples", str(args.infer_examples), "--threads", str(args.threads)]
+            if args.micro_batch:
+                cmd += ["--micro-batch", str(args.micro_batch)]
+            if mode == "before":
+                cmd += ["--code", old_code]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out[mode] = json.loads(result.stdout.strip().splitlines()[-1])
+    # speedups of the micro-batched path: against the full batch on today's engine (the batching alone),
+    # and against the package as it was when the issue was filed (its "today": batching and kernels)
+    for base, suffix in (("full", ""), ("before", "_vs_before")):
+        if base not in out:
+            continue
+        for key in ("train", "infer"):
+            for unit in ("s", "cpu_s"):
+                name = f"{key}_examples_per_{unit}"
+                out[f"{key}_speedup{suffix}" + ("" if unit == "s" else "_cpu")] = round(
+                    out["micro"][name] / out[base][name], 2)
+        out[f"peak_rss_ratio{suffix}"] = round(out["micro"]["peak_rss_gb"] / out[base]["peak_rss_gb"], 3)
     # human_ocr_ensembl: lengths vary (mean 326, max 593), so the micro-batched path also pads far less
     from dnadiff.finetune.batches import default_micro_batch
 

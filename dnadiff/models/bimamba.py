@@ -30,6 +30,6 @@ class BiMamba(nn.Module):
         (:func:`dnadiff.rc.flip_valid`): padding stays at the end in both directions, and since the
         convolution and the scan are causal, no pad reaches a valid position's output.
         """
-        xz = self.mamba_fwd.in_proj(hidden).transpose(1, 2)  # [B, 2 * d_inner, L]
-        y = self.mamba_fwd.ssm(xz) + flip_valid(self.mamba_rev.ssm(flip_valid(xz, lengths, -1)), lengths, -1)
-        return self.mamba_fwd.out_proj(y.transpose(1, 2))
+        xz = self.mamba_fwd.in_proj(hidden)  # [B, L, 2 * d_inner]
+        y = self.mamba_fwd.ssm(xz) + flip_valid(self.mamba_rev.ssm(flip_valid(xz, lengths, 1)), lengths, 1)
+        return self.mamba_fwd.out_proj(y)

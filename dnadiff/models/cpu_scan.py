@@ -1,8 +1,10 @@
 """Optional fused C++ selective scan for CPU tensors, compiled on first use.
 
-``cpu_scan.cpp`` runs the core recurrence of :mod:`dnadiff.models.scan` (one sequential loop over
-positions per batch row and channel, the state in a local array, rows spread over threads with
-``at::parallel_for``) and its adjoint backward. It is built with ``torch.utils.cpp_extension.load``
+``cpu_scan.cpp`` runs the whole selective scan of :mod:`dnadiff.models.scan` (softplus of delta plus
+its bias, the recurrence, the skip and the gate) and its adjoint backward in channel-last layout
+([B, L, D], as the projections produce it): one sequential loop over positions per batch row and block
+of 16 channels, vectorised across the block's channels, tasks spread over threads with
+``at::parallel_for``. It is built with ``torch.utils.cpp_extension.load``
 (needs a C++ compiler and ninja) the first time a CPU scan asks for it; torch caches the build in
 its extension directory (one per checkout and CPU kind) and guards it with a file lock; a lock
 left by a killed compile is removed once it is older than any build takes. Any failure to build or load logs one
@@ -19,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
@@ -100,30 +101,72 @@ def supports(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor) -> bool:
 
 
 class _FusedScan(torch.autograd.Function):
-    """y[b, d, l] = <C_l, h_l> (no skip, no gate; delta already positive), via the C++ kernels."""
+    """The whole selective scan in channel-last layout (softplus of delta + bias, skip, gate included),
+    via the C++ kernels; inputs as in :func:`selective_scan_cpu_cl`, z may be None."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C):
-        ctx.save_for_backward(u, delta, A, B, C)
-        return extension().forward(u, delta, A, B, C)
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, z, softplus):
+        needs_grad = any(ctx.needs_input_grad)
+        y, starts = extension().forward(u, delta, A, B, C, D, delta_bias, z, softplus, needs_grad)
+        if needs_grad:  # with the states at chunk starts, the backward recomputes chunk by chunk
+            ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, z, starts)
+        ctx.softplus = softplus
+        return y
 
     @staticmethod
     def backward(ctx, gy):
-        u, delta, A, B, C = ctx.saved_tensors
-        return tuple(extension().backward(u, delta, A, B, C, gy))
+        u, delta, A, B, C, D, delta_bias, z, starts = ctx.saved_tensors
+        gu, gdelta, gA, gB, gC, gD, gbias, gz = extension().backward(u, delta, A, B, C, D, delta_bias, z,
+                                                                     ctx.softplus, starts, gy)
+        return gu, gdelta, gA, gB, gC, gD, gbias, (gz if z is not None else None), None
+
+
+def selective_scan_cpu_cl(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Fused C++ selective scan in channel-last layout (the layout the projections produce).
+
+    u, delta, z: [B, L, D]; B, C: [B, L, N]; A: [D, N]; D, delta_bias: [D]. Views with a contiguous last
+    dimension go in without a copy. Differentiable in all of them. Requires :func:`supports` (u, delta, A).
+    Returns y: [B, L, D], the transpose of :func:`selective_scan_cpu`'s result.
+    """
+    zeros = None
+    if D is None or delta_bias is None:
+        zeros = u.new_zeros(u.shape[-1])
+    return _FusedScan.apply(u, delta, A, B.to(u.dtype), C.to(u.dtype), zeros if D is None else D.to(u.dtype),
+                            zeros if delta_bias is None else delta_bias.to(u.dtype),
+                            None if z is None else z.to(u.dtype), bool(delta_softplus))
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Fused C++ selective scan, same arguments and result as ``scan.selective_scan_ref``.
 
     u, delta, z: [B, D, L]; A: [D, N]; B, C: [B, N, L]; D, delta_bias: [D]. Differentiable in all of
-    them. Requires :func:`supports` (u, delta, A) to be True. Returns y: [B, D, L].
+    them. Requires :func:`supports` (u, delta, A) to be True. Returns y: [B, D, L] (a transposed view of
+    the channel-last result; :func:`selective_scan_cpu_cl` avoids the layout copies).
     """
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    y = _FusedScan.apply(u, delta, A, B.to(u.dtype), C.to(u.dtype))
-    if D is not None:
-        y = y + u * D[:, None]
-    return y if z is None else y * F.silu(z)
+    t = lambda x: None if x is None else x.transpose(1, 2)  # noqa: E731
+    return selective_scan_cpu_cl(t(u), t(delta), A, t(B), t(C), D, t(z), delta_bias,
+                                 delta_softplus).transpose(1, 2)
+
+
+class _FusedConv(torch.autograd.Function):
+    """silu(causal depthwise conv(x)) in channel-last layout via the C++ kernels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight, bias)
+        return extension().conv_forward(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, gu):
+        return tuple(extension().conv_backward(*ctx.saved_tensors, gu))
+
+
+def causal_conv_silu_cl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """silu of the causal depthwise convolution, channel-last, fused in C++.
+
+    x: [B, L, D] (a view with a contiguous last dimension goes in without a copy); weight: [D, K];
+    bias: [D]. Returns u: [B, L, D] with u_l = silu(bias + sum_k weight[:, k] * x_{l-K+1+k}), x = 0
+    before the start: ``F.silu(F.conv1d(x^T, weight[:, None], bias, padding=K-1, groups=D)[..., :L])^T``.
+    Differentiable in all three. Requires :func:`available` and x float32/float64.
+    """
+    return _FusedConv.apply(x, weight.to(x.dtype), bias.to(x.dtype))

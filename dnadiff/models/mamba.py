@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dnadiff.models.scan import check_kernels, selective_scan, use_cuda_kernels
+from dnadiff.models.cpu_scan import causal_conv_silu_cl, selective_scan_cpu_cl
+from dnadiff.models.scan import check_kernels, scan_backend, selective_scan, use_cuda_kernels
 
 try:  # fused causal depthwise conv, used only on CUDA next to mamba-ssm
     from causal_conv1d import causal_conv1d_fn
@@ -52,18 +53,28 @@ class Mamba(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [B, L, d_model] -> [B, L, d_model]."""
-        xz = self.in_proj(hidden).transpose(1, 2)
-        return self.out_proj(self.ssm(xz).transpose(1, 2))
+        return self.out_proj(self.ssm(self.in_proj(hidden)))
 
     def ssm(self, xz: torch.Tensor) -> torch.Tensor:
-        """Everything between the projections: xz [B, 2 * d_inner, L] -> gated y [B, d_inner, L]."""
-        x, z = xz.chunk(2, dim=1)
-        x = self.conv(x)
-        dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # bias goes in as delta_bias
+        """Everything between the projections, channel-last: xz [B, L, 2 * d_inner] -> gated y [B, L, d_inner].
+
+        On CPU the fused C++ scan takes the projections' outputs as they are (views, no layout copies);
+        elsewhere the scan runs in mamba-ssm's [B, D, L] layout.
+        """
+        x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner] views
         A = -torch.exp(_fp32_or_wider(self.A_log))
-        return selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), _fp32_or_wider(self.D), z=z,
-                              delta_bias=_fp32_or_wider(self.dt_proj.bias), delta_softplus=True, kernels=self.kernels)
+        D, bias = _fp32_or_wider(self.D), _fp32_or_wider(self.dt_proj.bias)
+        if scan_backend(x, x, A, self.kernels) == "cpp":  # fused C++ conv and scan, all channel-last
+            u = causal_conv_silu_cl(x, self.conv1d.weight[:, 0], self.conv1d.bias)
+            dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+            delta = dt @ self.dt_proj.weight.t()  # [B, L, d_inner]; the bias goes in as delta_bias
+            return selective_scan_cpu_cl(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True)
+        u = self.conv(x.transpose(1, 2))  # [B, d_inner, L]
+        dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = dt @ self.dt_proj.weight.t()
+        y = selective_scan(u, delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D,
+                           z=z.transpose(1, 2), delta_bias=bias, delta_softplus=True, kernels=self.kernels)
+        return y.transpose(1, 2)
 
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         """Causal depthwise convolution then SiLU: [B, d_inner, L] -> [B, d_inner, L]."""
