@@ -175,11 +175,14 @@ struct Step {
 
 // One step of the recurrence for a block: h <- a h + du B (a stored to a_out when given); returns
 // the readout sum_n C h in acc.
-template <bool kStore, typename T>
+// NS: the number of states when known at compile time (16, Mamba's default: the loops over states
+// unroll and the accumulators stay in registers), 0 for any other.
+template <bool kStore, int NS, typename T>
 inline void advance(const Args<T>& p, const Block<T>& blk, const Step<T>& s, const T* B_l, const T* C_l,
                     T* h, T* a_out, T* acc) {
+  const int64_t N = NS > 0 ? NS : p.nstate;
   for (int64_t j = 0; j < kW; ++j) acc[j] = T(0);
-  for (int64_t n = 0; n < p.nstate; ++n) {
+  for (int64_t n = 0; n < N; ++n) {
     const T Bn = B_l[n], Cn = C_l[n];
     const T* An = blk.A.data() + n * kW;
     T* hn = h + n * kW;
@@ -198,7 +201,7 @@ inline int64_t num_chunks(int64_t len) { return std::max<int64_t>(1, (len + kChu
 
 // y [B, L, D]; starts (when given) [B, nblocks, K, N * kW]: each block's state at the start of each
 // backward chunk (chunk 0 starts from zero), so the backward recomputes a chunk without a first pass.
-template <typename T>
+template <int NS, typename T>
 void forward_cl(const Args<T>& p, T* y, T* starts) {
   const int64_t nblocks = (p.dim + kW - 1) / kW, K = num_chunks(p.len), NW = p.nstate * kW;
   at::parallel_for(0, p.batch * nblocks, 1, [&](int64_t begin, int64_t end) {
@@ -213,7 +216,7 @@ void forward_cl(const Args<T>& p, T* y, T* starts) {
       for (int64_t l = 0; l < p.len; ++l) {
         if (st && l % kChunk == 0) std::copy(h.begin(), h.end(), st + (l / kChunk) * NW);
         s.load(p, blk, b, l);
-        advance<false>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l, h.data(),
+        advance<false, NS>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l, h.data(),
                        static_cast<T*>(nullptr), acc);
         T out[kW];
         for (int64_t j = 0; j < kW; ++j) out[j] = acc[j] + blk.Dk[j] * s.u[j];
@@ -236,9 +239,9 @@ struct Grads {
   const T* starts;               // [B, nblocks, K, N * kW] from the forward
 };
 
-template <typename T>
+template <int NS, typename T>
 void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
-  const int64_t N = p.nstate, NW = p.nstate * kW, L = p.len;
+  const int64_t N = NS > 0 ? NS : p.nstate, NW = N * kW, L = p.len;
   const int64_t nblocks = (p.dim + kW - 1) / kW;
   const int64_t groups = std::min(kGroups, nblocks);
   const int64_t per_group = (nblocks + groups - 1) / groups;
@@ -273,7 +276,7 @@ void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
             const int64_t l = lo + t;
             s.load(p, blk, b, l);
             std::copy(hs.begin() + t * NW, hs.begin() + (t + 1) * NW, hs.begin() + (t + 1) * NW);
-            advance<true>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l,
+            advance<true, NS>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l,
                     hs.data() + (t + 1) * NW, as.data() + t * NW, acc);
             for (int64_t j = 0; j < kW; ++j) {
               dts[t * kW + j] = s.dt[j];
@@ -374,7 +377,10 @@ void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
 
 // Causal depthwise convolution then SiLU, channel-last: x [B, L, D] (last dimension contiguous),
 // w [D, K], bias [D] -> u [B, L, D] with pre_l = bias + sum_k w_k x_{l-K+1+k} (x = 0 before the start),
-// u_l = silu(pre_l). Tasks are (b, block of kW channels); the backward recomputes pre.
+// u_l = silu(pre_l). Tasks are (b, run of kConvRun positions); every loop runs over a whole row of D
+// contiguous channels. The backward recomputes pre.
+constexpr int64_t kConvRun = 64;
+
 template <typename T>
 struct ConvArgs {
   const T *x, *w, *bias;
@@ -382,85 +388,87 @@ struct ConvArgs {
 };
 
 template <typename T>
-inline void conv_pre(const ConvArgs<T>& c, int64_t b, int64_t l, int64_t d0, int64_t w, const T* wt, T* pre) {
-  for (int64_t j = 0; j < kW; ++j) pre[j] = j < w ? c.bias[d0 + j] : T(0);
-  for (int64_t k = 0; k < c.taps; ++k) {
-    const int64_t src = l - c.taps + 1 + k;
-    if (src < 0) continue;
-    const T* x_s = c.x + b * c.sx_b + src * c.sx_l + d0;
-    const T* w_k = wt + k * kW;
-    for (int64_t j = 0; j < kW; ++j) pre[j] += w_k[j] * (j < w ? x_s[j] : T(0));
+std::vector<T> conv_taps(const ConvArgs<T>& c) {  // weights as [K][D]
+  std::vector<T> wt(c.taps * c.dim);
+  for (int64_t d = 0; d < c.dim; ++d)
+    for (int64_t k = 0; k < c.taps; ++k) wt[k * c.dim + d] = c.w[d * c.taps + k];
+  return wt;
+}
+
+template <typename T>
+inline void conv_pre_row(const ConvArgs<T>& c, const T* wt, int64_t b, int64_t l, T* __restrict__ pre) {
+  const int64_t D = c.dim;
+  std::copy(c.bias, c.bias + D, pre);
+  for (int64_t k = std::max<int64_t>(0, c.taps - 1 - l); k < c.taps; ++k) {
+    const T* __restrict__ x_s = c.x + b * c.sx_b + (l - c.taps + 1 + k) * c.sx_l;
+    const T* __restrict__ w_k = wt + k * D;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) pre[d] += w_k[d] * x_s[d];
   }
 }
 
 template <typename T>
-void conv_weights_block(const ConvArgs<T>& c, int64_t d0, int64_t w, T* wt) {  // wt [K][kW], tail lanes 0
-  for (int64_t k = 0; k < c.taps; ++k)
-    for (int64_t j = 0; j < kW; ++j) wt[k * kW + j] = j < w ? c.w[(d0 + j) * c.taps + k] : T(0);
-}
-
-template <typename T>
 void conv_forward_cl(const ConvArgs<T>& c, T* u) {
-  const int64_t nblocks = (c.dim + kW - 1) / kW;
-  at::parallel_for(0, c.batch * nblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> wt(c.taps * kW);
-    T pre[kW];
+  const std::vector<T> wt = conv_taps(c);
+  const int64_t runs = (c.len + kConvRun - 1) / kConvRun, D = c.dim;
+  at::parallel_for(0, c.batch * runs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / nblocks, d0 = (task % nblocks) * kW, w = std::min(kW, c.dim - d0);
-      conv_weights_block(c, d0, w, wt.data());
-      for (int64_t l = 0; l < c.len; ++l) {
-        conv_pre(c, b, l, d0, w, wt.data(), pre);
+      const int64_t b = task / runs, lo = (task % runs) * kConvRun, hi = std::min(c.len, lo + kConvRun);
+      for (int64_t l = lo; l < hi; ++l) {
+        T* __restrict__ u_l = u + (b * c.len + l) * D;
+        conv_pre_row(c, wt.data(), b, l, u_l);
 #pragma omp simd
-        for (int64_t j = 0; j < kW; ++j) pre[j] *= sigmoid(pre[j]);
-        std::copy(pre, pre + w, u + (b * c.len + l) * c.dim + d0);
+        for (int64_t d = 0; d < D; ++d) u_l[d] *= sigmoid(u_l[d]);
       }
     }
   });
 }
 
-// gu [B, L, D] contiguous -> gx [B, L, D], gw per batch row [B, D, K], gbias per batch row [B, D]
+// gu [B, L, D] contiguous -> gx [B, L, D]; gw, gbias per task: [tasks, K, D], [tasks, D] (summed by the caller)
 template <typename T>
 void conv_backward_cl(const ConvArgs<T>& c, const T* gu, T* gx, T* gw, T* gbias) {
-  const int64_t nblocks = (c.dim + kW - 1) / kW, K = c.taps;
-  at::parallel_for(0, c.batch * nblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> wt(K * kW), gpre(c.len * kW), gw_acc(K * kW);
-    T pre[kW], gb_acc[kW];
+  const std::vector<T> wt = conv_taps(c);
+  const int64_t runs = (c.len + kConvRun - 1) / kConvRun, D = c.dim, K = c.taps;
+  at::parallel_for(0, c.batch * runs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> gpre((kConvRun + K - 1) * D), pre(D);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / nblocks, d0 = (task % nblocks) * kW, w = std::min(kW, c.dim - d0);
-      conv_weights_block(c, d0, w, wt.data());
-      std::fill(gw_acc.begin(), gw_acc.end(), T(0));
-      std::fill(gb_acc, gb_acc + kW, T(0));
-      for (int64_t l = 0; l < c.len; ++l) {  // gradient at the pre-activation
-        conv_pre(c, b, l, d0, w, wt.data(), pre);
-        const T* gu_l = gu + (b * c.len + l) * c.dim + d0;
-        T* gp = gpre.data() + l * kW;
+      const int64_t b = task / runs, lo = (task % runs) * kConvRun, hi = std::min(c.len, lo + kConvRun);
+      const int64_t top = std::min(c.len, hi + K - 1);  // gx at l reads gpre up to l + K - 1
+      T* __restrict__ gw_t = gw + task * K * D;
+      T* __restrict__ gb_t = gbias + task * D;
+      std::fill(gw_t, gw_t + K * D, T(0));
+      std::fill(gb_t, gb_t + D, T(0));
+      for (int64_t l = lo; l < top; ++l) {  // gradient at the pre-activation
+        conv_pre_row(c, wt.data(), b, l, pre.data());
+        const T* __restrict__ gu_l = gu + (b * c.len + l) * D;
+        T* __restrict__ gp = gpre.data() + (l - lo) * D;
+        const T* __restrict__ pr = pre.data();
 #pragma omp simd
-        for (int64_t j = 0; j < kW; ++j) {
-          const T sg = sigmoid(pre[j]);
-          gp[j] = (j < w ? gu_l[j] : T(0)) * sg * (T(1) + pre[j] * (T(1) - sg));
+        for (int64_t d = 0; d < D; ++d) {
+          const T sg = sigmoid(pr[d]);
+          gp[d] = gu_l[d] * sg * (T(1) + pr[d] * (T(1) - sg));
         }
-        for (int64_t j = 0; j < kW; ++j) gb_acc[j] += gp[j];
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t src = l - K + 1 + k;
-          if (src < 0) continue;
-          const T* x_s = c.x + b * c.sx_b + src * c.sx_l + d0;
-          for (int64_t j = 0; j < kW; ++j) gw_acc[k * kW + j] += gp[j] * (j < w ? x_s[j] : T(0));
+        if (l >= hi) continue;  // halo: used by gx only
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) gb_t[d] += gp[d];
+        for (int64_t k = std::max<int64_t>(0, K - 1 - l); k < K; ++k) {
+          const T* __restrict__ x_s = c.x + b * c.sx_b + (l - K + 1 + k) * c.sx_l;
+          T* __restrict__ gw_k = gw_t + k * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) gw_k[d] += gp[d] * x_s[d];
         }
       }
-      for (int64_t l = 0; l < c.len; ++l) {  // gx_s = sum_k w_k gpre_{s+K-1-k}
-        T acc[kW] = {};
+      for (int64_t l = lo; l < hi; ++l) {  // gx_l = sum_k w_k gpre_{l+K-1-k}
+        T* __restrict__ gx_l = gx + (b * c.len + l) * D;
+        std::fill(gx_l, gx_l + D, T(0));
         for (int64_t k = 0; k < K; ++k) {
-          const int64_t dst = l + K - 1 - k;
-          if (dst >= c.len) continue;
-          const T* gp = gpre.data() + dst * kW;
-          const T* w_k = wt.data() + k * kW;
-          for (int64_t j = 0; j < kW; ++j) acc[j] += w_k[j] * gp[j];
+          const int64_t src = l + K - 1 - k;
+          if (src >= c.len) continue;
+          const T* __restrict__ gp = gpre.data() + (src - lo) * D;
+          const T* __restrict__ w_k = wt.data() + k * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) gx_l[d] += w_k[d] * gp[d];
         }
-        std::copy(acc, acc + w, gx + (b * c.len + l) * c.dim + d0);
-      }
-      for (int64_t j = 0; j < w; ++j) {
-        for (int64_t k = 0; k < K; ++k) gw[(b * c.dim + d0 + j) * K + k] = gw_acc[k * kW + j];
-        gbias[b * c.dim + d0 + j] = gb_acc[j];
       }
     }
   });
@@ -530,8 +538,10 @@ std::vector<at::Tensor> scan_forward(at::Tensor u, at::Tensor delta, at::Tensor 
                                         in.u.options())
                             : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(in.u.scalar_type(), "cpu_scan_forward", [&] {
-    forward_cl<scalar_t>(make_args<scalar_t>(in, softplus), y.data_ptr<scalar_t>(),
-                         save_states ? starts.data_ptr<scalar_t>() : nullptr);
+    const auto p = make_args<scalar_t>(in, softplus);
+    scalar_t* st = save_states ? starts.data_ptr<scalar_t>() : nullptr;
+    if (p.nstate == 16) forward_cl<16>(p, y.data_ptr<scalar_t>(), st);
+    else forward_cl<0>(p, y.data_ptr<scalar_t>(), st);
   });
   return {y, starts};
 }
@@ -558,7 +568,9 @@ std::vector<at::Tensor> scan_backward(at::Tensor u, at::Tensor delta, at::Tensor
                       in.z ? gz.data_ptr<scalar_t>() : nullptr, gA.data_ptr<scalar_t>(), gD.data_ptr<scalar_t>(),
                       gbias.data_ptr<scalar_t>(), gB.data_ptr<scalar_t>(), gC.data_ptr<scalar_t>(),
                       gy.data_ptr<scalar_t>(), starts.data_ptr<scalar_t>()};
-    backward_cl<scalar_t>(make_args<scalar_t>(in, softplus), g);
+    const auto p = make_args<scalar_t>(in, softplus);
+    if (p.nstate == 16) backward_cl<16>(p, g);
+    else backward_cl<0>(p, g);
   });
   return {gu, gdelta, gA.sum(0), gB.sum(0), gC.sum(0), gD.sum(0), gbias.sum(0), gz};
 }
@@ -593,12 +605,13 @@ std::vector<at::Tensor> conv_backward(at::Tensor x, at::Tensor w, at::Tensor bia
   TORCH_CHECK(gu.sizes() == x.sizes() && gu.scalar_type() == x.scalar_type(), "cpu_scan: gu must match x");
   gu = gu.contiguous();
   auto gx = at::empty(x.sizes(), x.options());
-  auto gw = at::empty({x.size(0), x.size(2), w.size(1)}, x.options()), gb = at::empty({x.size(0), x.size(2)}, x.options());
+  const int64_t tasks = x.size(0) * ((x.size(1) + kConvRun - 1) / kConvRun);
+  auto gw = at::empty({tasks, w.size(1), x.size(2)}, x.options()), gb = at::empty({tasks, x.size(2)}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cpu_conv_backward", [&] {
     conv_backward_cl<scalar_t>(conv_args<scalar_t>(x, w, bias), gu.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
                                gw.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>());
   });
-  return {gx, gw.sum(0), gb.sum(0)};
+  return {gx, gw.sum(0).t().contiguous(), gb.sum(0)};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -45,7 +45,7 @@ def extension():
             name = f"dnadiff_cpu_scan_{_cpu_tag()}_{_source_tag()}"
             _remove_stale_lock(name)
             _state["module"] = load(name=name, sources=[str(SOURCE)],
-                                    extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                                    extra_cflags=["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-trapping-math", "-fopenmp"], extra_ldflags=["-fopenmp"],
                                     verbose=False)
         except Exception as error:  # no compiler, no ninja, compile or load error: use the pure scan
             log.warning("fused CPU selective scan unavailable, using the pure PyTorch scan (%s: %s)",
