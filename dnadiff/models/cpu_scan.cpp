@@ -7,7 +7,7 @@
 //     dt_l = softplus(delta_l + delta_bias)        (or delta_l + delta_bias without softplus)
 //     a_l  = exp(dt_l * A_n),  h_l = a_l * h_{l-1} + dt_l * u_l * B_{n,l}
 //     y_l  = (sum_n C_{n,l} h_l + D_skip * u_l) * silu(z_l)        (no gate without z)
-// Work is split into (b, block of kW channels) tasks; inside a task every loop over the block's channels
+// Channels are cut into blocks of kW; a task is (b, group of blocks), every loop over a block's channels
 // is a fixed-width loop the compiler vectorises: the state is N vectors of kW lanes, no reductions
 // across lanes in the recurrence, one exp per (position, channel, state) with an inlined polynomial.
 // The forward keeps each block's state at the start of every kChunk positions; the backward recomputes
@@ -15,7 +15,8 @@
 //     g_l = C_l gy0_l + a_{l+1} g_{l+1}
 // in reverse. Gradients of B and C (sums over channels) are accumulated per lane in a task buffer,
 // reduced once per chunk into per-group partial buffers [G, B, L, N] summed at the end, so no two
-// threads write the same place and no lane reduction sits in the inner loop.
+// threads write the same place and no lane reduction sits in the inner loop. G is 1 (whole rows per
+// task) unless the batch is too small to keep every thread busy.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -30,7 +31,6 @@ namespace {
 
 constexpr int64_t kW = 16;        // channels per block (one AVX-512 or two AVX2 vectors of float)
 constexpr int64_t kChunk = 64;    // positions per backward chunk (its buffers stay in L2)
-constexpr int64_t kGroups = 8;    // channel groups per batch row in the backward
 
 // float: Cephes' expf and logf polynomials written with plain arithmetic so that loops over lanes
 // vectorise (about 1 ulp; exp arguments are clamped to [-87, 88]). double: the C library.
@@ -119,57 +119,55 @@ struct Block {
   }
 };
 
+// dst[0:kW] = src[0:w], zeros after (w < kW only for the last block of channels)
+template <typename T>
+inline void load_lanes(T* __restrict__ dst, const T* __restrict__ src, int64_t w) {
+  if (w == kW) {
+#pragma omp simd
+    for (int64_t j = 0; j < kW; ++j) dst[j] = src[j];
+  } else {
+    std::fill(dst, dst + kW, T(0));
+    std::copy(src, src + w, dst);
+  }
+}
+
 // Inputs of one position for a block: u, dt = softplus(delta + bias), its slope, du = dt * u, z.
 template <typename T>
 struct Step {
-  T u[kW], dt[kW], slope[kW], du[kW], z[kW];
+  alignas(64) T u[kW];
+  alignas(64) T dt[kW];
+  alignas(64) T slope[kW];
+  alignas(64) T du[kW];
+  alignas(64) T z[kW];
   void load(const Args<T>& p, const Block<T>& blk, int64_t b, int64_t l) {
-    const T* u_l = p.u + b * p.su_b + l * p.su_l + blk.d0;
-    const T* d_l = p.delta + b * p.sd_b + l * p.sd_l + blk.d0;
-    T pre[kW];
-    if (blk.w == kW) {
-      for (int64_t j = 0; j < kW; ++j) {
-        u[j] = u_l[j];
-        pre[j] = d_l[j] + blk.bias[j];
-      }
-    } else {
-      for (int64_t j = 0; j < kW; ++j) {
-        u[j] = j < blk.w ? u_l[j] : T(0);
-        pre[j] = (j < blk.w ? d_l[j] : T(0)) + blk.bias[j];
-      }
-    }
+    alignas(64) T pre[kW];
+    load_lanes(u, p.u + b * p.su_b + l * p.su_l + blk.d0, blk.w);
+    load_lanes(pre, p.delta + b * p.sd_b + l * p.sd_l + blk.d0, blk.w);
     if (p.softplus) {
 #pragma omp simd
-      for (int64_t j = 0; j < kW; ++j) softplus(pre[j], dt[j], slope[j]);
+      for (int64_t j = 0; j < kW; ++j) softplus(pre[j] + blk.bias[j], dt[j], slope[j]);
     } else {
+#pragma omp simd
       for (int64_t j = 0; j < kW; ++j) {
-        dt[j] = pre[j];
+        dt[j] = pre[j] + blk.bias[j];
         slope[j] = T(1);
       }
     }
+#pragma omp simd
     for (int64_t j = 0; j < kW; ++j) du[j] = dt[j] * u[j];
-    load_z(p, blk, b, l);
+    if (p.gate) load_lanes(z, p.z + b * p.sz_b + l * p.sz_l + blk.d0, blk.w);
   }
   // u and z only, with dt and its slope as computed before (the backward's adjoint pass)
-  void reload(const Args<T>& p, const Block<T>& blk, int64_t b, int64_t l, const T* dt_saved, const T* slope_saved) {
-    const T* u_l = p.u + b * p.su_b + l * p.su_l + blk.d0;
+  void reload(const Args<T>& p, const Block<T>& blk, int64_t b, int64_t l, const T* __restrict__ dt_saved,
+              const T* __restrict__ slope_saved) {
+    load_lanes(u, p.u + b * p.su_b + l * p.su_l + blk.d0, blk.w);
+#pragma omp simd
     for (int64_t j = 0; j < kW; ++j) {
-      u[j] = j < blk.w ? u_l[j] : T(0);
       dt[j] = dt_saved[j];
       slope[j] = slope_saved[j];
       du[j] = dt[j] * u[j];
     }
-    load_z(p, blk, b, l);
-  }
-  void load_z(const Args<T>& p, const Block<T>& blk, int64_t b, int64_t l) {
-    if (p.gate) {
-      const T* z_l = p.z + b * p.sz_b + l * p.sz_l + blk.d0;
-      if (blk.w == kW) {
-        for (int64_t j = 0; j < kW; ++j) z[j] = z_l[j];
-      } else {
-        for (int64_t j = 0; j < kW; ++j) z[j] = j < blk.w ? z_l[j] : T(0);
-      }
-    }
+    if (p.gate) load_lanes(z, p.z + b * p.sz_b + l * p.sz_l + blk.d0, blk.w);
   }
 };
 
@@ -179,52 +177,72 @@ struct Step {
 // unroll and the accumulators stay in registers), 0 for any other.
 template <bool kStore, int NS, typename T>
 inline void advance(const Args<T>& p, const Block<T>& blk, const Step<T>& s, const T* B_l, const T* C_l,
-                    T* h, T* a_out, T* acc) {
+                    const T* h_in, T* h_out, T* a_out, T* acc) {
   const int64_t N = NS > 0 ? NS : p.nstate;
+#pragma omp simd
   for (int64_t j = 0; j < kW; ++j) acc[j] = T(0);
   for (int64_t n = 0; n < N; ++n) {
     const T Bn = B_l[n], Cn = C_l[n];
     const T* An = blk.A.data() + n * kW;
-    T* hn = h + n * kW;
+    const T* hi = h_in + n * kW;
+    T* ho = h_out + n * kW;
     T* an = a_out + (kStore ? n * kW : 0);
 #pragma omp simd
     for (int64_t j = 0; j < kW; ++j) {
       const T a = fexp(s.dt[j] * An[j]);
       if constexpr (kStore) an[j] = a;
-      hn[j] = a * hn[j] + s.du[j] * Bn;
-      acc[j] += Cn * hn[j];
+      const T h = a * hi[j] + s.du[j] * Bn;
+      ho[j] = h;
+      acc[j] += Cn * h;
     }
   }
 }
 
 inline int64_t num_chunks(int64_t len) { return std::max<int64_t>(1, (len + kChunk - 1) / kChunk); }
 
+// Channel groups per batch row: a task is (b, group of blocks). One group (whole rows read in order, the
+// best memory traffic) when the batch alone gives every thread about four tasks; more for small batches.
+inline int64_t channel_groups(int64_t batch, int64_t nblocks) {
+  const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
+  return std::max<int64_t>(1, std::min(nblocks, (want + batch - 1) / std::max<int64_t>(1, batch)));
+}
+
 // y [B, L, D]; starts (when given) [B, nblocks, K, N * kW]: each block's state at the start of each
 // backward chunk (chunk 0 starts from zero), so the backward recomputes a chunk without a first pass.
 template <int NS, typename T>
 void forward_cl(const Args<T>& p, T* y, T* starts) {
   const int64_t nblocks = (p.dim + kW - 1) / kW, K = num_chunks(p.len), NW = p.nstate * kW;
-  at::parallel_for(0, p.batch * nblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(p.nstate * kW);
+  const int64_t groups = channel_groups(p.batch, nblocks), per_group = (nblocks + groups - 1) / groups;
+  at::parallel_for(0, p.batch * groups, 1, [&](int64_t begin, int64_t end) {
     Step<T> s;
     T acc[kW];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / nblocks;
-      const Block<T> blk(p, (task % nblocks) * kW);
-      std::fill(h.begin(), h.end(), T(0));
-      T* st = starts ? starts + task * K * NW : nullptr;
+      const int64_t b = task / groups, grp = task % groups;
+      const int64_t blk_lo = std::min(nblocks, grp * per_group), blk_hi = std::min(nblocks, (grp + 1) * per_group);
+      const int64_t nb = blk_hi - blk_lo;
+      if (nb <= 0) continue;
+      std::vector<Block<T>> blocks;
+      blocks.reserve(nb);
+      for (int64_t i = 0; i < nb; ++i) blocks.emplace_back(p, (blk_lo + i) * kW);
+      std::vector<T> h(nb * NW, T(0));  // the group's states, advanced in lockstep: rows are read in order
       for (int64_t l = 0; l < p.len; ++l) {
-        if (st && l % kChunk == 0) std::copy(h.begin(), h.end(), st + (l / kChunk) * NW);
-        s.load(p, blk, b, l);
-        advance<false, NS>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l, h.data(),
-                       static_cast<T*>(nullptr), acc);
-        T out[kW];
-        for (int64_t j = 0; j < kW; ++j) out[j] = acc[j] + blk.Dk[j] * s.u[j];
-        if (p.gate) {
+        const T* B_l = p.Bm + b * p.sB_b + l * p.sB_l;
+        const T* C_l = p.Cm + b * p.sC_b + l * p.sC_l;
+        for (int64_t i = 0; i < nb; ++i) {
+          const Block<T>& blk = blocks[i];
+          T* h_i = h.data() + i * NW;
+          if (starts && l % kChunk == 0)
+            std::copy(h_i, h_i + NW, starts + ((b * nblocks + blk_lo + i) * K + l / kChunk) * NW);
+          s.load(p, blk, b, l);
+          advance<false, NS>(p, blk, s, B_l, C_l, h_i, h_i, static_cast<T*>(nullptr), acc);
+          T out[kW];
+          for (int64_t j = 0; j < kW; ++j) out[j] = acc[j] + blk.Dk[j] * s.u[j];
+          if (p.gate) {
 #pragma omp simd
-          for (int64_t j = 0; j < kW; ++j) out[j] *= s.z[j] * sigmoid(s.z[j]);
+            for (int64_t j = 0; j < kW; ++j) out[j] *= s.z[j] * sigmoid(s.z[j]);
+          }
+          std::copy(out, out + blk.w, y + (b * p.len + l) * p.dim + blk.d0);
         }
-        std::copy(out, out + blk.w, y + (b * p.len + l) * p.dim + blk.d0);
       }
     }
   });
@@ -237,14 +255,14 @@ struct Grads {
   T *gB, *gC;                    // per group: [G, B, L, N]
   const T* gy;                   // [B, L, D] contiguous
   const T* starts;               // [B, nblocks, K, N * kW] from the forward
+  int64_t groups;                // G: channel groups per batch row (channel_groups)
 };
 
 template <int NS, typename T>
 void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
   const int64_t N = NS > 0 ? NS : p.nstate, NW = N * kW, L = p.len;
   const int64_t nblocks = (p.dim + kW - 1) / kW;
-  const int64_t groups = std::min(kGroups, nblocks);
-  const int64_t per_group = (nblocks + groups - 1) / groups;
+  const int64_t groups = g_out.groups, per_group = (nblocks + groups - 1) / groups;
   const int64_t chunk = kChunk, K = num_chunks(L);
   at::parallel_for(0, p.batch * groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> as((chunk + 1) * NW), hs((chunk + 1) * NW), gB_acc(chunk * NW), gC_acc(chunk * NW);
@@ -275,9 +293,8 @@ void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
           for (int64_t t = 0; t < n_pos; ++t) {
             const int64_t l = lo + t;
             s.load(p, blk, b, l);
-            std::copy(hs.begin() + t * NW, hs.begin() + (t + 1) * NW, hs.begin() + (t + 1) * NW);
             advance<true, NS>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l,
-                    hs.data() + (t + 1) * NW, as.data() + t * NW, acc);
+                              hs.data() + t * NW, hs.data() + (t + 1) * NW, as.data() + t * NW, acc);
             for (int64_t j = 0; j < kW; ++j) {
               dts[t * kW + j] = s.dt[j];
               slopes[t * kW + j] = s.slope[j];
@@ -293,9 +310,13 @@ void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
             const int64_t l = lo + t;
             s.reload(p, blk, b, l, dts.data() + t * kW, slopes.data() + t * kW);
             const T* gy_l = g_out.gy + (b * L + l) * p.dim + blk.d0;
-            T gy0[kW], g_du[kW], g_dt[kW], gz[kW];
+            alignas(64) T gy0[kW];
+            alignas(64) T g_du[kW];
+            alignas(64) T g_dt[kW];
+            alignas(64) T gz[kW];
+            load_lanes(gy0, gy_l, blk.w);
+#pragma omp simd
             for (int64_t j = 0; j < kW; ++j) {
-              gy0[j] = j < blk.w ? gy_l[j] : T(0);
               g_du[j] = T(0);
               g_dt[j] = T(0);
             }
@@ -311,12 +332,11 @@ void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
             }
             const T* B_l = p.Bm + b * p.sB_b + l * p.sB_l;
             const T* C_l = p.Cm + b * p.sC_b + l * p.sC_l;
-            const T* a_t = as.data() + t * NW;
-            const T* a_t1 = a_t + NW;
-            const T* h_t = hs.data() + (t + 1) * NW;  // h_l
-            const T* h_p = hs.data() + t * NW;        // h_{l-1}
-            T* gB_t = gB_acc.data() + t * NW;
-            T* gC_t = gC_acc.data() + t * NW;
+            const T* __restrict__ a_t1 = as.data() + (t + 1) * NW;  // a_{l+1}
+            const T* __restrict__ h_t = hs.data() + (t + 1) * NW;   // h_l
+            T* __restrict__ gB_t = gB_acc.data() + t * NW;
+            T* __restrict__ gC_t = gC_acc.data() + t * NW;
+#pragma GCC unroll 16
             for (int64_t n = 0; n < N; ++n) {
               const T Bn = B_l[n], Cn = C_l[n];
               const T* An = blk.A.data() + n * kW;
@@ -330,14 +350,17 @@ void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
                 gC_t[o + j] += gy0[j] * h_t[o + j];
                 gB_t[o + j] += gv * s.du[j];
                 g_du[j] += gv * Bn;
-                const T m = gv * a_t[o + j] * h_p[o + j];  // gradient through a_l = exp(dt_l A_n)
+                // gradient through a_l = exp(dt_l A_n): m = g_l a_l h_{l-1} = g_l (h_l - du_l B_l)
+                const T m = gv * (h_t[o + j] - s.du[j] * Bn);
                 g_dt[j] += m * An[j];
                 gAn[j] += m * s.dt[j];
               }
             }
             T* gD_i = gD_acc.data() + i * kW;
             T* gbias_i = gbias_acc.data() + i * kW;
-            T gu[kW], gpre[kW];
+            alignas(64) T gu[kW];
+            alignas(64) T gpre[kW];
+#pragma omp simd
             for (int64_t j = 0; j < kW; ++j) {
               gD_i[j] += gy0[j] * s.u[j];
               gpre[j] = (g_du[j] * s.u[j] + g_dt[j]) * s.slope[j];
@@ -557,7 +580,7 @@ std::vector<at::Tensor> scan_backward(at::Tensor u, at::Tensor delta, at::Tensor
               "cpu_scan: starts must come from the forward of these inputs");
   gy = gy.contiguous();
   const int64_t batch = in.u.size(0), len = in.u.size(1), dim = in.u.size(2), nstate = in.A.size(1);
-  const int64_t groups = std::max<int64_t>(1, std::min(kGroups, (dim + kW - 1) / kW));
+  const int64_t groups = channel_groups(batch, (dim + kW - 1) / kW);
   auto opts = in.u.options();
   auto gu = at::empty({batch, len, dim}, opts), gdelta = at::empty({batch, len, dim}, opts);
   auto gz = in.z ? at::empty({batch, len, dim}, opts) : at::Tensor();
@@ -567,7 +590,7 @@ std::vector<at::Tensor> scan_backward(at::Tensor u, at::Tensor delta, at::Tensor
     Grads<scalar_t> g{gu.data_ptr<scalar_t>(), gdelta.data_ptr<scalar_t>(),
                       in.z ? gz.data_ptr<scalar_t>() : nullptr, gA.data_ptr<scalar_t>(), gD.data_ptr<scalar_t>(),
                       gbias.data_ptr<scalar_t>(), gB.data_ptr<scalar_t>(), gC.data_ptr<scalar_t>(),
-                      gy.data_ptr<scalar_t>(), starts.data_ptr<scalar_t>()};
+                      gy.data_ptr<scalar_t>(), starts.data_ptr<scalar_t>(), groups};
     const auto p = make_args<scalar_t>(in, softplus);
     if (p.nstate == 16) backward_cl<16>(p, g);
     else backward_cl<0>(p, g);
