@@ -100,14 +100,18 @@ def _child(args) -> dict:
             for i in range(0, len(infer), B):
                 tokens, valid = encode_batch(infer[i : i + B], max_length)
                 torch.softmax(classifier_logits(classifier, tokens, valid, True), -1)
-    infer_s, infer_cpu = time.perf_counter() - start, time.process_time() - cpu
+    figures = _figures(B, train_times, train_cpu, len(infer), time.perf_counter() - start, time.process_time() - cpu)
+    return {**figures, "micro_batch": micro if args.mode == "micro" else B, "padded_length": max_length}
+
+
+def _figures(batch: int, train_times: list, train_cpu: list, n_infer: int, infer_s: float, infer_cpu: float) -> dict:
+    """Examples per wall and per CPU second of training and inference, peak RSS and page faults so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"train_examples_per_s": round(B * len(train_times) / sum(train_times), 2),
-            "infer_examples_per_s": round(len(infer) / infer_s, 2),
-            "train_examples_per_cpu_s": round(B * len(train_cpu) / sum(train_cpu), 2),
-            "infer_examples_per_cpu_s": round(len(infer) / infer_cpu, 2),
+    return {"train_examples_per_s": round(batch * len(train_times) / sum(train_times), 2),
+            "infer_examples_per_s": round(n_infer / infer_s, 2),
+            "train_examples_per_cpu_s": round(batch * len(train_cpu) / sum(train_cpu), 2),
+            "infer_examples_per_cpu_s": round(n_infer / infer_cpu, 2),
             "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3), "minor_page_faults": usage.ru_minflt,
-            "micro_batch": micro if args.mode == "micro" else B, "padded_length": max_length,
             "timed_steps": len(train_times)}
 
 
@@ -151,14 +155,8 @@ def _child_before(args) -> dict:
     infer = [seqs[i] for i in rng.choice(len(seqs), size=args.infer_examples, replace=False)]
     start, cpu = time.perf_counter(), time.process_time()
     trainer.predict_proba(classifier, infer, max_length, conjoin=True)
-    infer_s, infer_cpu = time.perf_counter() - start, time.process_time() - cpu
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"train_examples_per_s": round(B * len(train_times) / sum(train_times), 2),
-            "infer_examples_per_s": round(len(infer) / infer_s, 2),
-            "train_examples_per_cpu_s": round(B * len(train_cpu) / sum(train_cpu), 2),
-            "infer_examples_per_cpu_s": round(len(infer) / infer_cpu, 2),
-            "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3), "minor_page_faults": usage.ru_minflt,
-            "micro_batch": B, "padded_length": max_length, "timed_steps": len(train_times), "code": BEFORE_REF}
+    figures = _figures(B, train_times, train_cpu, len(infer), time.perf_counter() - start, time.process_time() - cpu)
+    return {**figures, "micro_batch": B, "padded_length": max_length, "code": BEFORE_REF}
 
 
 def _export_before(folder: Path) -> bool:

@@ -209,6 +209,15 @@ inline int64_t channel_groups(int64_t batch, int64_t nblocks) {
 
 // y [B, L, D]; starts (when given) [B, nblocks, K, N * kW]: each block's state at the start of each
 // backward chunk (chunk 0 starts from zero), so the backward recomputes a chunk without a first pass.
+// The blocks [lo, hi) of channels (none when lo >= hi).
+template <typename T>
+std::vector<Block<T>> group_blocks(const Args<T>& p, int64_t lo, int64_t hi) {
+  std::vector<Block<T>> blocks;
+  blocks.reserve(std::max<int64_t>(0, hi - lo));
+  for (int64_t i = lo; i < hi; ++i) blocks.emplace_back(p, i * kW);
+  return blocks;
+}
+
 template <int NS, typename T>
 void forward_cl(const Args<T>& p, T* y, T* starts) {
   const int64_t nblocks = (p.dim + kW - 1) / kW, K = num_chunks(p.len), NW = p.nstate * kW;
@@ -217,13 +226,10 @@ void forward_cl(const Args<T>& p, T* y, T* starts) {
     Step<T> s;
     T acc[kW];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / groups, grp = task % groups;
-      const int64_t blk_lo = std::min(nblocks, grp * per_group), blk_hi = std::min(nblocks, (grp + 1) * per_group);
-      const int64_t nb = blk_hi - blk_lo;
-      if (nb <= 0) continue;
-      std::vector<Block<T>> blocks;
-      blocks.reserve(nb);
-      for (int64_t i = 0; i < nb; ++i) blocks.emplace_back(p, (blk_lo + i) * kW);
+      const int64_t b = task / groups, grp = task % groups, blk_lo = grp * per_group;
+      const std::vector<Block<T>> blocks = group_blocks(p, blk_lo, std::min(nblocks, blk_lo + per_group));
+      const int64_t nb = static_cast<int64_t>(blocks.size());
+      if (nb == 0) continue;
       std::vector<T> h(nb * NW, T(0));  // the group's states, advanced in lockstep: rows are read in order
       for (int64_t l = 0; l < p.len; ++l) {
         const T* B_l = p.Bm + b * p.sB_b + l * p.sB_l;
@@ -270,13 +276,10 @@ void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
     Step<T> s;
     T acc[kW];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / groups, grp = task % groups;
-      const int64_t blk_lo = std::min(nblocks, grp * per_group), blk_hi = std::min(nblocks, (grp + 1) * per_group);
-      const int64_t nb = blk_hi - blk_lo;
-      if (nb <= 0) continue;
-      std::vector<Block<T>> blocks;
-      blocks.reserve(nb);
-      for (int64_t i = 0; i < nb; ++i) blocks.emplace_back(p, (blk_lo + i) * kW);
+      const int64_t b = task / groups, grp = task % groups, blk_lo = grp * per_group;
+      const std::vector<Block<T>> blocks = group_blocks(p, blk_lo, std::min(nblocks, blk_lo + per_group));
+      const int64_t nb = static_cast<int64_t>(blocks.size());
+      if (nb == 0) continue;
       // per block: the adjoint carried between chunks, the decay a_{hi} of the later chunk's first
       // position, and the parameter-gradient accumulators
       std::vector<T> g(nb * NW, T(0)), a_next(nb * NW, T(0));
