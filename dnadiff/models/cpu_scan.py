@@ -45,13 +45,22 @@ def extension():
             name = f"dnadiff_cpu_scan_{_cpu_tag()}_{_source_tag()}"
             _remove_stale_lock(name)
             _state["module"] = load(name=name, sources=[str(SOURCE)],
-                                    extra_cflags=["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-trapping-math", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                                    extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
                                     verbose=False)
         except Exception as error:  # no compiler, no ninja, compile or load error: use the pure scan
             log.warning("fused CPU selective scan unavailable, using the pure PyTorch scan (%s: %s)",
                         type(error).__name__, str(error).strip().splitlines()[-1] if str(error).strip() else "")
             _state["module"] = None
     return _state["module"]
+
+
+def _cflags() -> list[str]:
+    """Compiler flags: native instruction set; on x86, full-width AVX-512 vectors where the CPU has them
+    (the kernels' blocks are 16 floats); the x86-only flag is left out elsewhere (e.g. aarch64)."""
+    flags = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"]
+    if platform.machine().lower() in ("x86_64", "amd64", "i686", "i386"):
+        flags.insert(2, "-mprefer-vector-width=512")
+    return flags
 
 
 def _cpu_tag() -> str:
