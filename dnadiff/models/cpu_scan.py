@@ -1,10 +1,12 @@
-"""Optional fused C++ selective scan for CPU tensors, compiled on first use.
+"""Optional fused C++ kernels of Mamba for CPU tensors (float32/float64), compiled on first use.
 
-``cpu_scan.cpp`` runs the whole selective scan of :mod:`dnadiff.models.scan` (softplus of delta plus
-its bias, the recurrence, the skip and the gate) and its adjoint backward in channel-last layout
-([B, L, D], as the projections produce it): one sequential loop over positions per batch row and block
-of 16 channels, vectorised across the block's channels, tasks spread over threads with
-``at::parallel_for``. It is built with ``torch.utils.cpp_extension.load``
+``cpu_scan.cpp`` runs, in the channel-last layout the projections produce ([B, L, D]; views go in
+without copies), the causal depthwise conv + SiLU (:func:`causal_conv_silu_cl`) and the whole selective
+scan of :mod:`dnadiff.models.scan` (softplus of delta plus its bias, the recurrence, the skip and the
+gate; :func:`selective_scan_cpu_cl`), each with its backward. The scan is one sequential loop over
+positions per batch row and block of 16 channels, vectorised across the block's channels; the forward
+keeps each block's state every 64 positions and the backward recomputes those chunks from there. Tasks
+are spread over threads with ``at::parallel_for``. It is built with ``torch.utils.cpp_extension.load``
 (needs a C++ compiler and ninja) the first time a CPU scan asks for it; torch caches the build in
 its extension directory (one per checkout and CPU kind) and guards it with a file lock; a lock
 left by a killed compile is removed once it is older than any build takes. Any failure to build or load logs one
