@@ -51,9 +51,9 @@ def _child(args) -> dict:
     torch.set_num_threads(args.threads)
     from dnadiff.data.genomic_benchmarks import load_task
     from dnadiff.data.tokenizer import encode_batch
-    from dnadiff.finetune.batches import TrainCollate, default_micro_batch
-    from dnadiff.finetune.module import accumulate_gradients, classifier_logits
-    from dnadiff.finetune.trainer import build_classifier, predict_proba
+    from dnadiff.finetuning.batches import TrainCollate, default_micro_batch
+    from dnadiff.finetuning.module import accumulate_gradients, classifier_logits
+    from dnadiff.finetuning.trainer import build_classifier, predict_proba
     from dnadiff.models import build_model
     from dnadiff.models.config import caduceus_spec
     from dnadiff.training.optim import build_optimizer
@@ -125,7 +125,7 @@ def _child_before(args) -> dict:
     torch.set_num_threads(args.threads)
     from dnadiff.data.genomic_benchmarks import load_task
     from dnadiff.data.tokenizer import encode_batch
-    from dnadiff.finetune import trainer
+    from dnadiff.finetuning import trainer
     from dnadiff.models.heads import reverse_complement_valid
     from dnadiff.models.sizes import caduceus_spec
 
@@ -244,7 +244,7 @@ def main() -> None:
                     out["micro"][name] / out[base][name], 2)
         out[f"peak_rss_ratio{suffix}"] = round(out["micro"]["peak_rss_gb"] / out[base]["peak_rss_gb"], 3)
     # human_ocr_ensembl: lengths vary (mean 326, max 593), so the micro-batched path also pads far less
-    from dnadiff.finetune.batches import default_micro_batch
+    from dnadiff.finetuning.batches import default_micro_batch
 
     lengths = _ocr_lengths()
     n, cap = len(lengths), max(lengths)

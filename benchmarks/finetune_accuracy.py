@@ -21,10 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dnadiff.commands.finetune import load_config  # noqa: E402
+from dnadiff.finetuning.trainer import load_finetune_config as load_config  # noqa: E402
 from dnadiff.data.genomic_benchmarks import load_task  # noqa: E402
-from dnadiff.finetune import protocol_splits, run_finetune, subsample  # noqa: E402
-from dnadiff.finetune.trainer import backbone_from_checkpoint, backbone_from_scratch, build_classifier  # noqa: E402
+from dnadiff.finetuning import protocol_splits, run_finetune, subsample  # noqa: E402
+from dnadiff.finetuning.trainer import backbone_from_checkpoint, backbone_from_scratch, build_classifier  # noqa: E402
 
 TASKS = ("human_nontata_promoters", "human_enhancers_cohn")
 

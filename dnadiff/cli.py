@@ -1,14 +1,19 @@
 """The `dnadiff` command line: ``dnadiff {pretrain,evaluate,finetune,sample,export} ...``.
 
-Each sub-command lives in ``dnadiff/commands/<name>.py`` and is imported only when used, so
-``dnadiff --help`` is fast. User errors (:class:`dnadiff.errors.UserError`) become one line
-on stderr and exit code 2; nothing else is caught.
+Each sub-command lives in ``dnadiff/commands/<name>.py``: it parses its options, calls the library
+(:mod:`dnadiff`'s public API) and prints. The library imports torch and Lightning only when a command runs,
+so ``dnadiff --help`` is fast. User errors (:class:`dnadiff.errors.UserError`) become one line on stderr
+and exit code 2, a library :class:`~dnadiff.errors.ParameterError` naming the option instead of the
+parameter (``batch_size=0 ...`` -> ``--batch-size 0 ...``); nothing else is caught.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from dnadiff import __version__
+from dnadiff.errors import ParameterError, UserError
 
 COMMANDS = {
     "pretrain": "Pretrain a masked-diffusion model on a genome (or text / images).",
@@ -28,6 +33,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="dnadiff", description="Masked discrete diffusion on DNA.")
+    parser.add_argument("--version", action="version", version=f"dnadiff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_text in COMMANDS.items():
@@ -43,9 +49,18 @@ def _load(name: str):
     return importlib.import_module(f"dnadiff.commands.{name}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from dnadiff.errors import UserError
+def as_option(err: UserError, flags: dict[str, str] | None = None) -> str:
+    """The message of a library error in the CLI's terms: a :class:`ParameterError`'s leading ``name=value``
+    becomes ``--name value`` (``flags`` maps parameters whose option has another name, e.g. class_name -> --class)."""
+    message = str(err)
+    if isinstance(err, ParameterError) and message[len(err.parameter):][:1] in ("=", " ") \
+            and message.startswith(err.parameter):
+        flag = (flags or {}).get(err.parameter, "--" + err.parameter.replace("_", "-"))
+        message = f"{flag} {message[len(err.parameter) + 1:]}"
+    return message
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may sit anywhere among the options
@@ -58,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     from dnadiff.logs import configure
 
     configure(verbose=args.verbose)
+    module = importlib.import_module(args._module)
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        return int(module.run(args) or 0)
     except UserError as err:
-        print(f"dnadiff {args.command}: error: {err}", file=sys.stderr)
+        print(f"dnadiff {args.command}: error: {as_option(err, getattr(module, 'FLAGS', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dnadiff {args.command}: interrupted", file=sys.stderr)

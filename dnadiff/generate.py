@@ -1,11 +1,14 @@
-"""Generate DNA from a checkpoint: the Python API behind ``dnadiff sample`` and the notebooks.
+"""A loaded DNA model (:class:`DNAModel`, what :func:`dnadiff.load` returns for a generative checkpoint):
+generation, infilling, scoring and embeddings; the Python API behind ``dnadiff sample``.
 
-    from dnadiff.generate import load, write_fasta
-    gen = load("demo_out/model.pt")     # or an original Caduceus folder / hub id (dnadiff.loading)
-    seqs = gen.generate(8, length=1000, steps=200, seed=0)              # unconditional
-    seqs = gen.generate(4, template="ACGT" + "N" * 92 + "TTGA")          # fill the N positions
-    seqs = gen.generate(4, length=300, prefix="ACGTAC")                  # continue a prefix
-    seqs = gen.generate(4, class_name="K562", guidance=2.0)              # class-conditional
+    import dnadiff
+    model = dnadiff.load("demo_out/model.pt")   # or a .ckpt, an original Caduceus folder, a hub id
+    seqs = model.generate(8, length=1000, steps=200, seed=0)            # unconditional
+    seqs = model.infill("ACGT" + "N" * 92 + "TTGA", num=4)               # fill the N positions
+    seqs = model.generate(4, length=300, prefix="ACGTAC")                # continue a prefix
+    seqs = model.generate(4, class_name="K562", guidance=2.0)            # class-conditional
+    bits = model.score(seqs).bits_per_base                               # NELBO bound, with standard errors
+    vectors = model.embed(seqs)                                          # float32[S, d], RC-invariant
     write_fasta(seqs, "samples.fa")
 
 Lengths beyond the model's window are generated in semi-autoregressive windows (the core's
@@ -29,7 +32,7 @@ from dnadiff.errors import UserError
 _BASES = set("ACGTacgt")
 
 
-class Generator:
+class DNAModel:
     """A loaded DNA denoiser with its diffusion process and checkpoint metadata.
 
     Args:
@@ -198,6 +201,47 @@ class Generator:
         tokens = torch.cat(outputs)
         return decode_batch(tokens) if as_strings else tokens
 
+    def infill(self, template: str, num: int = 1, **options) -> list[str]:
+        """``num`` completions of ``template`` (a string whose N positions are generated; A/C/G/T kept), with the
+        options of :meth:`generate` (steps, sampler, seed, class_name, guidance, ...)."""
+        return self.generate(num, template=template, **options)
+
+    def score(self, seqs: Sequence[str], num_t: int = 8, **options):
+        """Per-sequence NELBO in bits per base with its standard error over ``num_t`` draws
+        (:func:`dnadiff.scoring.score`: a ``SequenceScores``)."""
+        from dnadiff import scoring
+
+        return scoring.score(self, seqs, num_t=num_t, **options)
+
+    def embed(self, seqs: Sequence[str], layer: int | None = None, **options) -> np.ndarray:
+        """One vector per sequence, float32[S, d]: the pooled hidden state (``layer``: which block, default the
+        last), reverse-complement invariant (both strands averaged for Ph, invariant pooling for PS);
+        :func:`dnadiff.scoring.embed`."""
+        from dnadiff import scoring
+
+        return scoring.embed(self, seqs, layer=layer, **options)
+
+    def variant_effects(self, variants, genome, **options):
+        """Zero-shot variant effects (log-likelihood ratios) of a VCF / TSV / records against ``genome``;
+        :func:`dnadiff.scoring.variant_effects`."""
+        from dnadiff import scoring
+
+        return scoring.variant_effects(self, variants, genome, **options)
+
+    def estimate(self, num: int, length: int | None = None, steps: int | None = None, batch_size: int = 256,
+                 guidance: float = 0.0, template: str | None = None) -> tuple[int, float]:
+        """(denoiser calls at most, estimated seconds) of a :meth:`generate` request on this model's device: the
+        calls counted from the windows and steps, one call timed on the device."""
+        from dnadiff.progress import planned_calls, seconds_per_call
+
+        length = length or (len(template) if template else self.window)
+        steps = steps or min(length, self.window)
+        calls = planned_calls(num, length, steps, self.window, batch_size)
+        rows = min(batch_size, num) * (2 if guidance > 0 else 1)
+        per_call = seconds_per_call(self.denoiser, self.diffusion.vocab_size, rows, min(length, self.window),
+                                    self.conditional, self.device)
+        return calls, calls * per_call
+
     @torch.no_grad()
     def bits_per_base(self, seqs: Sequence[str], num_t: int = 8, class_name: str | None = None,
                       batch_size: int = 128, seed: int = 0) -> np.ndarray:
@@ -245,14 +289,29 @@ def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:
     return list(groups.values())
 
 
-def load(checkpoint: str | Path, device: str | torch.device | None = None, download: bool = False) -> Generator:
-    """Load a model into a :class:`Generator` (on ``device``, default CPU): a dnadiff ``model.pt`` or ``.ckpt``,
-    an original Caduceus folder or a Hugging Face hub id (``download`` allows fetching it), see
-    :func:`dnadiff.loading.load_model`."""
+#: the former name of :class:`DNAModel` (it shadowed ``torch.Generator``)
+Generator = DNAModel
+
+
+def load(checkpoint: str | Path, device: str | torch.device | None = None, download: bool = False) -> DNAModel:
+    """Load a generative model into a :class:`DNAModel` (on ``device``, default CPU): a dnadiff ``model.pt`` or
+    ``.ckpt``, an original Caduceus folder or a Hugging Face hub id (``download`` allows fetching it), see
+    :func:`dnadiff.loading.load_model`. :func:`dnadiff.load` also reads fine-tuned classifiers."""
     from dnadiff.loading import load_model
 
     denoiser, diffusion, payload = load_model(checkpoint, download=download)
-    return Generator(denoiser.to(device or "cpu"), diffusion, payload)
+    return DNAModel(denoiser.to(device or "cpu"), diffusion, payload)
+
+
+def sampler_options(remdm_strategy: str = "loop", eta: float | None = None, block_length: int | None = None) -> dict:
+    """The ReMDM and confidence options of :meth:`DNAModel.generate` (``remdm=``, ``confidence=``), checked."""
+    from dnadiff.diffusion.confidence import ConfidenceOptions
+    from dnadiff.diffusion.remdm import ReMDMOptions
+
+    try:
+        return {"remdm": ReMDMOptions(remdm_strategy, eta), "confidence": ConfidenceOptions(block_length=block_length)}
+    except ValueError as err:
+        raise UserError(f"{err}: fix --eta / --block-length") from None
 
 
 def check_writable(path: str | Path, overwrite: bool = True) -> Path:

@@ -172,8 +172,12 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
     Returns:
         (denoiser nn.Module on ``map_location``, diffusion process (MaskedDiffusion or GenMD4), payload dict).
     """
-    payload = load_payload(source, download, cache_dir)
-    model = model_from_payload(payload, str(source)).to(map_location)
+    return model_and_process(load_payload(source, download, cache_dir), str(source), map_location)
+
+
+def model_and_process(payload: dict, where: str = "the checkpoint", map_location: str | torch.device = "cpu"):
+    """(eval-mode denoiser on ``map_location``, diffusion process, payload) of a ``dnadiff-model/1`` payload."""
+    model = model_from_payload(payload, where).to(map_location)
     process = build_process(payload["diffusion"])
     if payload.get("genmd4") and isinstance(process, torch.nn.Module):
         process.load_state_dict(payload["genmd4"])

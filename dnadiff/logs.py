@@ -11,6 +11,7 @@ restores everything.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -53,3 +54,29 @@ def configure(verbose: bool = False) -> None:
     if not verbose:
         for message, category in FRAMEWORK_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
+
+
+@contextlib.contextmanager
+def quiet_frameworks():
+    """Within a library call: Lightning's banners and known framework deprecation warnings silenced, and
+    everything restored afterwards (no handler is installed, the caller's logging stays as it was). Under the
+    CLI with ``--verbose`` (which set the levels to NOTSET) nothing is silenced."""
+    if logging.getLogger(LIGHTNING_LOGGERS[0]).level == logging.NOTSET and _verbose_cli():
+        yield
+        return
+    saved = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    with warnings.catch_warnings():
+        for message, category in FRAMEWORK_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        for name in LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for name, level in saved.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _verbose_cli() -> bool:
+    handler = next((h for h in logging.getLogger().handlers if isinstance(h, _Stderr)), None)
+    return handler is not None and handler.level <= logging.INFO

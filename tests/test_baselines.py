@@ -8,8 +8,8 @@ import torch
 from dnadiff.data.genomic_benchmarks import load_task
 from dnadiff.eval.classification import classification_metrics
 from dnadiff.eval.sequence_metrics import sparse_kmer_counts as kmer_counts
-from dnadiff.finetune.baselines import CNNBaseline, GBCNN, KmerLogReg
-from dnadiff.finetune.cv import stratified_folds
+from dnadiff.finetuning.baselines import CNNBaseline, GBCNN, KmerLogReg
+from dnadiff.finetuning.cv import stratified_folds
 
 
 def test_kmer_counts_exact():

@@ -7,8 +7,8 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 
 from dnadiff.errors import UserError
-from dnadiff.finetune import protocol_splits, subsample
-from dnadiff.finetune.cv import caduceus_resplits, stratified_folds
+from dnadiff.finetuning import protocol_splits, subsample
+from dnadiff.finetuning.cv import caduceus_resplits, stratified_folds
 
 LABELS = np.array([0] * 23 + [1] * 17 + [2] * 10)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dnadiff.cli import main
-from dnadiff.commands.export import export_hf
+from dnadiff.exporting import export as export_hf
 from dnadiff.data.tokenizer import CADUCEUS_IDS
 from dnadiff.errors import UserError
 from dnadiff.loading import load_model, load_payload, read_original

@@ -11,7 +11,7 @@ import torch
 from dnadiff.cli import main
 from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.eval.classification import METRICS
-from dnadiff.finetune.trainer import FinetuneConfig, build_classifier, predict_proba, train_fold
+from dnadiff.finetuning.trainer import FinetuneConfig, build_classifier, predict_proba, train_fold
 from dnadiff.models import build_model
 from dnadiff.models.config import caduceus_spec
 from dnadiff.training.checkpoint import save_checkpoint
@@ -175,7 +175,7 @@ def test_bad_no_backbone_choice(capsys, tmp_path, shared_data):
 
 
 def test_results_written_atomically_and_nothing_on_error(tmp_path):
-    from dnadiff.finetune.report import write_results
+    from dnadiff.finetuning.report import write_results
 
     summary = {m: {"mean": 0.5, "std": float("nan"), "min": 0.5, "max": 0.5} for m in METRICS}
     fold = {"fold": 0, "best_epoch": 0, **{m: 0.5 for m in METRICS}, "n": 4,

@@ -12,10 +12,10 @@ import torch
 
 from dnadiff.cli import main
 from dnadiff.data.tokenizer import encode_batch
-from dnadiff.finetune.batches import (default_micro_batch, inference_batches, make_micro_batches,
+from dnadiff.finetuning.batches import (default_micro_batch, inference_batches, make_micro_batches,
                                       small_data_batch)
-from dnadiff.finetune.module import accumulate_gradients
-from dnadiff.finetune.trainer import build_classifier, predict_proba
+from dnadiff.finetuning.module import accumulate_gradients
+from dnadiff.finetuning.trainer import build_classifier, predict_proba
 from dnadiff.models import build_model
 from dnadiff.rc import flip_valid
 
@@ -106,7 +106,7 @@ def test_default_micro_batch_and_small_data_batch():
 
 # ------------------------------------------------------------------ device options (one helper for all commands)
 def test_devices_helper_parsing():
-    from dnadiff.commands.devices import parse_devices, resolve_precision
+    from dnadiff.devices import parse_devices, resolve_precision
     from dnadiff.errors import UserError
 
     assert parse_devices("2") == 2 and parse_devices("auto") == "auto" and parse_devices("0,1") == [0, 1]

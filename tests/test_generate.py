@@ -264,7 +264,7 @@ def test_bits_per_base_of_empty_or_all_n_sequences_is_nan_with_a_warning():
 def test_report_pieces_leave_out_assembly_gaps():
     """The real pieces a report compares with are cut to the generated length, and pieces that are
     mostly N (assembly gaps, e.g. a chromosome's first 10 kb) are left out, as training windows are."""
-    from dnadiff.commands.sample import comparable_pieces
+    from dnadiff.eval.sample_report import comparable_pieces
 
     real = ["N" * 8 + "ACGTACGT" + "ACGNACGT" + "NNNNACGT", "acgtacgt"]
     assert comparable_pieces(real, 8, max_n_frac=0.2) == ["ACGTACGT", "ACGNACGT", "acgtacgt"]  # 1/8 N

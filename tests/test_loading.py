@@ -111,7 +111,7 @@ def test_revision_and_missing_files_and_bad_configs_are_one_line_errors(shared_f
 
 
 def test_finetune_starts_from_an_original_folder_in_training_mode(shared_fixtures, tmp_path):
-    from dnadiff.finetune.trainer import backbone_from_checkpoint
+    from dnadiff.finetuning.trainer import backbone_from_checkpoint
 
     config, state, expected = reference(shared_fixtures, "ps")
     snapshot = add_repo(tmp_path / "hub", "me/ps", original_files(config, state, "safetensors", tmp_path))

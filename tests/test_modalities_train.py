@@ -170,7 +170,7 @@ def _class_definitions(package: Path) -> list[tuple[str, list[str], str]]:
 
 def _pretrain_path(modality: str, tmp_path: Path):
     """Data and Lightning module exactly as `dnadiff pretrain` builds them, with a tiny model."""
-    from dnadiff.commands.pretrain import build_module
+    from dnadiff.training.pretrain import build_module
     from dnadiff.training.config import load_config
     from dnadiff.training.data import build_data
 

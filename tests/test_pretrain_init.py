@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnadiff.commands.pretrain import build_module
+from dnadiff.training.pretrain import build_module
 from dnadiff.data.tokenizer import CADUCEUS_IDS, MASK, to_caduceus_ids
 from dnadiff.errors import UserError
 from dnadiff.loading import load_payload

@@ -1,5 +1,5 @@
 """`dnadiff evaluate`: held-out NELBO (bits per token, perplexity, standard errors) of a checkpoint,
-beside an order-k Markov baseline scored on exactly the same positions (DNA).
+beside an order-k Markov baseline scored on exactly the same positions (DNA); :func:`dnadiff.evaluate`.
 
     dnadiff evaluate --checkpoint OUT/model.pt --genome hg38.fa [--split test | --region chr1:1-1000000] [--json]
     dnadiff evaluate --checkpoint OUT/model.pt --text FILE      # bpc;  --images digits -> bpd
@@ -7,12 +7,8 @@ beside an order-k Markov baseline scored on exactly the same positions (DNA).
 from __future__ import annotations
 
 import json
-import math
 
-import torch
-
-from dnadiff.commands.devices import add_device_arguments, torch_device
-from dnadiff.errors import UserError
+from dnadiff.commands.devices import add_device_arguments, device_options
 from dnadiff.training.config import option
 
 
@@ -38,91 +34,13 @@ def add_arguments(p) -> None:
     add_device_arguments(p, training=False)
 
 
-def materialise(loader, limit: int | None = None) -> list[dict]:
-    """The batches of a loader as a list (so the network and the baseline see the same windows)."""
-    out, n = [], 0
-    for batch in loader:
-        out.append(batch)
-        n += batch["tokens"].shape[0]
-        if limit is not None and n >= limit:
-            break
-    if not out:
-        raise UserError("no windows to evaluate: the region or split is shorter than the window or all N")
-    return out
-
-
-def dna_batches(args, info: dict):
-    from dnadiff.training.data import build_dna, genome_path
-
-    genome = args.genome or info.get("genome")
-    if not genome:
-        raise UserError("a DNA checkpoint needs --genome FASTA to evaluate on")
-    data = {**info, "batch_size": args.batch_size, "num_workers": 0, "max_eval_windows": args.max_windows}
-    dm, _ = build_dna(data, genome_path(genome, args.decompress), seed=args.seed)
-    target = dm.region(args.region) if args.region else args.split
-    batches = materialise(dm.eval_dataloader(target, args.max_windows))
-    train = dm.eval_dataloader("train", args.markov_train_windows)
-    val = materialise(dm.eval_dataloader("val", min(args.max_windows, 256)))
-    return batches, train, val
-
-
 def run(args) -> int:
-    from dnadiff.diffusion import evaluate
-    from dnadiff.loading import load_model
+    from dnadiff.evaluation import evaluate
 
-    device = torch_device(args)
-    torch.manual_seed(args.seed)
-    model, process, payload = load_model(args.checkpoint, download=args.download)
-    model.to(device)
-    if isinstance(process, torch.nn.Module):
-        process.to(device)
-    info = payload.get("data", {})
-    modality = info.get("modality", "dna")
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    result: dict = {"checkpoint": str(args.checkpoint), "modality": modality}
-    wrong = [f"--{name}" for name, fits in (("genome", modality == "dna"), ("text", modality == "text"),
-                                            ("images", modality == "pixels")) if getattr(args, name, None) and not fits]
-    if wrong or (args.region and modality != "dna"):
-        raise UserError(f"{(wrong or ['--region'])[0]} does not fit this {modality} checkpoint: "
-                        f"give the data it was trained on ({'--genome' if modality == 'dna' else '--text or --images'})")
-    if modality == "dna":
-        from dnadiff.eval.markov import fit_markov
-
-        batches, train, val = dna_batches(args, info)
-        rep = evaluate(process, model, batches, num_t=args.num_t, exact_steps=args.exact_steps, generator=g)
-        markov, _ = fit_markov(train, val, max_order=args.markov_max_order)
-        mk = markov.score(batches)
-        assert mk.num_positions == rep.num_tokens, "Markov baseline and network must score the same positions"
-        result.update(where=args.region or args.split, bits_per_nt=rep.bits_per_token, bits_stderr=rep.bits_stderr,
-                      nats_per_nt=rep.nats_per_token, perplexity=rep.perplexity,
-                      perplexity_stderr=rep.perplexity_stderr, num_positions=rep.num_tokens,
-                      num_windows=rep.num_sequences, markov_order=mk.order, markov_bits_per_nt=mk.bits_per_nt,
-                      markov_perplexity=mk.perplexity, num_t=args.num_t)
-        lines = [f"network   {rep.bits_per_token:.4f} ± {rep.bits_stderr:.4f} bits/nt   perplexity "
-                 f"{rep.perplexity:.4f} ± {rep.perplexity_stderr:.4f}",
-                 f"markov-{mk.order}  {mk.bits_per_nt:.4f} bits/nt            perplexity {mk.perplexity:.4f}",
-                 f"on {rep.num_tokens:,} positions in {rep.num_sequences} windows ({result['where']})"]
-    else:
-        from dnadiff.training.modalities import build_datamodule
-
-        data = {**info, "batch_size": args.batch_size}
-        if args.text:
-            data["text"] = args.text
-        if args.images:
-            data["images"] = args.images
-        dm, info = build_datamodule(data)
-        dm.setup("test")
-        loader = dm.test_dataloader() if args.split == "test" else dm.val_dataloader()
-        batches = materialise(loader, args.max_windows)
-        rep = evaluate(process, model, batches, num_t=args.num_t, exact_steps=args.exact_steps, generator=g)
-        unit = info["unit"]
-        result.update(unit=unit, bits=rep.bits_per_token, bits_stderr=rep.bits_stderr, perplexity=rep.perplexity,
-                      perplexity_stderr=rep.perplexity_stderr, uniform_bits=info["uniform_bits"],
-                      num_positions=rep.num_tokens, num_sequences=rep.num_sequences)
-        lines = [f"network  {rep.bits_per_token:.4f} ± {rep.bits_stderr:.4f} {unit}   (uniform {info['uniform_bits']:.4f})",
-                 f"on {rep.num_tokens:,} tokens in {rep.num_sequences} sequences ({args.split})"]
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("\n".join(lines))
+    report = evaluate(args.checkpoint, genome=args.genome, text=args.text, images=args.images, split=args.split,
+                      region=args.region, max_windows=args.max_windows, batch_size=args.batch_size, num_t=args.num_t,
+                      exact_steps=args.exact_steps, markov_max_order=args.markov_max_order,
+                      markov_train_windows=args.markov_train_windows, decompress=args.decompress, seed=args.seed,
+                      download=args.download, **device_options(args))
+    print(json.dumps(report.to_dict()) if args.json else "\n".join(report.lines()))
     return 0

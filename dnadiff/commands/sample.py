@@ -1,4 +1,5 @@
-"""``dnadiff sample``: generate sequences from a checkpoint into a FASTA file, optionally with a quality report.
+"""``dnadiff sample``: generate sequences from a checkpoint into a FASTA file, optionally with a quality report
+(:meth:`dnadiff.DNAModel.generate`, :func:`dnadiff.eval.sample_report.build_report`).
 
     dnadiff sample --checkpoint demo_out/model.pt --num 100 --length 1000 --out samples.fa
     dnadiff sample --checkpoint dhs.pt --num 200 --class K562 --guidance 2 --out k562.fa \\
@@ -12,23 +13,14 @@ training data). Without ``--real`` the report holds only the figures that need n
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-import torch
-
-from dnadiff.commands.devices import add_device_arguments, torch_device
+from dnadiff.commands.devices import add_device_arguments
 from dnadiff.errors import UserError
 from dnadiff.training.config import option
 
-#: at most this many labelled real sequences train the report's k-mer classifier (a few seconds).
-CLASSIFIER_TRAIN_SIZE = 10_000
 #: a request estimated to take longer than this on the device is refused unless --force
 MAX_ESTIMATED_SECONDS = 12 * 3600.0
 #: progress lines are printed for requests estimated to take longer than this
@@ -65,117 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                   "to take more than 12 hours on the device")
 
 
-@dataclass
-class Reference:
-    """Real sequences for the report: held-out ones, a memorisation reference, labelled ones."""
-
-    held_out: list[str]
-    train: list[str] | None = None
-    labelled: list[str] = field(default_factory=list)
-    label_names: list[str] = field(default_factory=list)
-
-
-def _open_text(path: Path):
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", newline="") if gzipped else open(path, newline="")
-
-
-def read_reference(path: str | Path, option: str = "--real") -> Reference:
-    """Read real sequences from a FASTA file, a ``seq[<TAB>label]`` table or the DHS table.
-
-    Raises:
-        UserError: missing file or an unrecognised layout.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"real sequences {path} not found: pass a FASTA file or a seq<TAB>label table to {option}")
-    try:
-        with _open_text(path) as handle:
-            first = handle.readline()
-            handle.read(1 << 16)  # a binary file fails here, not halfway through reading it
-    except (UnicodeDecodeError, OSError, EOFError) as err:
-        raise UserError(f"{path} is not a text file ({type(err).__name__}): pass a FASTA file or a seq<TAB>label table to {option}") from None
-    if first.startswith(">"):
-        return Reference(held_out=_read_fasta(path))
-    header = first.rstrip("\r\n").split("\t")
-    if {"sequence", "TAG", "data_label"} <= set(header):
-        from dnadiff.data.dhs import load_dhs
-
-        dhs = load_dhs(path)
-        test, training = dhs.subset("test"), dhs.subset("training")
-        names = [dhs.class_names[i] for i in training.labels]
-        return Reference(held_out=test.sequences, train=training.sequences, labelled=training.sequences, label_names=names)
-    column = next((c for c in ("seq", "sequence") if c in header), None)
-    if column is None:
-        raise UserError(f"{path} is neither FASTA nor a table with a 'seq' column: give FASTA or seq<TAB>label with a header")
-    with _open_text(path) as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    seqs = [row[column].upper() for row in rows]
-    if "label" in header:
-        return Reference(held_out=seqs, labelled=seqs, label_names=[row["label"] for row in rows])
-    return Reference(held_out=seqs)
-
-
-def _read_fasta(path: Path) -> list[str]:
-    seqs: list[str] = []
-    with _open_text(path) as handle:
-        for line in handle:
-            line = line.strip()
-            if line.startswith(">"):
-                seqs.append("")
-            elif line and seqs:
-                seqs[-1] += line.upper()
-    if not seqs:
-        raise UserError(f"{path} holds no FASTA record: check the file")
-    return seqs
-
-
-MAX_REFERENCE_PIECES = 256
-
-
-def comparable_pieces(real: list[str], length: int, limit: int = MAX_REFERENCE_PIECES,
-                      max_n_frac: float = 0.1) -> list[str]:
-    """Real sequences cut to the generated length (a whole chromosome becomes windows), at most
-    ``limit`` evenly spaced pieces, so the report compares like with like in bounded time. Pieces
-    with more than ``max_n_frac`` non-A/C/G/T letters (assembly gaps) are left out, as the training
-    windows leave them out: a run of N is no real sequence to compare generated DNA with."""
-    pieces = [s[i:i + length] for s in real for i in range(0, max(1, len(s) - length + 1), length)]
-    pieces = [p for p in pieces if p and sum(map(p.upper().count, "ACGT")) >= (1.0 - max_n_frac) * len(p)]
-    if len(pieces) > limit:
-        step = len(pieces) / limit
-        pieces = [pieces[int(k * step)] for k in range(limit)]
-    return pieces
-
-
-def build_report(generator, seqs: list[str], class_name: str | None, reference: Reference | None,
-                 train: list[str] | None) -> dict:
-    """Quality figures of the generated ``seqs`` (see :func:`dnadiff.eval.sequence_metrics.report`)."""
-    from dnadiff.eval.sequence_metrics import KmerClassifier, gc_fractions, report
-
-    score = lambda s: generator.bits_per_base(s, class_name=class_name)  # noqa: E731
-    if reference is None:
-        bits = score(seqs)
-        return {"num_generated": len(seqs), "gc_mean_generated": float(np.nanmean(gc_fractions(seqs))),
-                "bits_per_base_generated": float(bits.mean())}
-    train = train if train is not None else reference.train
-    held_out = comparable_pieces(reference.held_out, max(len(s) for s in seqs))
-    classifier = requested = None
-    if class_name is not None and class_name in set(reference.label_names):
-        names = sorted(set(reference.label_names))
-        rng = np.random.default_rng(0)
-        keep = rng.permutation(len(reference.labelled))[:CLASSIFIER_TRAIN_SIZE]
-        classifier = KmerClassifier().fit([reference.labelled[i] for i in keep],
-                                          [names.index(reference.label_names[i]) for i in keep])
-        requested = [names.index(class_name)] * len(seqs)
-    metrics = report(seqs, held_out, train=train, classifier=classifier, requested=requested, bits_per_base=score)
-    from dnadiff.eval.field_metrics import flat_field_figures
-
-    names = sorted(set(reference.label_names))
-    metrics.update(flat_field_figures(seqs, held_out, reference.labelled, [names.index(n) for n in reference.label_names]))
-    return metrics
-
-
 def _print_report(metrics: dict) -> None:
     for key, value in metrics.items():
         if isinstance(value, dict):
@@ -187,78 +68,48 @@ def _print_report(metrics: dict) -> None:
         print(f"  {key:<26} {value}")
 
 
-def sampler_options(args: argparse.Namespace) -> dict:
-    """ReMDM / confidence options from the command line (checked before any work)."""
-    from dnadiff.diffusion.confidence import ConfidenceOptions
-    from dnadiff.diffusion.remdm import ReMDMOptions
-
-    try:
-        return {"remdm": ReMDMOptions(getattr(args, "remdm_strategy", "loop"), getattr(args, "eta", None)),
-                "confidence": ConfidenceOptions(block_length=getattr(args, "block_length", None))}
-    except ValueError as err:
-        raise UserError(f"{err}: fix --eta / --block-length") from None
-
-
-def estimate_request(generator, args, device) -> tuple[int, float]:
-    """(denoiser calls at most, estimated seconds) of this request on ``device``; UserError when the estimate
-    exceeds :data:`MAX_ESTIMATED_SECONDS` and ``--force`` is not given."""
-    from dnadiff.progress import human, planned_calls, seconds_per_call
-
-    length = requested_length(args, generator)
-    steps = args.steps or min(length, generator.window)
-    calls = planned_calls(args.num, length, steps, generator.window, args.batch_size)
-    rows = min(args.batch_size, args.num) * (2 if args.guidance > 0 else 1)
-    per_call = seconds_per_call(generator.denoiser, generator.diffusion.vocab_size, rows, min(length, generator.window),
-                                generator.conditional, torch.device(device))
-    estimate = calls * per_call
-    if estimate > MAX_ESTIMATED_SECONDS and not args.force:
-        raise UserError(f"this request needs up to {calls:,} denoiser calls, about {human(estimate)} on {device} "
-                        f"({per_call * 1e3:.2f} ms each): lower --length, --num or --steps, use a GPU, "
-                        f"or add --force to run it anyway")
-    return calls, estimate
-
-
-def requested_length(args: argparse.Namespace, generator) -> int:
-    """Bases per generated sequence: --length, else the template's length, else the model's window."""
-    return args.length or (len(args.template) if args.template else generator.window)
-
-
 def run(args: argparse.Namespace) -> int:
-    from dnadiff.generate import check_writable, load, write_fasta
+    from dnadiff.data.reference import read_reference
+    from dnadiff.devices import torch_device
+    from dnadiff.eval.sample_report import build_report, comparable_pieces
+    from dnadiff.generate import check_writable, load, sampler_options, write_fasta
+    from dnadiff.progress import CallProgress, human
 
-    device = torch_device(args)  # a bad device option fails before any work
+    device = torch_device(args.accelerator, args.devices)  # a bad device option fails before any work
     check_writable(args.out, overwrite=args.force)
-    sampler_options(args)
+    options = sampler_options(args.remdm_strategy, args.eta, args.block_length)
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train, "--train").held_out if args.report and args.train else None
-    generator = load(args.checkpoint, device=device, download=args.download)
-    calls, estimate = estimate_request(generator, args, device)
-    if reference is not None and not comparable_pieces(reference.held_out, requested_length(args, generator)):
-        raise UserError(f"--real {args.real} has no stretch of {requested_length(args, generator)} bp that is "
-                        f"not mostly N: give real sequences (not assembly gaps) to compare with")
+    model = load(args.checkpoint, device=device, download=args.download)
+    length = args.length or (len(args.template) if args.template else model.window)
+    calls, estimate = model.estimate(args.num, length, args.steps, args.batch_size, args.guidance)
+    if estimate > MAX_ESTIMATED_SECONDS and not args.force:
+        raise UserError(f"this request needs up to {calls:,} denoiser calls, about {human(estimate)} on {device} "
+                        f"({estimate / calls * 1e3:.2f} ms each): lower --length, --num or --steps, use a GPU, "
+                        f"or add --force to run it anyway")
+    if reference is not None and not comparable_pieces(reference.held_out, length):
+        raise UserError(f"--real {args.real} has no stretch of {length} bp that is not mostly N: give real "
+                        "sequences (not assembly gaps) to compare with")
     started = time.perf_counter()
-    inner = generator.denoiser
+    inner = model.denoiser
     if estimate > PROGRESS_AFTER_SECONDS:
-        from dnadiff.progress import CallProgress, human
-
         print(f"sampling: up to {calls:,} denoiser calls, about {human(estimate)}", file=sys.stderr, flush=True)
-        generator.denoiser = CallProgress(inner, calls)
+        model.denoiser = CallProgress(inner, calls)
     try:
-        seqs = generator.generate(
-            args.num, length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
-            top_p=args.top_p, prefix=args.prefix, template=args.template, class_name=args.class_name,
-            guidance=args.guidance, seed=args.seed, batch_size=args.batch_size, **sampler_options(args),
-        )
+        seqs = model.generate(args.num, length=args.length, steps=args.steps, sampler=args.sampler,
+                              temperature=args.temperature, top_p=args.top_p, prefix=args.prefix,
+                              template=args.template, class_name=args.class_name, guidance=args.guidance,
+                              seed=args.seed, batch_size=args.batch_size, **options)
     finally:
-        generator.denoiser = inner
+        model.denoiser = inner
     seconds = time.perf_counter() - started
     suffix = f"_{args.class_name}" if args.class_name else ""
     write_fasta(seqs, args.out, names=[f"sample_{i}{suffix}" for i in range(len(seqs))])
-    stats = generator.last_stats
+    stats = model.last_stats
     print(f"wrote {len(seqs)} sequences of {stats['length']} bp to {args.out} "
           f"({stats['denoiser_calls']} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
     if args.report:
-        metrics = build_report(generator, seqs, args.class_name, reference, train)
+        metrics = build_report(model, seqs, args.class_name, reference, train)
         print("report (generated vs real):" if reference else "report (no --real given: reference-free figures only):")
         _print_report(metrics)
         print(json.dumps(metrics, default=str))

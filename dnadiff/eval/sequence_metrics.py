@@ -187,7 +187,7 @@ class KmerClassifier:
         ks: k-mer sizes used as features (default 1..5: 1,364 features).
         features: ``"frequency"``: per-k frequencies, standardised (class recognition of generated
             sequences); ``"log_count"``: log(1 + count) of the single size ``ks = (k,)``, rows scaled to
-            unit L2 norm, sparse (the fine-tuning baseline, :class:`dnadiff.finetune.baselines.KmerLogReg`).
+            unit L2 norm, sparse (the fine-tuning baseline, :class:`dnadiff.finetuning.baselines.KmerLogReg`).
         max_iter, C, seed: passed to :class:`sklearn.linear_model.LogisticRegression`; the strong
             default regularisation (C=0.01) converges in a few seconds on 40k sequences and
             recognises the 4 DHS cell types of held-out chr1 sequences about 2/3 of the time.

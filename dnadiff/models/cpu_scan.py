@@ -7,7 +7,8 @@ gate; :func:`selective_scan_cpu_cl`), each with its backward. The scan is one se
 positions per batch row and block of 16 channels, vectorised across the block's channels; the forward
 keeps each block's state every 64 positions and the backward recomputes those chunks from there. Tasks
 are spread over threads with ``at::parallel_for``. It is built with ``torch.utils.cpp_extension.load``
-(needs a C++ compiler and ninja) the first time a CPU scan asks for it; torch caches the build in
+(needs a C++ compiler; the ``ninja`` wheel this package depends on runs the build whatever ninja is
+first on PATH) the first time a CPU scan asks for it, saying so in one line; torch caches the build in
 its extension directory (one per checkout and CPU kind) and guards it with a file lock; a lock
 left by a killed compile is removed once it is older than any build takes. Any failure to build or load logs one
 warning and leaves :func:`available` False, so callers fall back to the pure PyTorch scan.
@@ -15,10 +16,12 @@ warning and leaves :func:`available` False, so callers fall back to the pure PyT
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -46,14 +49,49 @@ def extension():
 
             name = f"dnadiff_cpu_scan_{_cpu_tag()}_{_source_tag()}"
             _remove_stale_lock(name)
-            _state["module"] = load(name=name, sources=[str(SOURCE)],
-                                    extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
-                                    verbose=False)
+            if not _built(name):
+                print("dnadiff: building the fused CPU scan (about a minute, once per install)",
+                      file=sys.stderr, flush=True)
+            with _pinned_ninja():
+                _state["module"] = load(name=name, sources=[str(SOURCE)],
+                                        extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
+                                        verbose=False)
         except Exception as error:  # no compiler, no ninja, compile or load error: use the pure scan
             log.warning("fused CPU selective scan unavailable, using the pure PyTorch scan (%s: %s)",
                         type(error).__name__, str(error).strip().splitlines()[-1] if str(error).strip() else "")
             _state["module"] = None
     return _state["module"]
+
+
+def _built(name: str) -> bool:
+    """True when the extension ``name`` is already compiled in torch's extension directory."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").is_file()
+    except (ImportError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def _pinned_ninja():
+    """Build with the ``ninja`` this package depends on (the ``ninja`` wheel's binary), whatever ninja is
+    first on PATH: ninja versions keep incompatible build logs, so alternating between two of them (a
+    venv's and the system's, as an activated shell, ``.venv/bin/dnadiff`` and a Jupyter kernel do) would
+    rebuild the whole extension every time."""
+    try:
+        import ninja
+
+        pinned = str(ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        yield
+        return
+    old = os.environ.get("PATH", "")
+    os.environ["PATH"] = pinned + os.pathsep + old
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old
 
 
 def _cflags() -> list[str]:

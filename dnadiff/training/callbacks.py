@@ -57,6 +57,27 @@ class ProgressLines(L.Callback):
               f"{time.perf_counter() - self._t0:.0f} s", flush=True)
 
 
+class StepCallback(L.Callback):
+    """Calls ``fn(step, metrics)`` every ``every`` training steps (and after each validation), with the scalar
+    metrics logged so far (``train/bits_per_token``, ``val/bits_per_token``, ...): progress for library callers."""
+
+    def __init__(self, fn, every: int):
+        self.fn, self.every = fn, max(1, int(every))
+
+    def _call(self, trainer) -> None:
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+            self.fn(int(trainer.global_step), metrics)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every == 0:
+            self._call(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._call(trainer)
+
+
 class WindowAudit(L.Callback):
     """Records, per rank, the global indices of the training windows it consumed and a checksum
     of its final weights, in ``OUT/audit_rank{r}.json`` (for checking DDP data sharding)."""

@@ -10,9 +10,11 @@ from typing import Any
 
 import yaml
 
-from dnadiff.errors import UserError
+from dnadiff.errors import ParameterError, UserError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: the bundled configs (pretrain/, finetune/, model/), shipped inside the package (configs/ at the top of a
+#: checkout links here)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 @dataclass(frozen=True)
 class Key:
@@ -130,6 +132,15 @@ def option(kind: str, **bounds):
 
     parse.__name__ = kind
     return parse
+
+
+def check_value(value: Any, parameter: str, kind: str, **bounds) -> Any:
+    """A library call's argument checked (and converted) like a config :class:`Key` of ``kind`` with ``bounds``;
+    :class:`dnadiff.errors.ParameterError` naming ``parameter`` (``"batch_size=0 is not allowed: use ..."``)."""
+    try:
+        return Key(kind, **bounds).check(value, parameter)
+    except UserError as err:
+        raise ParameterError(parameter, str(err)) from None
 
 
 def _num(x: float) -> str:
@@ -295,8 +306,12 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise UserError(f"config {name_or_path!r} not found: give a YAML path or one of {', '.join(names)}")
 
 
-def load_config(name_or_path: str | None, overrides: list[str] = ()) -> dict:
-    """Defaults <- YAML file <- ``key=value`` overrides (values parsed as YAML scalars/lists)."""
+def load_config(name_or_path: str | None, overrides=()) -> dict:
+    """Defaults <- YAML file <- overrides: ``key=value`` strings (values parsed as YAML scalars/lists) or a
+    mapping of dotted keys to values (``{"optim.lr": 1e-3}``)."""
+    if isinstance(overrides, dict):
+        overrides = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                     for key, value in overrides.items()]
     cfg = copy.deepcopy(DEFAULTS)
     if name_or_path:
         path = resolve_config_path(name_or_path)

@@ -17,9 +17,9 @@ from torch import nn
 from dnadiff.data.genomic_benchmarks import Split, TaskData
 from dnadiff.errors import UserError
 from dnadiff.eval.classification import METRICS, classification_metrics, summarize_folds
-from dnadiff.finetune.baselines import CNNBaseline, KmerLogReg
-from dnadiff.finetune.cv import caduceus_resplits, stratified_folds
-from dnadiff.finetune.trainer import FinetuneConfig, train_fold
+from dnadiff.finetuning.baselines import CNNBaseline, KmerLogReg
+from dnadiff.finetuning.cv import caduceus_resplits, stratified_folds
+from dnadiff.finetuning.trainer import FinetuneConfig, train_fold
 
 #: progress(event, fold, epoch, value): events "fold" (a run starts), "epoch" (value = val accuracy),
 #: "baselines" (the baselines of a run start).
@@ -66,12 +66,14 @@ def run_fold(
     cnn_epochs: int = 10,
     progress: Progress | None = None,
     device: dict | None = None,
+    on_model: Callable[[int, nn.Module], None] | None = None,
 ) -> dict:
     """One run (fold ``index`` of ``cv``, or re-split ``index`` of ``caduceus``) of the model and the baselines.
 
     Returns ``{"fold": index, "model": record or None, "baselines": {name: record}}``; a record holds the
     metrics of the held-out fold (``cv``) or of the test split (``caduceus``), ``n``, ``seconds`` and, with
-    ``cv`` and a test split, ``test`` metrics.
+    ``cv`` and a test split, ``test`` metrics. ``on_model(index, classifier)`` receives the run's trained
+    classifier (its selected epoch's weights).
     """
     progress = progress or (lambda *a: None)
     tr, va = split
@@ -85,6 +87,8 @@ def run_fold(
         start = time.perf_counter()
         out = train_fold(make_classifier, train, val, data.test, config, variant, seed + index,
                          on_epoch=lambda epoch, acc: progress("epoch", index, epoch, acc), device=device)
+        if on_model is not None:
+            on_model(index, out["classifier"])
         main = out["test"] if scored_on_test else out["val"]
         model_record = _record(index, main, {
             "best_epoch": out["best_epoch"], "seconds": time.perf_counter() - start,
@@ -123,7 +127,7 @@ def run_header(data: TaskData, config: FinetuneConfig, protocol: str, folds: int
         "num_test": len(data.test) if data.test is not None else 0,
         "source": data.source,
         "seed": seed,
-        "config": {k: v for k, v in vars(config).items() if k != "extra"},
+        "config": dict(vars(config)),
         "summary_scope": "held-out folds" if protocol == "cv" else "official test split",
     }
 
@@ -162,6 +166,7 @@ def run_finetune(
     only: int | None = None,
     device: dict | None = None,
     on_fold: Callable[[dict], None] | None = None,
+    on_model: Callable[[int, nn.Module], None] | None = None,
 ) -> dict:
     """Run the protocol for the model (``make_classifier`` builds a fresh classifier per run; None
     runs the baselines only) and the named ``baselines`` (default both) on the same splits.
@@ -169,7 +174,8 @@ def run_finetune(
     The metrics a fold reports at top level are those of the held-out fold (``cv``) or of the
     test split (``caduceus``); with ``cv`` and a test split, ``fold["test"]`` holds the test metrics.
     ``splits`` (from :func:`protocol_splits`) may be passed when the caller validated them already;
-    ``only`` runs that one fold; ``on_fold(run)`` receives each :func:`run_fold` output as it completes.
+    ``only`` runs that one fold; ``on_fold(run)`` receives each :func:`run_fold` output as it completes,
+    ``on_model(index, classifier)`` each run's trained classifier.
     Returns the results dict (without task/model descriptions, which the caller adds).
     """
     splits = splits if splits is not None else protocol_splits(data, protocol, folds, seed)
@@ -178,7 +184,7 @@ def run_finetune(
         if only is not None and index != only:
             continue
         run = run_fold(data, index, split, make_classifier, config, variant, protocol, seed, baselines, cnn_epochs,
-                       progress, device)
+                       progress, device, on_model)
         if on_fold is not None:
             on_fold(run)
         runs.append(run)

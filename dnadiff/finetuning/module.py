@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnadiff.finetune.batches import MicroBatch
+from dnadiff.finetuning.batches import MicroBatch
 from dnadiff.rc import reverse_complement_valid
 from dnadiff.training.optim import build_optimizer
 
@@ -69,7 +69,7 @@ class FinetuneModule(L.LightningModule):
     def train_dataloader(self):
         from torch.utils.data import DataLoader
 
-        from dnadiff.finetune.batches import RankBatches, TrainCollate
+        from dnadiff.finetuning.batches import RankBatches, TrainCollate
 
         sampler = RankBatches(len(self.train_split), self.batch_size, self.seed, self.global_rank, self.trainer.world_size)
         return DataLoader(range(len(self.train_split)), batch_sampler=sampler,
@@ -78,7 +78,7 @@ class FinetuneModule(L.LightningModule):
     def val_dataloader(self):
         from torch.utils.data import DataLoader
 
-        from dnadiff.finetune.batches import InferenceCollate, inference_batches
+        from dnadiff.finetuning.batches import InferenceCollate, inference_batches
 
         val = self.val_split
         chunks = inference_batches(np.arange(len(val)), val.seqs, val.labels, self.max_length, self.val_budget)

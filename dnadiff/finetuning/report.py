@@ -105,6 +105,11 @@ def fold_path(out_dir: str | Path, fold: int) -> Path:
     return Path(out_dir) / f"fold_{fold}.json"
 
 
+def classifier_path(out_dir: str | Path, fold: int) -> Path:
+    """``OUT/classifier_fold_K.pt``: the classifier fold K selected (``save_model`` / ``--save-model``)."""
+    return Path(out_dir) / f"classifier_fold_{fold}.pt"
+
+
 def write_fold(out_dir: str | Path, header: dict, model: dict, run: dict, notes: list[str] | None = None) -> Path:
     """Write one fold's results atomically: ``{"format", "header", "model", "run", "notes"}``."""
     out = Path(out_dir)
@@ -120,14 +125,14 @@ def _identity(model: dict) -> dict:
 
 
 def aggregate(folder: str | Path) -> dict:
-    """Merge the ``fold_K.json`` files of ``folder`` into one results dict (see :func:`dnadiff.finetune.combine`).
+    """Merge the ``fold_K.json`` files of ``folder`` into one results dict (see :func:`dnadiff.finetuning.combine`).
 
     Raises:
         UserError: no fold files, a file that is not a fold file, folds of different experiments (task, data,
             protocol, config, seed or model differ), a fold twice, or missing folds.
     """
     from dnadiff.errors import UserError
-    from dnadiff.finetune import combine
+    from dnadiff.finetuning import combine
 
     folder = Path(folder)
     files = sorted(folder.glob("fold_*.json")) if folder.is_dir() else []

@@ -13,7 +13,7 @@ Reverse-complement handling per Caduceus variant:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,15 +23,16 @@ from torch import nn
 
 from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.data.tokenizer import EMBED_SIZE
-from dnadiff.errors import UserError
+from dnadiff.errors import ConfigError, UserError
 from dnadiff.eval.classification import classification_metrics
 from dnadiff.models.config import model_config
+from dnadiff.training.config import CONFIG_DIR, Key
 from dnadiff.training.optim import warmup_steps
 
 
 @dataclass
 class FinetuneConfig:
-    """Hyper-parameters of one task (``configs/finetune/<task>.yaml``)."""
+    """Hyper-parameters of one task (``configs/finetune/<task>.yaml``; every key checked by :data:`FINETUNE_KEYS`)."""
 
     lr: float = 1e-3
     batch_size: int = 256
@@ -43,7 +44,36 @@ class FinetuneConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     micro_batch: int | None = None
-    extra: dict = field(default_factory=dict)
+
+
+#: the keys of a fine-tuning config, typed and bounded like the pretraining schema's
+FINETUNE_KEYS = {
+    "lr": Key("float", lo=0, hi=10, lo_open=True), "batch_size": Key("int", lo=1, hi=65_536),
+    "epochs": Key("int", lo=1, hi=100_000), "max_length": Key("int", lo=1, hi=1_048_576),
+    "pooling": Key("choice", choices=("mean", "first", "last")), "weight_decay": Key("float", lo=0, hi=10),
+    "warmup_fraction": Key("float", lo=0, hi=1), "min_lr_ratio": Key("float", lo=0, hi=1),
+    "grad_clip": Key("float", lo=0), "micro_batch": Key("int", lo=1, hi=65_536, optional=True),
+}
+
+
+def load_finetune_config(task: str, config_dir: Path | None = None) -> FinetuneConfig:
+    """:class:`FinetuneConfig` from ``configs/finetune/<task>.yaml`` (bundled with the package); every value
+    checked, an unknown key a ConfigError naming it."""
+    import yaml
+
+    path = (config_dir or CONFIG_DIR / "finetune") / f"{task}.yaml"
+    if not path.is_file():
+        raise UserError(f"no fine-tuning config {path}: reinstall dnadiff (its configs/finetune/ is missing)")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"fine-tuning config {path} is not valid YAML ({str(err).splitlines()[0]}): fix the file") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"fine-tuning config {path} is not a mapping of keys: write it as `key: value` lines")
+    unknown = sorted(set(values) - set(FINETUNE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown fine-tuning key {unknown[0]!r} in {path}: valid keys are {', '.join(FINETUNE_KEYS)}")
+    return FinetuneConfig(**{k: FINETUNE_KEYS[k].check(v, k) for k, v in values.items()})
 
 
 # ------------------------------------------------------------------ backbones
@@ -110,8 +140,8 @@ def predict_proba(classifier: nn.Module, seqs: list[str], max_length: int, conjo
     """Class probabilities float[N, K] on the classifier's device, in length-sorted batches each padded to its
     own longest sequence (at most ``budget_tokens`` padded tokens; default from the model's size); with
     ``conjoin`` the logits of x and RC(x) (valid part) are averaged."""
-    from dnadiff.finetune.batches import INFERENCE_BUDGET, inference_batches, make_micro_batches
-    from dnadiff.finetune.module import assemble, classifier_logits
+    from dnadiff.finetuning.batches import INFERENCE_BUDGET, inference_batches, make_micro_batches
+    from dnadiff.finetuning.module import assemble, classifier_logits
 
     if budget_tokens is None:
         width, depth = model_dims(classifier)
@@ -146,16 +176,16 @@ def train_fold(
 
     ``device``: Lightning ``accelerator``/``devices``/``precision``/``strategy`` (default: one CPU, 32-bit).
     ``config.batch_size`` is the optimiser's batch (across all devices), run as micro-batches of
-    ``config.micro_batch`` sequences (default: :func:`dnadiff.finetune.batches.default_micro_batch`).
+    ``config.micro_batch`` sequences (default: :func:`dnadiff.finetuning.batches.default_micro_batch`).
     Returns ``{"best_epoch", "val": metrics, "test": metrics or None, "val_accuracy_per_epoch",
-    "micro_batch", "optimizer_steps"}``. ``on_epoch(epoch, val_accuracy)`` is called after every epoch.
+    "micro_batch", "optimizer_steps", "classifier"}`` (the classifier holds the best epoch's weights). ``on_epoch(epoch, val_accuracy)`` is called after every epoch.
     """
     import logging
     import warnings
 
     import lightning as L
-    from dnadiff.finetune.batches import INFERENCE_BUDGET, RankBatches, default_micro_batch
-    from dnadiff.finetune.module import FinetuneModule
+    from dnadiff.finetuning.batches import INFERENCE_BUDGET, RankBatches, default_micro_batch
+    from dnadiff.finetuning.module import FinetuneModule
 
     device = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto", **(device or {})}
     torch.manual_seed(seed)
@@ -185,4 +215,5 @@ def train_fold(
         probs = predict_proba(classifier, test.seqs, config.max_length, variant == "ph", precision=device["precision"])
         test_metrics = classification_metrics(test.labels, probs)
     return {"best_epoch": best["epoch"], "val": val_metrics, "test": test_metrics,
-            "val_accuracy_per_epoch": list(module.history), "micro_batch": micro, "optimizer_steps": total}
+            "val_accuracy_per_epoch": list(module.history), "micro_batch": micro, "optimizer_steps": total,
+            "classifier": classifier}

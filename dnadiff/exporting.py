@@ -1,0 +1,70 @@
+"""Export any model source in the original Caduceus Hugging Face format: :func:`export` (``dnadiff export``).
+
+``out`` gets ``config.json`` + ``model.safetensors`` with ``CaduceusForMaskedLM``'s key names, the LM head tied
+to the embedding and the complement map (see :func:`dnadiff.models.original.original_from_denoiser`).
+With ``code_repo`` (or when the source is a hub id) the config's ``auto_map`` points at that repo's
+remote code, so ``AutoModelForMaskedLM.from_pretrained(out, trust_remote_code=True)`` loads it.
+``out`` is written atomically (a temporary folder renamed into place) and never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from dnadiff.errors import ParameterError
+
+#: the remote-code classes of the released Caduceus repos
+AUTO_MAP = {"AutoConfig": "configuration_caduceus.CaduceusConfig", "AutoModel": "modeling_caduceus.Caduceus",
+            "AutoModelForMaskedLM": "modeling_caduceus.CaduceusForMaskedLM",
+            "AutoModelForSequenceClassification": "modeling_caduceus.CaduceusForSequenceClassification"}
+
+
+def check_out(out: Path) -> Path:
+    """ParameterError when ``out`` exists (other than as an empty folder) or its parent folder is missing."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ParameterError("out", f"out={out} already exists and is not empty: choose a new folder or remove it first")
+    if not out.parent.is_dir():
+        raise ParameterError("out", f"out={out}: its folder {out.parent} does not exist: create it or choose another")
+    return out
+
+
+def export(source: str | os.PathLike, out: str | os.PathLike, format: str = "hf", code_repo: str | None = None,
+           download: bool = False) -> tuple[Path, dict]:
+    """Export any model source (model.pt, .ckpt, original folder, hub id) to the folder ``out`` in the original
+    Caduceus format (``format="hf"``); returns (out, the config.json written). UserError before anything is
+    written when ``out`` exists (other than empty) or ``code_repo`` is not ``owner/name``."""
+    from safetensors.torch import save_file
+
+    from dnadiff.loading import is_hub_id, load_payload, model_from_payload
+    from dnadiff.models.original import original_from_denoiser
+
+    if format != "hf":
+        raise ParameterError("format", f"format={format!r} is not an export format: use hf")
+    if code_repo and not is_hub_id(code_repo):
+        raise ParameterError("code_repo", f"code_repo={code_repo!r} is not a hub repo id: write it as owner/name")
+    out = check_out(Path(out))
+    payload = load_payload(source, download=download)
+    original = payload.get("original") or {}
+    config, state = original_from_denoiser(model_from_payload(payload, str(source)), original.get("config"),
+                                           original.get("embedding"))
+    code_repo = code_repo or next((s for s in (original.get("source"), str(source)) if s and is_hub_id(s)), None)
+    if code_repo:
+        refs = config.get("auto_map") or AUTO_MAP
+        config["auto_map"] = {k: f"{code_repo}--{str(v).split('--')[-1]}" for k, v in refs.items()}
+    elif any("--" not in str(v) for v in (config.get("auto_map") or {}).values()):
+        config.pop("auto_map")  # refers to code files this folder does not hold
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if out.is_dir():
+            out.rmdir()  # empty (checked): replaced by the complete folder
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, config

@@ -1,0 +1,123 @@
+"""A fine-tuned sequence classifier as a file and an object: ``classifier.pt`` <-> :class:`Classifier`.
+
+    clf = dnadiff.load("runs/ft/classifier_fold_0.pt")     # or Classifier.load(...)
+    probs = clf.predict_proba(["ACGT...", ...])              # float[N, K], columns in clf.class_names order
+    labels = clf.predict(seqs)                                # int[N] class ids; clf.class_names[i] names them
+
+``dnadiff finetune --save-model`` writes one ``classifier_fold_K.pt`` per fold (the fold's selected epoch: the
+same weights that fold's figures describe). The file is a plain dict (``weights_only=True`` loads it):
+``{"format": "dnadiff-classifier/1", "backbone": <model spec>, "num_classes", "pooling", "state_dict",
+"class_names", "max_length", "variant", "task", "fold", "metrics"}``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from dnadiff.errors import UserError
+
+CLASSIFIER_FORMAT = "dnadiff-classifier/1"
+
+
+class Classifier:
+    """A backbone + classification head fine-tuned on a task, with what scoring new sequences needs.
+
+    Args:
+        module: the ``SequenceClassifier`` (tokens [B, L], valid [B, L]) -> logits [B, K].
+        class_names: the K class names (column order of :meth:`predict_proba`).
+        max_length: longer sequences are cut to this many bases (as in training).
+        variant: "ph" (predictions conjoin x and its reverse complement) or "ps" (RC-invariant by construction).
+        info: task, fold, metrics of the fold it was selected on, model description.
+    """
+
+    def __init__(self, module: nn.Module, class_names: Sequence[str], max_length: int, variant: str,
+                 info: dict | None = None):
+        self.module = module.eval()
+        self.class_names = list(class_names)
+        self.max_length = int(max_length)
+        self.variant = variant
+        self.info = dict(info or {})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def to(self, device) -> "Classifier":
+        self.module.to(device)
+        return self
+
+    def predict_proba(self, seqs: Sequence[str], budget_tokens: int | None = None) -> np.ndarray:
+        """Class probabilities float64[N, K] of N sequences (any lengths; cut to ``max_length``), in
+        length-sorted batches of at most ``budget_tokens`` padded tokens on the classifier's device."""
+        from dnadiff.finetuning.trainer import predict_proba
+
+        seqs = _checked(seqs)
+        return predict_proba(self.module, seqs, self.max_length, self.variant == "ph", budget_tokens)
+
+    def predict(self, seqs: Sequence[str]) -> np.ndarray:
+        """The most probable class id int64[N] of each sequence (``class_names[id]`` is its name)."""
+        return self.predict_proba(seqs).argmax(1)
+
+    def payload(self) -> dict:
+        """The ``classifier.pt`` dict (plain types and tensors only)."""
+        backbone = self.module.backbone
+        return {"format": CLASSIFIER_FORMAT, "backbone": backbone.config.to_spec(),
+                "num_classes": len(self.class_names), "pooling": self.module.pooling,
+                "state_dict": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
+                "class_names": self.class_names, "max_length": self.max_length, "variant": self.variant,
+                **{k: v for k, v in self.info.items() if k in ("task", "fold", "metrics", "description")}}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the classifier atomically to ``path`` (read it back with :func:`dnadiff.load`)."""
+        from dnadiff.training.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self.payload())
+
+    @classmethod
+    def from_payload(cls, payload: dict, where: str = "the classifier file") -> "Classifier":
+        """The classifier of a ``dnadiff-classifier/1`` dict; UserError when it does not describe one."""
+        from dnadiff.finetuning.trainer import build_classifier
+        from dnadiff.models import build_model
+
+        missing = [k for k in ("backbone", "num_classes", "pooling", "state_dict", "class_names", "max_length",
+                               "variant") if k not in payload]
+        if payload.get("format") != CLASSIFIER_FORMAT or missing:
+            raise UserError(f"{where} is not a dnadiff classifier ({CLASSIFIER_FORMAT}"
+                            + (f"; missing {', '.join(missing)}" if missing else "") + "): give a classifier_fold_K.pt "
+                            "written by `dnadiff finetune --save-model`")
+        module = build_classifier(build_model(payload["backbone"]), int(payload["num_classes"]), payload["pooling"])
+        try:
+            module.load_state_dict(payload["state_dict"])
+        except RuntimeError as err:
+            detail = (str(err).strip().splitlines() or [""])[-1].strip()[:160]
+            raise UserError(f"weights do not fit the classifier described in {where} ({detail}): the file is "
+                            "damaged or from another version") from None
+        info = {k: payload[k] for k in ("task", "fold", "metrics", "description") if k in payload}
+        return cls(module, payload["class_names"], payload["max_length"], payload["variant"], info)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Classifier":
+        """Read a ``classifier.pt`` (``weights_only=True``)."""
+        from dnadiff.training.checkpoint import load_checkpoint
+
+        return cls.from_payload(load_checkpoint(path), str(path))
+
+    def __repr__(self) -> str:
+        task = self.info.get("task", "?")
+        return (f"Classifier(task={task!r}, classes={self.class_names}, variant={self.variant!r}, "
+                f"max_length={self.max_length})")
+
+
+def _checked(seqs: Sequence[str]) -> list[str]:
+    if isinstance(seqs, str):
+        raise UserError("seqs is one string: pass a list of sequences, e.g. [seq]")
+    seqs = list(seqs)
+    bad = next((i for i, s in enumerate(seqs) if not isinstance(s, str) or not s), None)
+    if bad is not None:
+        raise UserError(f"seqs[{bad}] is not a non-empty DNA string: give sequences over A/C/G/T (N allowed)")
+    return seqs
