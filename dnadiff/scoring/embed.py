@@ -27,21 +27,29 @@ def num_layers(denoiser) -> int | None:
     return None if layers is None or variant_of(denoiser) is None else len(layers)
 
 
+def check_layer(denoiser, layer: int | None) -> int | None:
+    """The number of blocks; UserError when ``layer`` is not one of 0..n_layer (or a layer is asked of a non-Caduceus model)."""
+    n = num_layers(denoiser)
+    if layer is None:
+        return n
+    if n is None:
+        raise UserError("--layer needs a Caduceus model (this denoiser exposes its last hidden state only): drop --layer")
+    if not 0 <= layer <= n:
+        raise UserError(f"layer {layer} is out of range: this model has layers 0 (embedding) to {n} (last, the default)")
+    return n
+
+
 def hidden_states(denoiser, tokens: torch.Tensor, lengths: torch.Tensor, layer: int | None = None) -> torch.Tensor:
     """Hidden states FloatTensor[B, L, H] of clean tokens LongTensor[B, L] (right-padded, valid ``lengths`` LongTensor[B]).
 
     ``layer`` None (or the number of blocks): the final-normed output of the backbone; 0: the embedding; k in
     1..n_layer-1: the residual stream after block k (Caduceus only). H is 2 * d_model for Caduceus-PS.
     """
-    n = num_layers(denoiser)
-    if layer is None or (n is not None and layer == n):
+    n = check_layer(denoiser, layer)
+    if layer is None or layer == n:
         if variant_of(denoiser) is not None:
             return denoiser.features(tokens, lengths)
         return denoiser.features(tokens)
-    if n is None:
-        raise UserError("--layer needs a Caduceus model (this denoiser exposes its last hidden state only): drop --layer")
-    if not 0 <= layer <= n:
-        raise UserError(f"layer {layer} is out of range: this model has layers 0 (embedding) to {n} (last, the default)")
     backbone = denoiser.backbone
     t = torch.zeros(tokens.shape[0], device=tokens.device)
     extra = denoiser.strand_conditioning(t, None)

@@ -142,3 +142,74 @@ def _atomic(path, write: Callable) -> None:
         atomic_write(path, write)
     except OSError as err:
         raise UserError(f"could not write {path} ({err.strerror}): choose another --out") from None
+
+
+class Ticker:
+    """Progress on stderr at most every ``every`` seconds: ``LABEL: N done, elapsed`` (and ``of TOTAL`` when known)."""
+
+    def __init__(self, label: str, total: int | None = None, every: float = 10.0, stream=None):
+        import sys
+        import time
+
+        self.label, self.total, self.every = label, total, every
+        self.stream = stream or sys.stderr
+        self._time = time.perf_counter
+        self.started = self.last = self._time()
+
+    def __call__(self, done: int) -> None:
+        now = self._time()
+        if now - self.last >= self.every:
+            self.last = now
+            of = f" of {self.total:,}" if self.total else ""
+            print(f"{self.label}: {done:,}{of} done, {now - self.started:.0f} s elapsed", file=self.stream, flush=True)
+
+
+VARIANT_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "llr", "stderr", "method", "status"]
+
+INFO_LINES = (
+    '##INFO=<ID=DNADIFF_LLR,Number=A,Type=Float,Description="dnadiff zero-shot log-likelihood ratio log p(alt) - '
+    'log p(ref) in nats (masked marginal for single-base substitutions, paired ELBO difference otherwise)">',
+    '##INFO=<ID=DNADIFF_SE,Number=A,Type=Float,Description="Monte-Carlo standard error of DNADIFF_LLR (0 when exact)">',
+    '##INFO=<ID=DNADIFF_METHOD,Number=A,Type=String,Description="masked_marginal, paired_elbo, identical, or why the '
+    'allele was not scored (symbolic, ambiguous, ref_mismatch)">',
+)
+
+
+def variant_rows(results: Iterable) -> Iterator[dict]:
+    """TSV / JSON rows of (Allele, AlleleScore) pairs."""
+    for allele, score in results:
+        r = allele.record
+        yield {"chrom": r.chrom, "pos": r.pos, "id": r.id, "ref": r.ref, "alt": allele.alt, "llr": score.llr,
+               "stderr": score.stderr, "method": score.method, "status": allele.status}
+
+
+def annotated_vcf(header: str, results: Iterable) -> Iterator[str]:
+    """The VCF text of (Allele, AlleleScore) pairs (consecutive alleles of one record merged back): the input
+    header with the DNADIFF INFO lines declared, each record's line with DNADIFF_LLR / _SE / _METHOD appended."""
+    lines = header.rstrip("\n").split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("#CHROM"))
+    yield "\n".join(lines[:at] + list(INFO_LINES) + lines[at:]) + "\n"
+    group: list = []
+
+    def flush():
+        record = group[0][0].record
+        cols = record.line.split("\t")
+        by_alt = {a.alt: (a, s) for a, s in group}
+        llr, se, method = [], [], []
+        for alt in record.alts or (".",):
+            a, s = by_alt.get(alt, (None, None))
+            ok = s is not None and not math.isnan(s.llr)
+            llr.append(f"{s.llr:.6g}" if ok else ".")
+            se.append(f"{s.stderr:.3g}" if ok and not math.isnan(s.stderr) else ".")
+            method.append(s.method if ok else (a.status if a is not None else "none"))
+        extra = f"DNADIFF_LLR={','.join(llr)};DNADIFF_SE={','.join(se)};DNADIFF_METHOD={','.join(method)}"
+        cols[7] = extra if cols[7] in (".", "") else cols[7] + ";" + extra
+        return "\t".join(cols) + "\n"
+
+    for allele, score in results:
+        if group and group[0][0].record.number != allele.record.number:
+            yield flush()
+            group = []
+        group.append((allele, score))
+    if group:
+        yield flush()
