@@ -21,6 +21,9 @@ COMMANDS = {
     "finetune": "Fine-tune on a Genomic Benchmarks task with 5-fold cross-validation.",
     "sample": "Generate sequences from a checkpoint (unconditional, infilling, class-conditional).",
     "export": "Write a model in the original Caduceus Hugging Face format (config.json + model.safetensors).",
+    "score": "Per-sequence NELBO bits/base (and per-position masked log-probabilities) of sequences.",
+    "embed": "Reverse-complement-invariant sequence embeddings (.npy + ids) from a checkpoint.",
+    "variants": "Zero-shot variant effects (VCF/TSV + genome) and in-silico saturation mutagenesis.",
 }
 
 
