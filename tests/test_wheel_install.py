@@ -34,9 +34,12 @@ def test_wheel_installed_outside_the_checkout_runs_every_job(tmp_path):
     figures = {}
     start = time.perf_counter()
     wheels = tmp_path / "wheels"
+    source = tmp_path / "source"  # a copy: the build writes build/ and *.egg-info beside the sources
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "demo_out", "runs", "__pycache__", ".pytest_cache", ".whl"))
     # --no-build-isolation: the build backend (setuptools, wheel) of this environment, no network needed
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
-         tmp_path, dict(os.environ))
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+          str(source)], tmp_path, dict(os.environ))
     wheel = next(wheels.glob("dnadiff-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for shipped in ("dnadiff/configs/pretrain/demo.yaml", "dnadiff/configs/finetune/human_enhancers_cohn.yaml",
