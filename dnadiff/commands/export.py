@@ -10,10 +10,7 @@ DIR is written atomically (a temporary folder renamed into place) and never over
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from dnadiff.errors import UserError
@@ -46,10 +43,8 @@ def check_out(out: Path) -> Path:
 def export_hf(source: str | os.PathLike, out: str | os.PathLike, code_repo: str | None = None,
               download: bool = False) -> tuple[Path, dict]:
     """Export any model source to ``out`` in the original format; returns (out, the config written)."""
-    from safetensors.torch import save_file
-
     from dnadiff.loading import is_hub_id, load_payload, model_from_payload
-    from dnadiff.models.original import original_from_denoiser
+    from dnadiff.models.original import SETTINGS_KEY, dnadiff_settings, original_from_denoiser, write_hf_folder
 
     out = check_out(Path(out))
     payload = load_payload(source, download=download)
@@ -62,17 +57,8 @@ def export_hf(source: str | os.PathLike, out: str | os.PathLike, code_repo: str 
         config["auto_map"] = {k: f"{code_repo}--{str(v).split('--')[-1]}" for k, v in refs.items()}
     elif any("--" not in str(v) for v in (config.get("auto_map") or {}).values()):
         config.pop("auto_map")  # refers to code files this folder does not hold
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if out.is_dir():
-            out.rmdir()  # empty (checked): replaced by the complete folder
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    config[SETTINGS_KEY] = dnadiff_settings(payload)  # window, eps, ...: read back by dnadiff, ignored by the original code
+    write_hf_folder(out, config, state)  # issue 27: tied tensors once, umask permissions, disk errors in one line
     return out, config
 
 
