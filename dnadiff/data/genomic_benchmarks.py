@@ -241,91 +241,177 @@ def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path
 
 
 # ---------------------------------------------------------------- source 3: TSV / CSV table
+class LeakageWarning(UserWarning):
+    """A fine-tuning table repeats examples, or its test split shares examples with the train split: scores
+    measured on such data overstate what the model learned."""
+
+
+#: the largest integer label (class ids are int64)
+_INT64_MAX = 2**63 - 1
+
+
 def read_table(path: str | Path) -> tuple[list[str], list[str]]:
     """Sequence and raw label strings of a TSV/CSV (tab, comma or semicolon; header optional).
 
     The header names the columns (``seq``/``sequence`` and ``label``/``class``); without a
-    header the first column is the sequence and the second the label.
+    header the first column is the sequence and the second the label. See :func:`read_table_lines`.
+    """
+    seqs, labels, _ = read_table_lines(path)
+    return seqs, labels
+
+
+def read_table_lines(path: str | Path) -> tuple[list[str], list[str], list[int]]:
+    """(sequences, raw labels, the 1-based line number of each) of a TSV/CSV table.
+
+    Reads UTF-8 with or without a byte-order mark, and any line ending (LF, CRLF, CR only). UserError (one line
+    naming the file, the line and the fix) for an unreadable or empty file, a header without sequence/label
+    columns, a header without rows, or a row lacking the sequence or label cell.
     """
     path = Path(path)
     try:
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as handle:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
         raise UserError(f"cannot read sequence file {path} ({err}): give a TSV/CSV with sequence and label columns") from err
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    numbered = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not numbered:
         raise UserError(f"sequence file {path} is empty: give a TSV/CSV with sequence and label columns")
-    delimiter = max("\t,;", key=lines[0].count)
-    rows = list(csv.reader(lines, delimiter=delimiter))
+    first = numbered[0][1]
+    delimiter = max("\t,;", key=first.count)
+    rows = list(csv.reader([line for _, line in numbered], delimiter=delimiter))
     header = [cell.strip().lower() for cell in rows[0]]
     seq_col = next((header.index(c) for c in _SEQ_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
     if seq_col is None and label_col is None and len(header) >= 2 and set(header[0].upper()) <= set("ACGTN"):
-        seq_col, label_col, body = 0, 1, rows  # headerless
+        seq_col, label_col, start = 0, 1, 0  # headerless
     elif seq_col is None or label_col is None:
         raise UserError(
             f"{path}: no sequence/label columns in the header {rows[0]}: name them 'seq' and 'label'"
         )
     else:
-        body = rows[1:]
-    if not body:
+        start = 1
+    if len(rows) <= start:
         raise UserError(f"sequence file {path} has a header but no examples: add rows of sequence and label")
-    seqs, labels = [], []
-    for number, row in enumerate(body, start=2 if body is not rows else 1):
+    seqs, labels, lines = [], [], []
+    for (number, _), row in zip(numbered[start:], rows[start:]):
         if len(row) <= max(seq_col, label_col):
-            raise UserError(f"{path} line {number} has {len(row)} columns, expected a sequence and a label")
+            missing = "label" if len(row) > seq_col else "sequence"
+            raise UserError(f"{path} line {number} has {len(row)} column(s), no {missing} (column "
+                            f"{max(seq_col, label_col) + 1} expected): fill in the missing cell or remove the line")
         seqs.append(row[seq_col].strip())
         labels.append(row[label_col].strip())
-    return seqs, labels
+        lines.append(number)
+    return seqs, labels, lines
 
 
-def parse_labels(raw: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+def parse_labels(raw: list[str], where: str, lines: list[int] | None = None) -> tuple[np.ndarray, list[str]]:
     """Class ids int64[N] and class names from label strings: all integers, or all names.
 
     Integer labels keep their numeric order (names ``"0"``, ``"1"``, ...); names sort
-    alphabetically. Anything else (floats, blanks, a mix) is a UserError.
+    alphabetically. Anything else (floats, blanks, a mix, integers beyond int64) is a UserError naming
+    the line (``lines``: the 1-based line number of each label, from :func:`read_table_lines`).
     """
+    def at(i: int) -> str:
+        return f"{where} line {lines[i]}" if lines is not None else where
+
     if all(_INTEGER.match(v) for v in raw):
-        values = np.array([int(v) for v in raw], dtype=np.int64)
+        values = [int(v) for v in raw]
+        huge = next((i for i, v in enumerate(values) if abs(v) > _INT64_MAX), None)
+        if huge is not None:
+            raise UserError(f"{at(huge)}: label {raw[huge][:30]!r} is beyond the 64-bit range of class ids: use small "
+                            "integers (0, 1, ...) or class names (negative, positive)")
+        values = np.array(values, dtype=np.int64)
         uniques = np.unique(values)
         return np.searchsorted(uniques, values).astype(np.int64), [str(u) for u in uniques]
     if all(_NAME.match(v) for v in raw):
         names = sorted(set(raw))
         lookup = {name: i for i, name in enumerate(names)}
         return np.array([lookup[v] for v in raw], dtype=np.int64), names
-    bad = next((v for v in raw if not (_INTEGER.match(v) or _NAME.match(v))), None)
-    problem = f"label {bad!r} is neither an integer class id nor a class name" if bad is not None else (
-        "labels mix integers and class names")
-    raise UserError(f"{where}: {problem}: use integers (0, 1, ...) or names (negative, positive) throughout")
+    bad = next((i for i, v in enumerate(raw) if not (_INTEGER.match(v) or _NAME.match(v))), None)
+    if bad is not None:
+        problem = (f"label {raw[bad]!r} is neither an integer class id nor a class name" if raw[bad]
+                   else "the label cell is empty ('' is neither a class id nor a name)")
+        raise UserError(f"{at(bad)}: {problem}: use integers (0, 1, ...) or names (negative, positive) throughout")
+    first_name = next(i for i, v in enumerate(raw) if not _INTEGER.match(v))
+    raise UserError(f"{at(first_name)}: label {raw[first_name]!r} is a name but other labels are integers (labels mix integers and class names): use "
+                    "integers (0, 1, ...) or names (negative, positive) throughout")
+
+
+def warn_duplicates(seqs: list[str], where: str, lines: list[int] | None = None,
+                    labels: list | None = None) -> int:
+    """Warn (:class:`LeakageWarning`) when a sequence occurs more than once in a table (a repeat lands in both the
+    training and the held-out part of a fold); says when the copies disagree on the label. Returns the number
+    of repeated rows."""
+    import warnings
+
+    first: dict[str, int] = {}
+    repeats, conflict = [], None
+    for i, seq in enumerate(seqs):
+        key = seq.upper()
+        if key in first:
+            repeats.append((first[key], i))
+            if labels is not None and conflict is None and labels[first[key]] != labels[i]:
+                conflict = (first[key], i)
+        else:
+            first[key] = i
+    if repeats:
+        a, b = conflict or repeats[0]
+        line = (lambda i: f"line {lines[i]}") if lines is not None else (lambda i: f"example {i}")
+        extra = " with different labels" if conflict else ""
+        warnings.warn(f"{where}: {len(repeats)} row(s) repeat an earlier sequence (e.g. {line(b)} repeats {line(a)}"
+                      f"{extra}): repeats fall on both sides of a fold split and inflate the scores; remove "
+                      "duplicates", LeakageWarning, stacklevel=2)
+    return len(repeats)
+
+
+def warn_test_overlap(train: list[str], test: list[str], where: str, lines: list[int] | None = None) -> int:
+    """Warn (:class:`LeakageWarning`) when test sequences also occur in the train split. Returns their number."""
+    import warnings
+
+    seen = {s.upper() for s in train}
+    shared = [i for i, s in enumerate(test) if s.upper() in seen]
+    if shared:
+        line = f"line {lines[shared[0]]}" if lines is not None else f"example {shared[0]}"
+        warnings.warn(f"{where}: {len(shared)} test sequence(s) also occur in the train split (first: {line}): the "
+                      "test score then measures memorisation; remove them from one of the two", LeakageWarning,
+                      stacklevel=2)
+    return len(shared)
 
 
 def load_from_table(task: str, path: str | Path, test_path: str | Path | None = None) -> TaskData:
     """A task from a sequence/label table (the train split) and optionally a test table."""
-    seqs, raw = read_table(path)
-    labels, class_names = parse_labels(raw, str(path))
-    train = _checked_split(seqs, labels.tolist(), str(path))
+    seqs, raw, lines = read_table_lines(path)
+    labels, class_names = parse_labels(raw, str(path), lines)
+    train = _checked_split(seqs, labels.tolist(), str(path), lines)
+    warn_duplicates(seqs, str(path), lines, raw)
     test = None
     if test_path is not None:
-        test_seqs, test_raw = read_table(test_path)
+        test_seqs, test_raw, test_lines = read_table_lines(test_path)
         unknown = sorted(set(test_raw) - set(raw))
         if unknown:
-            raise UserError(f"{test_path}: labels {unknown[:5]} do not occur in {path}: give test labels of the same classes")
+            bad = test_raw.index(unknown[0])
+            raise UserError(f"{test_path} line {test_lines[bad]}: labels {unknown[:5]} do not occur in {path}: give "
+                            "test labels of the same classes")
         lookup = {v: int(i) for v, i in zip(raw, labels)}
-        test = _checked_split(test_seqs, [lookup[v] for v in test_raw], str(test_path))
+        test = _checked_split(test_seqs, [lookup[v] for v in test_raw], str(test_path), test_lines)
+        warn_duplicates(test_seqs, str(test_path), test_lines, test_raw)
+        warn_test_overlap(seqs, test_seqs, str(test_path), test_lines)
     return TaskData(task, class_names, train, test, source=f"table:{path}")
 
 
-def _checked_split(seqs: list[str], labels: list[int], where: str) -> Split:
+def _checked_split(seqs: list[str], labels: list[int], where: str, lines: list[int] | None = None) -> Split:
+    def at(i: int) -> str:
+        return f"{where} line {lines[i]}" if lines is not None else f"{where}: example {i}"
+
     if not seqs:
         raise UserError(f"{where} holds no examples: give a non-empty split")
     empty = next((i for i, s in enumerate(seqs) if not s), None)
     if empty is not None:
-        raise UserError(f"{where}: example {empty} has an empty sequence: remove it or fix the file")
-    if any(set(s.upper()) - set("ACGTNRYKMSWBDHV") for s in seqs):
-        bad = next(s for s in seqs if set(s.upper()) - set("ACGTNRYKMSWBDHV"))
-        raise UserError(f"{where}: sequence {bad[:30]!r} is not DNA: give sequences over A, C, G, T (N allowed)")
+        raise UserError(f"{at(empty)} has an empty sequence: remove it or fix the file")
+    bad = next((i for i, s in enumerate(seqs) if set(s.upper()) - set("ACGTNRYKMSWBDHV")), None)
+    if bad is not None:
+        raise UserError(f"{at(bad)}: sequence {seqs[bad][:30]!r} is not DNA: give sequences over A, C, G, T (N allowed)")
     return Split(seqs, np.asarray(labels, dtype=np.int64))
 
 

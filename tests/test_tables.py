@@ -1,0 +1,128 @@
+"""Fine-tuning tables and the DHS table (issue 27): byte-order marks and CR-only line endings read, a row
+missing a cell or a label beyond int64 refused in one line naming the file and the line, duplicated rows and
+test rows shared with the train split warned about (leakage), stratification that cannot hold every class
+falling back instead of scikit-learn's traceback, and the DHS reader refusing header-only tables, missing
+cells and empty sequences before training."""
+from __future__ import annotations
+
+import gzip
+import warnings
+
+import numpy as np
+import pytest
+
+from dnadiff.data.dhs import CLASS_NAMES, load_dhs
+from dnadiff.data.genomic_benchmarks import (LeakageWarning, Split, load_from_table, parse_labels, read_table,
+                                             read_table_lines)
+from dnadiff.errors import UserError
+
+RNG = np.random.default_rng(0)
+SEQS = ["".join(RNG.choice(list("ACGT"), size=40)) for _ in range(12)]
+
+
+def table(rows, header="seq\tlabel", newline="\n") -> str:
+    return newline.join([header] + rows) + newline
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR only"])
+@pytest.mark.parametrize("bom", [False, True], ids=["", "BOM"])
+def test_any_line_ending_and_a_byte_order_mark_read_the_same(tmp_path, newline, bom):
+    rows = [f"{s}\t{i % 2}" for i, s in enumerate(SEQS)]
+    path = tmp_path / "t.tsv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + table(rows, newline=newline).encode())
+    seqs, labels, lines = read_table_lines(path)
+    assert seqs == SEQS and labels == [str(i % 2) for i in range(12)] and lines == list(range(2, 14))
+    gz = tmp_path / "t.tsv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_table(gz) == (seqs, labels)
+
+
+def test_line_numbers_count_blank_lines(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text(f"seq\tlabel\n\n{SEQS[0]}\t0\n\n\n{SEQS[1]}\n")
+    with pytest.raises(UserError, match=r"t.tsv line 6 has 1 column\(s\), no label"):
+        read_table(path)
+
+
+def test_labels_beyond_int64_and_mixed_labels_name_the_line():
+    with pytest.raises(UserError, match=r"x.tsv line 4: label '9223372036854775808' is beyond the 64-bit"):
+        parse_labels(["0", "1", str(2**63)], "x.tsv", [2, 3, 4])
+    ids, names = parse_labels(["-3", str(2**63 - 1), "-3"], "x.tsv", [2, 3, 4])  # the int64 edge is fine
+    assert ids.tolist() == [0, 1, 0] and names == ["-3", str(2**63 - 1)]
+    with pytest.raises(UserError, match=r"x.tsv line 3: label 'b' is a name but other labels are integers"):
+        parse_labels(["0", "b"], "x.tsv", [2, 3])
+
+
+def test_duplicated_rows_and_test_rows_seen_in_training_are_warned_about(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text(table([f"{s}\t{i % 2}" for i, s in enumerate(SEQS)] + [f"{SEQS[3].lower()}\t0"]))
+    test = tmp_path / "test.tsv"
+    test.write_text(table([f"{SEQS[5]}\t1", f"{SEQS[0]}\t0"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_from_table("t", train, test)
+    messages = [str(w.message) for w in caught if issubclass(w.category, LeakageWarning)]
+    assert len(messages) == 2, messages
+    assert "train.tsv: 1 row(s) repeat an earlier sequence (e.g. line 14 repeats line 5 with different labels)" in messages[0]
+    assert "test.tsv: 2 test sequence(s) also occur in the train split (first: line 2)" in messages[1]
+    assert len(data.train) == 13 and len(data.test) == 2  # a warning, not a refusal
+    clean = tmp_path / "clean.tsv"
+    clean.write_text(table([f"{s}\t{i % 2}" for i, s in enumerate(SEQS)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_from_table("t", clean)
+
+
+def test_subsampling_more_classes_than_a_part_can_hold_falls_back_to_unstratified():
+    from dnadiff.finetune import subsample
+
+    labels = np.repeat(np.arange(6), 5)  # 6 classes of 5: 28 of 30 leaves 2 < 6 for the other part
+    split = Split([f"A{i}" for i in range(30)], labels)
+    kept = subsample(split, 28, seed=0)
+    assert len(kept) == 28 and len(set(kept.seqs)) == 28
+    kept = subsample(split, 12, seed=0)  # both parts can hold every class: stratified, 2 of each
+    assert np.bincount(kept.labels).tolist() == [2] * 6
+
+
+def test_the_folds_hint_never_suggests_the_folds_already_given():
+    from dnadiff.finetune.cv import check_class_counts
+
+    with pytest.raises(UserError) as err:
+        check_class_counts(np.array([0, 0, 0, 1, 1, 1, 1]), 2, ["a", "b"])
+    assert "lower --folds" not in str(err.value) and "at least 4 examples per class" in str(err.value)
+    with pytest.raises(UserError, match="lower --folds to at most 2"):
+        check_class_counts(np.array([0] * 4 + [1] * 10), 5, ["a", "b"])
+
+
+# ------------------------------------------------------------------ the DHS table
+HEADER = "dhs_id\tsequence\tTAG\tdata_label"
+
+
+def dhs_rows(n=8, length=20):
+    rng = np.random.default_rng(1)
+    return [f"d{i}\t{''.join(rng.choice(list('ACGT'), size=length))}\t{CLASS_NAMES[i % 4]}_ENCLB{i}\t"
+            f"{('training', 'validation')[i % 2]}" for i in range(n)]
+
+
+def test_a_good_dhs_table_with_a_bom_and_cr_only_lines(tmp_path):
+    path = tmp_path / "dhs.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r".join([HEADER] + dhs_rows()).encode() + b"\r")
+    data = load_dhs(path)
+    assert len(data.sequences) == 8 and data.labels.tolist() == [0, 1, 2, 3] * 2
+    assert data.split.tolist() == ["training", "validation"] * 4
+
+
+@pytest.mark.parametrize("rows, pattern", [
+    ([], "has a header but no rows"),
+    (dhs_rows()[:3] + ["d9\tACGT"], r"line 5 lacks the TAG, data_label cell"),
+    (dhs_rows()[:2] + [f"d9\t\tK562_X\ttraining"], r"line 4: the sequence '' is empty"),
+    (dhs_rows()[:2] + [f"d9\t{'ACGU' * 5}\tK562_X\ttraining"], r"line 4: the sequence 'ACGUACGU.*not DNA"),
+    (dhs_rows()[:2] + dhs_rows(length=30)[2:3], r"line 4: the sequence has 30 bp but line 2's has 20"),
+    (dhs_rows()[:2] + ["d9\t" + "A" * 20 + "\tMCF7_X\ttraining"], r"line 4: row d9 has cell type 'MCF7'"),
+], ids=["header only", "missing cells", "empty sequence", "not DNA", "lengths differ", "cell type"])
+def test_a_bad_dhs_table_is_one_line_naming_the_line(tmp_path, rows, pattern):
+    path = tmp_path / "dhs.txt"
+    path.write_text("\n".join([HEADER] + rows) + "\n")
+    with pytest.raises(UserError, match=pattern) as err:
+        load_dhs(path)
+    assert "\n" not in str(err.value) and "dhs.txt" in str(err.value)
