@@ -107,7 +107,28 @@ def assets(tmp_path_factory) -> Path:
     (a / "unreadable.fa").chmod(0)
     _tables(a, seqs)
     _hf_folders(a)
+    _coordinates(a)
     return a
+
+
+def _coordinates(a: Path) -> None:
+    """Genomic Benchmarks coordinate folders on the toy genomes' contigs (c0/c1 and g0/g1)."""
+    import csv
+
+    def write(name, contigs, rows=None):
+        for split, cls in (("train", "negative"), ("train", "positive"), ("test", "negative"), ("test", "positive")):
+            folder = a / name / "human_enhancers_cohn" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            with gzip.open(folder / f"{cls}.csv.gz", "wt", newline="") as out:
+                writer = csv.writer(out)
+                writer.writerow(["id", "region", "start", "end", "strand"])
+                offset = 0 if split == "train" else 1000
+                writer.writerows(rows or [(f"{split}{cls}{i}", contigs[i % 2], offset + 50 * i, offset + 50 * i + 40,
+                                           "+-"[i % 2]) for i in range(8)])
+
+    write("coords_c", ["c0", "c1"])
+    write("coords_g", ["g0", "g1"])
+    write("coords_bad_row", ["c0", "c1"], rows=[("x1", "c0", "10", "50", "+"), ("x2", "c0", "", "90", "+")])
 
 
 def _tables(a: Path, seqs: list[str]) -> None:
@@ -395,6 +416,14 @@ for name, pattern in (("short_row.tsv", r"short_row.tsv line 3 has 1 column.*no 
                       ("bad_dna.tsv", r"bad_dna.tsv line 9: sequence 'ACGTXYZ' is not DNA")):
     case("table", with_option(F, "--data", "{A}/" + name), pattern)
 case("table", F + ["--test-data", "{A}/other_classes.tsv"], r"other_classes.tsv line 2: labels .* do not occur")
+
+# issue 27: every route to a genome goes through open_genome's checks
+FC = with_option(F, "--data", None)
+case("path", FC + ["--genome", "{A}/stale.fa", "--coordinates", "{A}/coords_c"], "stale.fa")
+case("path", FC + ["--genome", "{A}/truncated.fa.gz", "--coordinates", "{A}/coords_g"], "truncated.fa.gz")
+case("path", FC + ["--genome", "{A}/plain.fa.gz", "--coordinates", "{A}/coords_c"], "bgzip")
+case("path", FC + ["--genome", "{A}/notfasta.txt", "--coordinates", "{A}/coords_c"], "notfasta.txt.*FASTA")
+case("table", FC + ["--genome", "{A}/genome.fa", "--coordinates", "{A}/coords_bad_row"], r"negative.csv.gz line 3 lacks the start cell")
 
 # argument syntax
 case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")

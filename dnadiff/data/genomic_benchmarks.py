@@ -145,28 +145,46 @@ def read_coordinates(path: str | Path) -> list[tuple[str, str, int, int, str]]:
     """Rows ``(id, region, start, end, strand)`` of one ``<class>.csv.gz`` (empty strand means ``+``)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
     try:
-        with opener(path, "rt", newline="") as handle:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = {"id", "region", "start", "end"} - set(reader.fieldnames or ())
             if missing:
                 raise UserError(f"{path} lacks the columns {sorted(missing)}: expected id,region,start,end,strand")
-            rows = [
-                (row["id"], row["region"], int(row["start"]), int(row["end"]), (row.get("strand") or "+").strip() or "+")
-                for row in reader
-            ]
-    except (OSError, ValueError, EOFError, gzip.BadGzipFile) as err:
+            for row in reader:
+                where = f"{path} line {reader.line_num}"
+                lacking = [c for c in ("id", "region", "start", "end") if not (row.get(c) or "").strip()]
+                if lacking:
+                    raise UserError(f"{where} lacks the {', '.join(lacking)} cell: fill it in or remove the line")
+                try:
+                    start, end = int(row["start"]), int(row["end"])
+                except ValueError:
+                    raise UserError(f"{where}: start {row['start']!r} / end {row['end']!r} are not integers: fix the "
+                                    "coordinate file") from None
+                rows.append((row["id"], row["region"], start, end, (row.get("strand") or "+").strip() or "+"))
+    except (OSError, ValueError, EOFError, gzip.BadGzipFile, csv.Error) as err:
         raise UserError(f"cannot read coordinates {path} ({err}): give the benchmark's <class>.csv.gz files") from err
     return rows
 
 
 def rebuild_sequences(fasta, rows: list[tuple[str, str, int, int, str]], where: str = "") -> list[str]:
-    """Cut each row's ``[start, end)`` from ``fasta`` (a pyfaidx.Fasta), reverse-complemented on ``-``.
+    """Cut each row's ``[start, end)`` from ``fasta`` (a :class:`dnadiff.data.fasta.Genome` from ``open_genome``,
+    or a pyfaidx.Fasta), reverse-complemented on ``-``.
 
     A region missing from the reference (also tried with/without a ``chr`` prefix) or an
     interval outside its contig is a UserError. Returns upper-case strings.
     """
-    names = set(fasta.keys())
+    from dnadiff.data.fasta import Genome
+
+    if isinstance(fasta, Genome):
+        names = set(fasta.names)
+        length_of = lambda contig: int(fasta.lengths[fasta.contig_index(contig)])  # noqa: E731
+        cut = lambda contig, start, end: fasta.fetch_bytes(contig, start, end).decode("ascii")  # noqa: E731
+    else:
+        names = set(fasta.keys())
+        length_of = lambda contig: len(fasta[contig])  # noqa: E731
+        cut = lambda contig, start, end: str(fasta[contig][start:end])  # noqa: E731
     seqs = []
     for ident, region, start, end, strand in rows:
         contig = _match_contig(region, names)
@@ -175,19 +193,50 @@ def rebuild_sequences(fasta, rows: list[tuple[str, str, int, int, str]], where: 
                 f"{where}example {ident}: region {region!r} is not in the reference (it has {_few(names)}): "
                 "give the genome the coordinates were made on (hg38 for the human tasks)"
             )
-        length = len(fasta[contig])
+        length = length_of(contig)
         if not 0 <= start < end <= length:
             raise UserError(
                 f"{where}example {ident}: {region}:{start}-{end} lies outside the reference contig {contig} "
                 f"(length {length}): give the full genome the coordinates were made on"
             )
-        seq = str(fasta[contig][start:end]).upper()
+        seq = cut(contig, start, end).upper()
         if strand == "-":
             seq = reverse_complement_str(seq)
         elif strand != "+":
             raise UserError(f"{where}example {ident}: strand {strand!r} is not '+' or '-': fix the coordinate file")
         seqs.append(seq)
     return seqs
+
+
+def warn_interval_overlap(train: list[tuple], test: list[tuple], where: str) -> int:
+    """Warn (:class:`LeakageWarning`) when test intervals overlap train intervals (rows ``(id, region, start, end,
+    strand)``, half-open): the overlapping bases are seen in training. Returns the number of such test rows."""
+    import bisect
+    import warnings
+
+    grouped: dict[str, list[tuple[int, int]]] = {}
+    for row in train:
+        grouped.setdefault(row[1], []).append((row[2], row[3]))
+    by_region: dict[str, tuple[list[int], list[int]]] = {}
+    for region, spans in grouped.items():
+        spans.sort()
+        ends, best = [], 0
+        for _, end in spans:  # running maximum of the ends: any earlier interval reaching past a start
+            best = max(best, end)
+            ends.append(best)
+        by_region[region] = ([a for a, _ in spans], ends)
+    hits = []
+    for row in test:
+        starts, ends = by_region.get(row[1], ([], []))
+        k = bisect.bisect_left(starts, row[3])  # train intervals starting before the test interval ends
+        if k and ends[k - 1] > row[2]:
+            hits.append(row)
+    if hits:
+        ident, region, start, end, _ = hits[0]
+        warnings.warn(f"{where}: {len(hits)} test interval(s) overlap training intervals (first: {ident} at "
+                      f"{region}:{start}-{end}): those bases are seen in training and the test score overstates "
+                      "generalisation; use coordinates with disjoint splits", LeakageWarning, stacklevel=2)
+    return len(hits)
 
 
 def _match_contig(region: str, names: set[str]) -> str | None:
@@ -204,31 +253,27 @@ def _few(names: set[str]) -> str:
 
 def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path) -> TaskData:
     """Rebuild a task from ``<coordinates>[/<task>]/{train,test}/<class>.csv.gz`` and a reference FASTA."""
-    import pyfaidx
-
     root = Path(coordinates)
     if (root / task / "train").is_dir():
         root = root / task
     if not (root / "train").is_dir():
         raise UserError(f"no {task}/train folder under {coordinates}: give the benchmark's coordinates folder")
+    from dnadiff.data.fasta import open_genome
+
     genome = Path(genome)
     if not genome.is_file():
         raise UserError(f"reference FASTA {genome} does not exist: give a local genome with --genome")
-    try:
-        fasta = pyfaidx.Fasta(str(genome), rebuild=False)
-    except Exception as err:  # pyfaidx raises several types for unreadable / plain-gzip files
-        raise UserError(
-            f"cannot open reference {genome} ({err}): give an uncompressed or bgzip-compressed FASTA (`bgzip genome.fa`)"
-        ) from err
     class_names = sorted(p.name[: -len(".csv.gz")] for p in (root / "train").glob("*.csv.gz"))
     if not class_names:
         raise UserError(f"{root / 'train'} holds no <class>.csv.gz files: give the benchmark's coordinates folder")
-    splits = {}
-    with fasta:
+    # the checks of every other command: plain gzip, truncated bgzip, a stale or foreign .fai (issue 27)
+    fasta = open_genome(genome)
+    splits, intervals = {}, {}
+    try:
         for split in SPLITS:
             if not (root / split).is_dir():
                 continue
-            seqs, labels = [], []
+            seqs, labels, rows_of_split = [], [], []
             for class_id, name in enumerate(class_names):
                 path = root / split / f"{name}.csv.gz"
                 if not path.is_file():
@@ -236,7 +281,13 @@ def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path
                 rows = read_coordinates(path)
                 seqs += rebuild_sequences(fasta, rows, where=f"{task}/{split}/{name}: ")
                 labels += [class_id] * len(rows)
+                rows_of_split += rows
             splits[split] = _checked_split(seqs, labels, f"{root / split}")
+            intervals[split] = rows_of_split
+    finally:
+        fasta.close()
+    if "test" in intervals:
+        warn_interval_overlap(intervals["train"], intervals["test"], f"{root}")
     return TaskData(task, class_names, splits["train"], splits.get("test"), source=f"coordinates:{root}+{genome}")
 
 
