@@ -126,3 +126,60 @@ def test_a_bad_dhs_table_is_one_line_naming_the_line(tmp_path, rows, pattern):
     with pytest.raises(UserError, match=pattern) as err:
         load_dhs(path)
     assert "\n" not in str(err.value) and "dhs.txt" in str(err.value)
+
+
+# ------------------------------------------------------------------ coordinates: leakage and the genome's checks
+def _coords(root, rows_by_split):
+    import csv
+
+    for split, rows in rows_by_split.items():
+        for cls in ("negative", "positive"):
+            folder = root / "human_enhancers_cohn" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            with gzip.open(folder / f"{cls}.csv.gz", "wt", newline="") as out:
+                writer = csv.writer(out)
+                writer.writerow(["id", "region", "start", "end", "strand"])
+                writer.writerows((f"{cls}{r[0]}", *r[1:]) for r in rows)
+
+
+def test_test_intervals_overlapping_training_are_warned_about_and_the_sequences_are_exact(tmp_path):
+    from dnadiff.data.genomic_benchmarks import load_from_coordinates, warn_interval_overlap
+    from dnadiff.rc import reverse_complement_str
+
+    genome = "".join(np.random.default_rng(2).choice(list("ACGT"), size=600))
+    (tmp_path / "g.fa").write_text(">c0\n" + "\n".join(genome[i:i + 60] for i in range(0, 600, 60)) + "\n")
+    train = [("a", "c0", 0, 100, "+"), ("b", "c0", 300, 350, "-")]
+    _coords(tmp_path / "ok", {"train": train, "test": [("t", "c0", 100, 200, "+"), ("u", "c0", 350, 400, "+")]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # touching ends (half-open) do not overlap
+        data = load_from_coordinates("human_enhancers_cohn", tmp_path / "ok", tmp_path / "g.fa")
+    assert data.train.seqs == [genome[0:100], reverse_complement_str(genome[300:350])] * 2
+    assert data.test.seqs == [genome[100:200], genome[350:400]] * 2
+    _coords(tmp_path / "leak", {"train": train, "test": [("t", "c0", 99, 200, "+"), ("u", "c0", 320, 330, "+")]})
+    with pytest.warns(LeakageWarning, match=r"4 test interval\(s\) overlap training intervals \(first: negativet at c0:99-200\)"):
+        load_from_coordinates("human_enhancers_cohn", tmp_path / "leak", tmp_path / "g.fa")
+    # the interval test against brute force
+    rng = np.random.default_rng(3)
+    spans = [("x", "c0", int(s), int(s + w), "+") for s, w in zip(rng.integers(0, 1000, 40), rng.integers(1, 60, 40))]
+    probes = [("y", "c0", int(s), int(s + w), "+") for s, w in zip(rng.integers(0, 1000, 200), rng.integers(1, 60, 200))]
+    brute = sum(any(a < e and s < b for _, _, a, b, _ in spans) for _, _, s, e, _ in probes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert warn_interval_overlap(spans, probes, "w") == brute
+
+
+def test_a_stale_index_is_refused_on_the_coordinates_route(tmp_path):
+    from dnadiff.data.fasta import open_genome
+    from dnadiff.data.genomic_benchmarks import load_from_coordinates
+
+    (tmp_path / "g.fa").write_text(">c0\n" + "ACGT" * 100 + "\n")
+    open_genome(tmp_path / "g.fa").close()
+    fai = (tmp_path / "g.fa.fai").read_bytes()
+    (tmp_path / "g.fa").write_text(">c0\n" + "GATTACA" * 60 + "\n")  # another genome under the old index
+    (tmp_path / "g.fa.fai").write_bytes(fai)
+    os_stat = (tmp_path / "g.fa").stat()
+    import os
+    os.utime(tmp_path / "g.fa.fai", ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 10**9))  # the index looks newer
+    _coords(tmp_path / "c", {"train": [("a", "c0", 0, 100, "+"), ("b", "c0", 100, 200, "+")]})
+    with pytest.raises(UserError, match=r"g.fa"):
+        load_from_coordinates("human_enhancers_cohn", tmp_path / "c", tmp_path / "g.fa")
