@@ -184,3 +184,27 @@ def test_pretrain_on_a_full_disk_stops_in_one_line_and_resumes_from_the_last_goo
     assert main(argv + ["--resume"]) == 0
     assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 4
     assert json.loads((out / "summary.json").read_text())
+
+
+def test_the_writer_removes_only_its_own_dead_temporaries(tmp_path):
+    """After a kill -9, ``.NAME.dnadiff-HOST-PID-*.tmp`` stays behind; the next write to NAME removes it when its
+    process (on this host) is gone, and nothing else: not a live writer's, another host's, another name's,
+    nor a user's file that merely ends in .tmp."""
+    from dnadiff.atomic import TEMP_PATTERN, _host
+
+    dead = 2**22 + 999  # above the default pid_max
+    files = {
+        "dead": f".out.fa.dnadiff-{_host()}-{dead}-abc123.tmp",
+        "live": f".out.fa.dnadiff-{_host()}-{os.getpid()}-abc123.tmp",
+        "other host": f".out.fa.dnadiff-{'0' * 8 if _host() != '0' * 8 else '1' * 8}-{dead}-abc123.tmp",
+        "other name": f".other.fa.dnadiff-{_host()}-{dead}-abc123.tmp",
+        "user": ".out.fa.notes.tmp",
+        "old style": ".out.fa.x7k2m9qz.tmp",
+    }
+    for name in files.values():
+        (tmp_path / name).write_bytes(b"half")
+    atomic_write(tmp_path / "out.fa", lambda f: f.write(b">s\nACGT\n"))
+    left = {p.name for p in tmp_path.iterdir()}
+    assert files["dead"] not in left
+    assert left == {"out.fa"} | {v for k, v in files.items() if k != "dead"}
+    assert [bool(TEMP_PATTERN.match(v)) for v in files.values()] == [True, True, True, True, False, False]
