@@ -49,7 +49,7 @@ def disk_error(err: OSError, path: str | os.PathLike) -> Exception:
     """A one-line UserError for an OSError of :data:`DISK_ERRORS` while writing ``path``; ``err`` itself otherwise."""
     if isinstance(err, OSError) and err.errno in DISK_ERRORS:
         what, fix = DISK_ERRORS[err.errno]
-        return UserError(f"cannot write {path}: {what} ({os.strerror(err.errno)}); {fix} (earlier files are "
+        return UserError(f"could not write {path}: {what} ({os.strerror(err.errno)}); {fix} (earlier files are "
                          "left as they were)")
     return err
 
