@@ -183,3 +183,28 @@ def test_a_stale_index_is_refused_on_the_coordinates_route(tmp_path):
     _coords(tmp_path / "c", {"train": [("a", "c0", 0, 100, "+"), ("b", "c0", 100, 200, "+")]})
     with pytest.raises(UserError, match=r"g.fa"):
         load_from_coordinates("human_enhancers_cohn", tmp_path / "c", tmp_path / "g.fa")
+
+
+# ------------------------------------------------------------------ what is there when it is not a file
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_fifo_a_device_or_a_folder_is_named_not_called_missing(tmp_path, kind):
+    import os
+
+    from dnadiff.data.fasta import open_genome
+    from dnadiff.training.checkpoint import load_checkpoint
+
+    path = tmp_path / "thing"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would block: it must be refused before
+        expected = "is a FIFO (named pipe), not a file"
+    elif kind == "device":
+        path = "/dev/zero"  # reading it never ends
+        expected = "is a character device, not a file"
+    else:
+        path.mkdir()
+        expected = "is a folder, not a file"
+    for call in (load_checkpoint, open_genome, read_table, load_dhs):
+        with pytest.raises(UserError) as err:
+            call(path)
+        message = str(err.value)
+        assert expected in message and "does not exist" not in message and "\n" not in message, (call, message)

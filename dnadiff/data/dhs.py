@@ -70,8 +70,11 @@ def load_dhs(path: str | Path | None = None) -> DHSData:
         line) lacks a cell, names an unknown cell type/split, or has an empty, non-DNA or differently long sequence.
     """
     path = Path(path) if path is not None else default_dhs_path()
-    if not path.is_file():
-        raise UserError(f"DHS file {path} not found: pass the path of {FILE_NAME} (from the dnadiffusion package)")
+    from dnadiff.paths import kind_of
+
+    if kind_of(path) != "a regular file":
+        found = "not found" if kind_of(path) == "missing" else f"is {kind_of(path)}, not a file"
+        raise UserError(f"DHS file {path} {found}: pass the path of {FILE_NAME} (from the dnadiffusion package)")
     opener = gzip.open if path.suffix == ".gz" else open
     sequences, labels, split, lines = [], [], [], []
     try:

@@ -204,9 +204,9 @@ def open_genome(path: str | os.PathLike) -> Genome:
     Raises:
         UserError: missing file, plain gzip (names ``bgzip``), not a FASTA, empty contig, unreadable index.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"genome file {path} does not exist: check the path")
+    from dnadiff.paths import require_file
+
+    path = require_file(path, "genome file", "check the path (give a FASTA file)")
     compression = compression_of(path)
     if compression == "gzip":
         raise UserError(

@@ -260,9 +260,9 @@ def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path
         raise UserError(f"no {task}/train folder under {coordinates}: give the benchmark's coordinates folder")
     from dnadiff.data.fasta import open_genome
 
-    genome = Path(genome)
-    if not genome.is_file():
-        raise UserError(f"reference FASTA {genome} does not exist: give a local genome with --genome")
+    from dnadiff.paths import require_file
+
+    genome = require_file(genome, "reference FASTA", "give a local genome with --genome")
     class_names = sorted(p.name[: -len(".csv.gz")] for p in (root / "train").glob("*.csv.gz"))
     if not class_names:
         raise UserError(f"{root / 'train'} holds no <class>.csv.gz files: give the benchmark's coordinates folder")
@@ -318,7 +318,12 @@ def read_table_lines(path: str | Path) -> tuple[list[str], list[str], list[int]]
     naming the file, the line and the fix) for an unreadable or empty file, a header without sequence/label
     columns, a header without rows, or a row lacking the sequence or label cell.
     """
+    from dnadiff.paths import kind_of
+
     path = Path(path)
+    if kind_of(path) not in ("a regular file", "missing"):  # a FIFO would block, /dev/zero never end
+        raise UserError(f"sequence file {path} is {kind_of(path)}, not a file: give a TSV/CSV with sequence and "
+                        "label columns")
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:

@@ -29,10 +29,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``; UserError if missing or corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: check the path (a pretraining run writes "
-                        f"OUT/model.pt and OUT/checkpoints/last.ckpt)")
+    from dnadiff.paths import require_file
+
+    path = require_file(path, "checkpoint", "check the path (a pretraining run writes OUT/model.pt and "
+                                             "OUT/checkpoints/last.ckpt)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
