@@ -105,6 +105,7 @@ def assets(tmp_path_factory) -> Path:
     (a / "badcontig.bed").write_text("chrZ\t0\t100\n")
     (a / "unreadable.fa").write_text(">c1\nACGT\n")
     (a / "unreadable.fa").chmod(0)
+    os.mkfifo(a / "fifo")  # opening it would block
     _tables(a, seqs)
     _hf_folders(a)
     _coordinates(a)
@@ -424,6 +425,13 @@ case("path", FC + ["--genome", "{A}/truncated.fa.gz", "--coordinates", "{A}/coor
 case("path", FC + ["--genome", "{A}/plain.fa.gz", "--coordinates", "{A}/coords_c"], "bgzip")
 case("path", FC + ["--genome", "{A}/notfasta.txt", "--coordinates", "{A}/coords_c"], "notfasta.txt.*FASTA")
 case("table", FC + ["--genome", "{A}/genome.fa", "--coordinates", "{A}/coords_bad_row"], r"negative.csv.gz line 3 lacks the start cell")
+
+# issue 27: a FIFO, a device or a folder is named as such (not "does not exist") and never opened
+case("path", with_option(S, "--checkpoint", "{A}/fifo"), "fifo is a FIFO")
+case("path", with_option(S, "--checkpoint", "/dev/zero"), "/dev/zero is a character device")
+case("path", with_option(E, "--genome", "{A}/fifo"), "fifo is a FIFO")
+case("path", with_option(F, "--data", "{A}/fifo"), "fifo is a FIFO")
+case("path", with_option(F, "--data", "/dev/zero"), "/dev/zero is a character device")
 
 # argument syntax
 case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")
