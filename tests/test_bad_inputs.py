@@ -106,6 +106,7 @@ def assets(tmp_path_factory) -> Path:
     (a / "unreadable.fa").write_text(">c1\nACGT\n")
     (a / "unreadable.fa").chmod(0)
     os.mkfifo(a / "fifo")  # opening it would block
+    (a / "cr_only.fa").write_bytes(genome.replace("\n", "\r").encode())
     _tables(a, seqs)
     _hf_folders(a)
     _coordinates(a)
@@ -432,6 +433,10 @@ case("path", with_option(S, "--checkpoint", "/dev/zero"), "/dev/zero is a charac
 case("path", with_option(E, "--genome", "{A}/fifo"), "fifo is a FIFO")
 case("path", with_option(F, "--data", "{A}/fifo"), "fifo is a FIFO")
 case("path", with_option(F, "--data", "/dev/zero"), "/dev/zero is a character device")
+
+# issue 27: CR-only line endings named as such (not blamed on the index just built: a loop)
+case("path", with_option(P, "--genome", "{A}/cr_only.fa"), "cr_only.fa uses CR-only line endings.*tr ")
+case("path", with_option(E, "--genome", "{A}/cr_only.fa"), "cr_only.fa uses CR-only line endings")
 
 # argument syntax
 case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")

@@ -208,3 +208,19 @@ def test_a_fifo_a_device_or_a_folder_is_named_not_called_missing(tmp_path, kind)
             call(path)
         message = str(err.value)
         assert expected in message and "does not exist" not in message and "\n" not in message, (call, message)
+
+
+def test_crlf_fasta_opens_and_cr_only_is_named(tmp_path):
+    from dnadiff.data.fasta import open_genome
+
+    text = ">c0\nACGTACGTAA\nCCGG\n>c1\nTTTT\n"
+    (tmp_path / "crlf.fa").write_bytes(text.replace("\n", "\r\n").encode())
+    genome = open_genome(tmp_path / "crlf.fa")
+    assert genome.names == ["c0", "c1"] and genome.lengths.tolist() == [14, 4]
+    assert genome.fetch_bytes("c0", 8, 12) == b"AACC"
+    genome.close()
+    (tmp_path / "cr.fa").write_bytes(text.replace("\n", "\r").encode())
+    for _ in range(2):  # the same advice the second time: no index was built to blame
+        with pytest.raises(UserError, match="CR-only line endings"):
+            open_genome(tmp_path / "cr.fa")
+    assert not (tmp_path / "cr.fa.fai").exists()
