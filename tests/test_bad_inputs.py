@@ -90,6 +90,7 @@ def assets(tmp_path_factory) -> Path:
     good = (a / "model.pt").read_bytes()
     (a / "truncated.pt").write_bytes(good[: len(good) // 2])
     torch.save(torch.zeros(3), a / "tensor.pt")
+    torch.save({"state_dict": _Evil(a / "pwned")}, a / "evil.pt")  # runs code if ever unpickled fully
     torch.save({"weight": torch.zeros(2)}, a / "statedict.pt")
     # configs
     (a / "malformed.yaml").write_text("optim: {lr: 1e-3\ntrain: [\n")
@@ -184,6 +185,16 @@ def _hf_folders(a: Path) -> None:
     folder("hf_shard_missing", ph, files={"model.safetensors.index.json": json.dumps(
         {"weight_map": {k: "model-00001-of-00002.safetensors" for k in states["ph"]}})})
     folder("hf_settings_bad", {**ph, "dnadiff": {"format": "dnadiff-hf-settings/1", "data": {"window": "512"}}})
+
+
+class _Evil:
+    """A pickle that would run ``touch PATH`` when loaded without ``weights_only``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
 
 
 def snapshot(folder: Path) -> dict:
@@ -437,6 +448,10 @@ case("path", with_option(F, "--data", "/dev/zero"), "/dev/zero is a character de
 # issue 27: CR-only line endings named as such (not blamed on the index just built: a loop)
 case("path", with_option(P, "--genome", "{A}/cr_only.fa"), "cr_only.fa uses CR-only line endings.*tr ")
 case("path", with_option(E, "--genome", "{A}/cr_only.fa"), "cr_only.fa uses CR-only line endings")
+
+# issue 27: a malicious pickle is named as such, in one whole sentence, never hinting at weights_only=False
+case("checkpoint", with_option(S, "--checkpoint", "{A}/evil.pt"), r"evil.pt holds pickled Python objects \(\w+.system\)[^`]*; use a model.pt")
+case("checkpoint", with_option(E, "--checkpoint", "{A}/evil.pt"), r"evil.pt holds pickled Python objects")
 
 # argument syntax
 case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")
