@@ -153,11 +153,21 @@ def _hf_folders(a: Path) -> None:
 
     from safetensors.torch import save_file
 
-    from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, dedupe_tied, default_config, original_state_dict
+    from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, default_config, original_state_dict
+
+    def stored_once(state):  # save_pretrained's alias removal: the first name per shared storage is kept
+        seen, out = set(), {}
+        for name, tensor in state.items():
+            if tensor.untyped_storage().data_ptr() not in seen:
+                seen.add(tensor.untyped_storage().data_ptr())
+                out[name] = tensor
+        return out
 
     torch.manual_seed(0)
     good = {v: default_config(8, 1, v) for v in ("ph", "ps")}
-    states = {v: dedupe_tied(c, original_state_dict(OriginalCaduceusMLM(backbone_from_config(c)))) for v, c in good.items()}
+    states = {v: stored_once(original_state_dict(OriginalCaduceusMLM(backbone_from_config(c)))) for v, c in good.items()}
+    assert all(sum("mamba_rev.in_proj" in k or k.startswith("lm_head") and k.endswith("weight") for k in st) == 0
+               for st in states.values())
 
     def folder(name, config, state=None, variant="ph", files=None):
         path = a / name
