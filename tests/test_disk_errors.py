@@ -61,7 +61,7 @@ def test_a_checkpoint_on_a_full_tmpfs_is_one_line_and_the_old_one_survives(small
 
 
 def test_an_export_to_a_full_or_read_only_tmpfs_is_one_line_and_leaves_nothing(small_tmpfs, shared_fixtures, tmp_path):
-    from dnadiff.commands.export import export_hf
+    from dnadiff.exporting import export as export_hf
     from hf_cache import original_files, reference
 
     config, state, _ = reference(shared_fixtures, "ph")
@@ -87,7 +87,7 @@ def test_an_export_to_a_full_or_read_only_tmpfs_is_one_line_and_leaves_nothing(s
 
 
 def test_fold_files_and_results_on_a_read_only_tmpfs(small_tmpfs):
-    from dnadiff.finetune.report import write_fold
+    from dnadiff.finetuning.report import write_fold
 
     _remount(small_tmpfs, "ro")
     with pytest.raises(UserError) as err:

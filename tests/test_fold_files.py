@@ -11,7 +11,7 @@ import pytest
 
 from dnadiff.cli import main
 from dnadiff.errors import UserError
-from dnadiff.finetune.report import aggregate, write_fold
+from dnadiff.finetuning.report import aggregate, write_fold
 
 
 def metrics(acc: float, n: int = 10) -> dict:

@@ -303,7 +303,7 @@ def test_rcps_must_agree_with_the_weights(shared_fixtures):
 def test_the_export_stores_tied_tensors_once_under_the_umask_and_keeps_dnadiff_settings(tmp_path, variant):
     from safetensors import safe_open
 
-    from dnadiff.commands.export import export_hf
+    from dnadiff.exporting import export as export_hf
     from dnadiff.models import build_model
     from dnadiff.training.checkpoint import model_payload, save_checkpoint
 
@@ -344,7 +344,7 @@ def test_the_export_stores_tied_tensors_once_under_the_umask_and_keeps_dnadiff_s
 
 def test_an_export_killed_midway_leaves_a_temporary_that_the_next_export_removes(tmp_path, shared_fixtures):
     from dnadiff.atomic import TEMP_PATTERN, _host
-    from dnadiff.commands.export import export_hf
+    from dnadiff.exporting import export as export_hf
 
     config, state, _ = reference(shared_fixtures, "ph")
     folder = write_folder(tmp_path / "orig", config, {"pytorch_model.bin": bin_bytes(state, tmp_path)})

@@ -74,7 +74,7 @@ def test_duplicated_rows_and_test_rows_seen_in_training_are_warned_about(tmp_pat
 
 
 def test_subsampling_more_classes_than_a_part_can_hold_falls_back_to_unstratified():
-    from dnadiff.finetune import subsample
+    from dnadiff.finetuning import subsample
 
     labels = np.repeat(np.arange(6), 5)  # 6 classes of 5: 28 of 30 leaves 2 < 6 for the other part
     split = Split([f"A{i}" for i in range(30)], labels)
@@ -85,7 +85,7 @@ def test_subsampling_more_classes_than_a_part_can_hold_falls_back_to_unstratifie
 
 
 def test_the_folds_hint_never_suggests_the_folds_already_given():
-    from dnadiff.finetune.cv import check_class_counts
+    from dnadiff.finetuning.cv import check_class_counts
 
     with pytest.raises(UserError) as err:
         check_class_counts(np.array([0, 0, 0, 1, 1, 1, 1]), 2, ["a", "b"])
