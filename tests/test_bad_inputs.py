@@ -108,6 +108,9 @@ def assets(tmp_path_factory) -> Path:
     (a / "unreadable.fa").chmod(0)
     os.mkfifo(a / "fifo")  # opening it would block
     (a / "cr_only.fa").write_bytes(genome.replace("\n", "\r").encode())
+    dhs_header = "dhs_id\tsequence\tTAG\tdata_label\n"
+    (a / "dhs_header_only.txt").write_text(dhs_header)
+    (a / "dhs_bad_cell.txt").write_text(dhs_header + "".join(f"d{i}\t{s[:20]}\tLIVER\ttraining\n" for i, s in enumerate(seqs)))
     _tables(a, seqs)
     _hf_folders(a)
     _coordinates(a)
@@ -331,6 +334,9 @@ case("source", ["pretrain", "--text", "{A}/binary.bin", "--out", "{A}/run_out", 
 case("source", ["pretrain", "--images", "{A}/missing_dir", "--out", "{A}/run_out"], "missing_dir")
 case("source", ["pretrain", "--images", "{A}/adir", "--out", "{A}/run_out"], "CIFAR-10")
 case("source", ["pretrain", "--dhs", "{A}/missing.txt", "--out", "{A}/run_out"], "missing.txt")
+# the DHS table is read and checked before the run folder exists (a corrected rerun is then not refused)
+case("table", ["pretrain", "--dhs", "{A}/dhs_header_only.txt", "--out", "{A}/run_out", "--max-steps", "1"], "dhs_header_only")
+case("table", ["pretrain", "--dhs", "{A}/dhs_bad_cell.txt", "--out", "{A}/run_out", "--max-steps", "1"], "LIVER")
 case("device", P + ["--accelerator", "banana"], "banana")
 case("device", P + ["--accelerator", "gpu"], "GPU",
      pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"))

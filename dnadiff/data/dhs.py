@@ -151,6 +151,10 @@ class DHSDataModule(L.LightningDataModule):
         if self.data is None:
             self.data = load_dhs(self.path)
 
+    def check_readable(self) -> None:
+        """Read and check the whole table now (UserError naming the line), before a run folder is created."""
+        self.setup()
+
     def _dataset(self, split: str) -> DHSDataset:
         self.setup()
         part = self.data.subset(split)
