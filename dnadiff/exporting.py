@@ -23,11 +23,16 @@ AUTO_MAP = {"AutoConfig": "configuration_caduceus.CaduceusConfig", "AutoModel": 
 
 def check_out(out: Path) -> Path:
     """ParameterError when ``out`` exists (other than as an empty folder) or its parent folder is missing."""
+    if out.is_symlink():
+        target = os.readlink(out)
+        raise ParameterError("out", f"out={out} is a symbolic link (to {target}{'' if out.exists() else ', which does not exist'}): "
+                                    "give the folder's own path, or remove the link")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ParameterError("out", f"out={out} already exists and is not empty: choose a new folder or remove it first")
     if not out.parent.is_dir():
         raise ParameterError("out", f"out={out}: its folder {out.parent} does not exist: create it or choose another")
     return out
+
 
 def export(source: str | os.PathLike, out: str | os.PathLike, format: str = "hf", code_repo: str | None = None,
            download: bool = False) -> tuple[Path, dict]:

@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,11 @@ def assets(tmp_path_factory) -> Path:
     (a / "unreadable.fa").chmod(0)
     os.mkfifo(a / "fifo")  # opening it would block
     (a / "cr_only.fa").write_bytes(genome.replace("\n", "\r").encode())
+    os.symlink(a / "existing.fa", a / "link.fa")  # outputs that are not regular files
+    if ROOT_USER:
+        os.mknod(a / "devnull", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a copy of /dev/null
+    (a / "emptydir").mkdir()
+    os.symlink(a / "emptydir", a / "emptydir_link")
     dhs_header = "dhs_id\tsequence\tTAG\tdata_label\n"
     (a / "dhs_header_only.txt").write_text(dhs_header)
     (a / "dhs_bad_cell.txt").write_text(dhs_header + "".join(f"d{i}\t{s[:20]}\tLIVER\ttraining\n" for i, s in enumerate(seqs)))
@@ -241,7 +247,8 @@ def with_option(base: list[str], option: str, value: str | None) -> list[str]:
 CASES: list = []
 
 
-BASES = {"pretrain": P, "evaluate": E, "sample": S, "finetune": F}
+X = ["export", "--checkpoint", "{A}/model.pt", "--out", "{A}/hf_out"]
+BASES = {"pretrain": P, "evaluate": E, "sample": S, "finetune": F, "export": X}
 
 
 def case(cls: str, argv: list[str], pattern: str, *marks):
@@ -260,8 +267,9 @@ for base, options in ((P, {"--max-steps": ["0", "-3", "abc", "1.5"], "--seed": [
                            "--markov-train-windows": ["0", "-1", "abc"], "--seed": ["-1", "abc"]}),
                       (S, {"--num": ["0", "-1", "abc"], "--length": ["0", "-5", "abc"], "--steps": ["0", "-1", "abc"],
                            "--temperature": ["0", "-1", "abc", "nan", "inf"], "--top-p": ["0", "-0.5", "1.5", "abc"],
-                           "--guidance": ["-1", "abc", "nan"], "--seed": ["-1", "abc"], "--batch-size": ["0", "-1", "abc"],
-                           "--eta": ["-1", "abc"], "--block-length": ["0", "abc"]}),
+                           "--guidance": ["-1", "abc", "nan", "1e308"], "--seed": ["-1", "abc"],
+                           "--batch-size": ["0", "-1", "abc"], "--eta": ["-1", "abc", "nan", "inf"],
+                           "--block-length": ["0", "abc"]}),
                       (F, {"--folds": ["0", "-1", "abc"], "--max-epochs": ["0", "-1", "abc"], "--batch-size": ["0", "abc"],
                            "--max-length": ["0", "abc"], "--max-examples": ["0", "-4", "abc"], "--seed": ["-1", "abc"]})):
     for option, values in options.items():
@@ -384,6 +392,14 @@ case("request", S + ["--prefix", "AC", "--template", "ACNN"], "prefix")
 case("request", S + ["--class", "K562"], "K562")
 case("request", S + ["--guidance", "2"], "guidance")
 case("choice", S + ["--sampler", "banana"], "banana")
+case("request", S + ["--eta", "0.5"], "--eta.*remdm")  # the cached sampler does not remask
+case("request", S + ["--block-length", "4"], "--block-length.*confidence")
+case("output", with_option(S, "--out", "{A}/link.fa") + ["--force"], "link.fa.*symbolic link")
+case("output", with_option(S, "--out", "{A}/devnull") + ["--force"], "devnull.*character device",
+     pytest.mark.skipif(not ROOT_USER, reason="mknod needs root"))
+case("output", with_option(X, "--out", "{A}/emptydir_link"), "emptydir_link.*symbolic link")
+case("output", with_option(X, "--out", "{A}/dangling.fa"), "dangling.fa.*does not exist")
+case("request", P + ["--init", "{A}/model.pt", "model.d_model=16"], "model.d_model=16")
 case("path", S + ["--report", "--real", "{A}/missing.fa"], "missing.fa")
 case("path", S + ["--report", "--real", "{A}/adir"], "adir")
 case("path", S + ["--report", "--real", "{A}/binary.bin"], "binary.bin")
@@ -474,7 +490,7 @@ case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")
 case("syntax", P + ["--no-such-option"], "no-such-option")
 case("syntax", ["evaluate", "--genome", "{A}/genome.fa"], "--checkpoint")
 
-OUTPUTS = ("run_out", "new.fa", "ft_out", "pwned", "missing_dir")
+OUTPUTS = ("run_out", "new.fa", "ft_out", "pwned", "missing_dir", "hf_out")
 
 
 @pytest.mark.parametrize("argv, pattern", CASES)
@@ -571,4 +587,4 @@ def test_the_table_is_broad():
     classes = {p.id.split(":")[1] for p in CASES}
     assert {"number", "config", "path", "checkpoint", "output", "device", "request", "long job"} <= classes
     commands = {p.id.split(":")[0] for p in CASES}
-    assert commands == {"pretrain", "evaluate", "sample", "finetune"}
+    assert commands == {"pretrain", "evaluate", "sample", "finetune", "export"}

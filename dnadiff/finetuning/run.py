@@ -61,6 +61,7 @@ class FinetuneResult:
                     f"{self.fold_paths[0]} (merge the folds with `dnadiff finetune --aggregate {self.out}`)")
         return summary_line(self.results, self.json_path)
 
+
 def finetune(
     task: str,
     *,
@@ -116,6 +117,7 @@ def finetune(
 
     with quiet_frameworks():
         return _finetune(**arguments)
+
 
 def _finetune(task, out, data, test_data, genome, coordinates, cache, download, checkpoint, from_scratch, model_size,
               folds, max_epochs, batch_size, max_length, protocol, max_examples, baselines, seed, micro_batch, fold,
@@ -197,6 +199,7 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
     result.json_path, result.markdown_path = write_results(out, result.results)
     return result
 
+
 def aggregate(folder: str | os.PathLike) -> FinetuneResult:
     """Merge ``folder/fold_*.json`` into ``results.json`` / ``results.md`` (atomically); UserError for fold files
     of different experiments or missing folds."""
@@ -206,6 +209,7 @@ def aggregate(folder: str | os.PathLike) -> FinetuneResult:
     json_path, md_path = write_results(folder, results)
     return FinetuneResult(results["task"], folder, results, sorted(folder.glob("fold_*.json")),
                           sorted(folder.glob("classifier_fold_*.pt")), json_path, md_path)
+
 
 def summary_line(results: dict, json_path) -> str:
     """``task: accuracy 0.712 ± 0.013 over 5 folds (held-out folds); baselines: ...; results in PATH``."""
@@ -217,6 +221,7 @@ def summary_line(results: dict, json_path) -> str:
             else "baselines only")
     return (f"{results['task']}: {head} ({results['summary_scope']})" + (f"; baselines: {base}" if base else "")
             + f"; results in {json_path}")
+
 
 def classifier_factory(checkpoint, from_scratch: bool, model_size: str | None, num_classes: int, pooling: str,
                        download: bool = False):
@@ -251,6 +256,7 @@ def classifier_factory(checkpoint, from_scratch: bool, model_size: str | None, n
     return make_classifier, variant, {"spec": spec, "variant": variant, "init": init,
                                       "parameters": params, "description": description}
 
+
 def check_out(out, fold: int | None, force: bool) -> Path:
     """ParameterError, before any work, when ``out`` cannot take this run's results: an existing file, a folder
     that cannot be created or written, or (without ``force``) one holding results of a run (the fold's own
@@ -274,10 +280,12 @@ def check_out(out, fold: int | None, force: bool) -> Path:
                             "or add --force to overwrite them")
     return path
 
+
 def rank() -> int:
     """Global rank of this process in a multi-process (DDP) run, 0 otherwise."""
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
+
 
 def _baseline_names(baselines) -> tuple[str, ...]:
     known = ("kmer_logreg", "cnn")
@@ -291,6 +299,7 @@ def _baseline_names(baselines) -> tuple[str, ...]:
         raise ParameterError("baselines", f"baselines={list(names)} names unknown baselines {unknown}: use True, "
                                           f"False or a subset of {list(known)}")
     return names
+
 
 @contextmanager
 def _progress_display(progress, task: str, protocol: str, folds: int, fold: int | None, epochs: int,
