@@ -169,6 +169,8 @@ BAD = [
     (["--variants", "{A}/garbage.vcf"], "garbage.vcf"),
     (["--variants", "{A}/missing.vcf"], "missing.vcf"),
     (["--variants", "{A}/calls.tsv", "--out", "{A}/new.vcf"], "TSV"),
+    (["--variants", "{A}/calls.vcf", "--out", "{A}/new.vcf.gz"], "bgzip it"),
+    (["--variants", "{A}/calls.vcf"] + ["--genome", "{A}/missing.fa"], "missing.fa"),
     (["--variants", "{A}/calls.vcf", "--context", "-1"], "context"),
     (["--variants", "{A}/calls.vcf", "--num-t", "1"], "num-t"),
     (["--variants", "{A}/calls.vcf", "--heatmap", "{A}/new.png"], "heatmap"),
