@@ -236,26 +236,6 @@ class Generator:
                           f"their bits_per_base is NaN", stacklevel=2)
         return bits
 
-    # --- scoring (issue 23): thin wrappers over dnadiff.scoring, which takes any object with
-    # .denoiser, .diffusion and .window
-    def score(self, seqs: Sequence[str], **options):
-        """NELBO bits/base with standard errors: :func:`dnadiff.scoring.nelbo_scores`."""
-        from dnadiff.scoring import nelbo_scores
-
-        return nelbo_scores(self, seqs, **options)
-
-    def embed(self, seqs: Sequence[str], **options) -> np.ndarray:
-        """RC-invariant embeddings float32[S, D]: :func:`dnadiff.scoring.embed`."""
-        from dnadiff.scoring import embed
-
-        return embed(self, seqs, **options)
-
-    def variant_effects(self, variants, genome, **options):
-        """(allele, score) pairs of a VCF / TSV / records: :func:`dnadiff.scoring.variant_effects`."""
-        from dnadiff.scoring import variant_effects
-
-        return variant_effects(self, variants, genome, **options)
-
 
 def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:
     """Indices of ``seqs`` grouped by sequence length."""
