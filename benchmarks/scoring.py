@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -70,13 +69,13 @@ def naive_variants(model, genome, alleles, context: int) -> float:
     return time.perf_counter() - start
 
 
-def rss_run(n: int, context: int) -> dict:
+def rss_run(n: int, context: int, threads: int) -> dict:
     """Peak RSS (MB) of a child process streaming ``n`` variants through variant_effects into a TSV."""
     with tempfile.TemporaryDirectory() as tmp:
         code = f"""
 import sys, resource, time, torch
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r})
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 from scoring import model_470k, random_snvs
 from dnadiff.data.fasta import open_genome
 from dnadiff.scoring import variant_effects
@@ -114,6 +113,7 @@ def main() -> None:
     result: dict = {"benchmark": "scoring", "model": "470k caduceus-ph (random init)", "threads": args.threads,
                     "strands": "both"}
     for context in args.contexts:
+        print(f"context {context} ...", file=sys.stderr, flush=True)
         alleles = random_snvs(genome, args.variants, 0, context + 1)
         score_alleles(model, genome, alleles[:4], context, batch_size=4)  # warm-up
         start = time.perf_counter()
@@ -132,7 +132,9 @@ def main() -> None:
                                         "naive_variants_per_s": round(naive, 2), "variants_speedup": round(batched / naive, 2),
                                         "embeddings_per_s": round(emb, 2), "naive_embeddings_per_s": round(emb_naive, 2),
                                         "embeddings_speedup": round(emb / emb_naive, 2)}
-    result["rss"] = [rss_run(n, args.rss_context) for n in args.rss_variants]
+    print("rss runs ...", file=sys.stderr, flush=True)
+    result["peak_rss_mb_this_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["rss"] = [rss_run(n, args.rss_context, args.threads) for n in args.rss_variants]
     print(json.dumps(result))
 
 
