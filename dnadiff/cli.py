@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"dnadiff {args.command}: error: {as_option(err, getattr(module, 'FLAGS', None))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"dnadiff {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(f"dnadiff {args.command}: interrupted" + (f" {stop}" if str(stop) else ""), file=sys.stderr)
         return 130
 
 

@@ -24,3 +24,8 @@ class ConfigError(UserError, ValueError):
     """A setting out of its allowed range or an unknown key (the message names the key and what is allowed).
     A UserError for the command line, a ValueError for code that checks values."""
 
+
+
+class LeakageWarning(UserWarning):
+    """The data lets the evaluation see what training saw: a table repeats examples, a test split shares examples or
+    genome intervals with the train split. Scores measured on such data overstate what the model learned."""

@@ -144,3 +144,58 @@ def test_export_from_python(pretrained, tmp_path):
     assert (Path(out) / "model.safetensors").is_file() and config["d_model"] == 64
     reloaded = dnadiff.load(out)
     assert isinstance(reloaded, dnadiff.DNAModel)
+
+
+def test_a_results_folder_in_use_is_refused(tmp_path):
+    """finetune locks its results folder (.lock for a whole run, .lock_fold_K for a fold job): a second run, a
+    second job of the same fold, or a whole run beside fold jobs is refused before any work."""
+    import os
+    import socket
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    live = f"{os.getpid()} {socket.gethostname()}\n"  # a live process on this host
+    call = dict(data=TABLE, from_scratch=True, model_size="demo", out=out, folds=2, max_epochs=1, max_examples=8,
+                baselines=False, progress=None)
+    (out / ".lock").write_text(live)
+    for fold in (None, 1):
+        with pytest.raises(UserError, match=r"busy is in use by process \d+ on .*: wait for that run"):
+            dnadiff.finetune("human_enhancers", fold=fold, **call)
+    (out / ".lock").unlink()
+    (out / ".lock_fold_1").write_text(live)
+    with pytest.raises(UserError, match=r"lock .*\.lock_fold_1"):
+        dnadiff.finetune("human_enhancers", **call)
+    with pytest.raises(UserError, match=r"lock .*\.lock_fold_1"):
+        dnadiff.finetune("human_enhancers", fold=1, **call)
+    (out / ".lock_fold_1").write_text("999999999 " + socket.gethostname() + "\n")  # a killed job's lock is taken over
+    result = dnadiff.finetune("human_enhancers", fold=1, **call)
+    assert result.fold_paths == [out / "fold_1.json"] and not (out / ".lock_fold_1").exists()
+
+
+def test_ctrl_c_during_pretraining_says_what_to_do_and_leaves_ctrl_c_working(tmp_path, monkeypatch):
+    """Lightning turns Ctrl-C into sys.exit(1) and leaves SIGINT ignored; pretrain raises KeyboardInterrupt naming
+    the way on (resume from the last checkpoint, or start again when there is none) and restores the handler."""
+    import signal
+
+    from dnadiff.training.module import DiffusionModule
+
+    original = DiffusionModule.training_step
+
+    def interrupted_at_3(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(DiffusionModule, "training_step", interrupted_at_3)
+    handler = signal.getsignal(signal.SIGINT)
+    common = dict(config="demo", max_steps=6, progress=None)
+    small = {"data.window": 64, "data.batch_size": 2, "data.max_eval_windows": 2, "train.val_every": 6}
+    with pytest.raises(KeyboardInterrupt, match=r"at step 3; continue from the last checkpoint .*last.ckpt.*--resume"):
+        dnadiff.pretrain(GENOME, out=tmp_path / "a", overrides={**small, "train.ckpt_every": 2}, **common)
+    assert signal.getsignal(signal.SIGINT) == handler
+    with pytest.raises(KeyboardInterrupt, match=r"at step 3, before the first checkpoint.*nothing to resume"):
+        dnadiff.pretrain(GENOME, out=tmp_path / "b", overrides={**small, "train.ckpt_every": 100}, **common)
+    monkeypatch.setattr(DiffusionModule, "training_step", original)
+    resumed = dnadiff.pretrain(GENOME, out=tmp_path / "a", overrides={**small, "train.ckpt_every": 2}, resume=True,
+                               **common)
+    assert resumed.steps == 6

@@ -124,3 +124,33 @@ def test_parse_region(hg38):
                          ("chr2:1-2333276", "empty or outside"), ("chr7:1-100", "'chr7' is not in")]:
         with pytest.raises(UserError, match=problem):
             parse_region(bad, hg38)
+
+
+def test_standard_bed6_name_column_is_not_a_split(hg38, tmp_path):
+    """BED4/BED6 name columns (name1, peak_7, ...) are names, not splits: the intervals split by contig ends."""
+    bed = tmp_path / "peaks.bed"
+    bed.write_text("chr2\t10000\t1000000\tname1\t0\t+\nchr2\t1200000\t2333275\tname2\t960\t-\n")
+    intervals, labels = read_bed(bed, hg38)
+    assert labels is None and intervals.start.tolist() == [10000, 1200000]
+    three = tmp_path / "three.bed"
+    three.write_text("chr2\t10000\t1000000\nchr2\t1200000\t2333275\n")
+    assert {k: v.start.tolist() for k, v in make_splits(hg38, bed=bed).items()} == \
+        {k: v.start.tolist() for k, v in make_splits(hg38, bed=three).items()}
+
+
+def test_held_out_interval_overlapping_training_warns(hg38, tmp_path):
+    from dnadiff.errors import LeakageWarning
+
+    bed = tmp_path / "leaky.bed"
+    bed.write_text("chr2\t0\t100000\ttrain\nchr2\t500000\t600000\ttrain\n"
+                   "chr2\t99000\t120000\ttest\nchr2\t300000\t400000\tval\nchr2\t550000\t560000\tvalid\n")
+    with pytest.warns(LeakageWarning, match=r"2 held-out interval\(s\) overlap training intervals "
+                                            r"\(first: chr2:99000-120000 \(test\)\)"):
+        read_bed(bed, hg38)
+    disjoint = tmp_path / "disjoint.bed"
+    disjoint.write_text("chr2\t0\t100000\ttrain\nchr2\t100000\t120000\ttest\n")  # half-open: touching is disjoint
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LeakageWarning)
+        read_bed(disjoint, hg38)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnadiff.errors import UserError
+from dnadiff.errors import LeakageWarning, UserError
 from dnadiff.rc import reverse_complement_str
 
 #: the 9 tasks: the 8 of the Caduceus / MDLM tables plus drosophila_enhancers_stark.
@@ -292,11 +292,6 @@ def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path
 
 
 # ---------------------------------------------------------------- source 3: TSV / CSV table
-class LeakageWarning(UserWarning):
-    """A fine-tuning table repeats examples, or its test split shares examples with the train split: scores
-    measured on such data overstate what the model learned."""
-
-
 #: the largest integer label (class ids are int64)
 _INT64_MAX = 2**63 - 1
 

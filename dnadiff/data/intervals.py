@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from dnadiff.data.fasta import Genome
-from dnadiff.errors import UserError
+from dnadiff.errors import LeakageWarning, UserError
 
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -91,7 +91,7 @@ def read_bed(path: str | os.PathLike, genome: Genome) -> tuple[Intervals, list[s
     path = Path(path)
     if not path.is_file():
         raise UserError(f"BED file {path} does not exist: check the path")
-    contigs, starts, ends, splits = [], [], [], []
+    contigs, starts, ends, fourth = [], [], [], []
     try:
         lines = path.read_text().splitlines()
     except UnicodeDecodeError:
@@ -118,18 +118,60 @@ def read_bed(path: str | os.PathLike, genome: Genome) -> tuple[Intervals, list[s
         if end > length:
             raise UserError(f"{where}: interval {name}:{start}-{end} is past the end of contig {name} "
                             f"(length {length}): use a BED made for this genome")
-        if len(fields) >= 4:
-            if fields[3].lower() not in _SPLIT_NAMES:
-                raise UserError(f"{where}: split {fields[3]!r} is not train, valid/val or test: fix the BED")
-            splits.append(_SPLIT_NAMES[fields[3].lower()])
+        fourth.append((where, fields[3] if len(fields) >= 4 else None))
         contigs.append(contig)
         starts.append(start)
         ends.append(end)
     if not contigs:
         raise UserError(f"BED file {path} has no intervals: check the file")
-    if splits and len(splits) != len(contigs):
-        raise UserError(f"{path.name} mixes lines with and without a split column: give every line a split or none")
-    return Intervals.build(contigs, starts, ends), (splits or None)
+    splits = _split_column(path, fourth)
+    intervals = Intervals.build(contigs, starts, ends)
+    if splits is not None:
+        _warn_split_overlap(path, genome, contigs, starts, ends, splits)
+    return intervals, splits
+
+
+def _split_column(path: Path, fourth: list[tuple[str, str | None]]) -> list[str] | None:
+    """The split of each interval from the 4th column, or None: a column of split names is a split column; a
+    column of other values is a standard BED name column (BED4, BED6, ...) and says nothing about splits."""
+    given = [(where, value) for where, value in fourth if value is not None]
+    named = [(where, value) for where, value in given if value.lower() in _SPLIT_NAMES]
+    if not named:
+        return None
+    if len(named) != len(fourth):
+        where, value = next(((w, v) for w, v in fourth if v is None or v.lower() not in _SPLIT_NAMES))
+        if value is None:
+            raise UserError(f"{path.name} mixes lines with and without a split column ({where} has none): give every "
+                            "line a split or none")
+        raise UserError(f"{where}: split {value!r} is not train, valid/val or test, while other lines name splits in "
+                        "the 4th column: fix the BED")
+    return [_SPLIT_NAMES[value.lower()] for _, value in named]
+
+
+def _warn_split_overlap(path: Path, genome: Genome, contigs, starts, ends, splits) -> int:
+    """Warn (:class:`~dnadiff.errors.LeakageWarning`) when val/test intervals overlap train intervals: those bases
+    would be trained on and scored as held out. Returns the number of overlapping held-out intervals."""
+    import warnings
+
+    contigs, starts, ends = np.asarray(contigs), np.asarray(starts), np.asarray(ends)
+    train = np.array([s == "train" for s in splits])
+    hits, first = 0, None
+    for contig in np.unique(contigs[~train]):
+        mine = train & (contigs == contig)
+        if not mine.any():
+            continue
+        order = np.argsort(starts[mine])
+        t_start, t_end = starts[mine][order], np.maximum.accumulate(ends[mine][order])
+        for i in np.flatnonzero(~train & (contigs == contig)):
+            k = np.searchsorted(t_start, ends[i], side="left") - 1  # the last train interval starting before our end
+            if k >= 0 and t_end[k] > starts[i]:
+                hits += 1
+                first = first or f"{genome.names[int(contig)]}:{starts[i]}-{ends[i]} ({splits[i]})"
+    if hits:
+        warnings.warn(f"{path.name}: {hits} held-out interval(s) overlap training intervals (first: {first}): those "
+                      "bases are trained on and scored as held out; make the splits disjoint", LeakageWarning,
+                      stacklevel=3)
+    return hits
 
 
 def split_by_contigs(usable: Intervals, genome: Genome, val_contigs: Sequence[str],

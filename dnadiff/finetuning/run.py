@@ -32,6 +32,7 @@ from dnadiff.finetuning.report import classifier_path, fold_path, write_fold, wr
 from dnadiff.finetuning.trainer import load_finetune_config
 from dnadiff.models.config import caduceus_spec
 from dnadiff.training.config import check_value
+from dnadiff.training.run_folder import LOCK_NAME, RunLock
 
 #: model_size choices (Caduceus-Ph presets of dnadiff.models.config.CaduceusConfig): "470k" is the Caduceus
 #: paper's Genomic Benchmarks model (d_model 118, 4 layers); "demo" a CPU-sized one.
@@ -175,29 +176,46 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
                       out / "results.md"]:
             stale.unlink(missing_ok=True)
     written, saved = [], []
+    lock = _folder_lock(out, fold) if rank() == 0 else None
+    try:
+        def on_fold(run: dict) -> None:
+            if rank() == 0:  # with strategy="ddp" every process runs the fold; one writes it
+                written.append(write_fold(out, header, model_info, run, notes))
 
-    def on_fold(run: dict) -> None:
-        if rank() == 0:  # with strategy="ddp" every process runs the fold; one writes it
-            written.append(write_fold(out, header, model_info, run, notes))
+        def on_model(index: int, classifier) -> None:
+            if rank() == 0 and save_model:
+                from dnadiff.finetuning.classifier import Classifier
 
-    def on_model(index: int, classifier) -> None:
-        if rank() == 0 and save_model:
-            from dnadiff.finetuning.classifier import Classifier
+                record = {"task": task, "fold": index, "description": model_info["description"]}
+                clf = Classifier(classifier, examples.class_names, config.max_length, variant, record)
+                saved.append(clf.save(classifier_path(out, index)))
 
-            record = {"task": task, "fold": index, "description": model_info["description"]}
-            clf = Classifier(classifier, examples.class_names, config.max_length, variant, record)
-            saved.append(clf.save(classifier_path(out, index)))
-
-    with _progress_display(progress, task, protocol, folds, fold, config.epochs, notes_shown + notes) as callback:
-        run_finetune(examples, make_classifier, config, variant, protocol=protocol, folds=folds, seed=seed,
-                     baselines=names, cnn_epochs=config.epochs, progress=callback, splits=splits, only=fold,
-                     device=device, on_fold=on_fold, on_model=on_model)
-    result = FinetuneResult(task, out, None, written, saved, fold=fold)
-    if rank() != 0 or fold is not None:
+        with _progress_display(progress, task, protocol, folds, fold, config.epochs, notes_shown + notes) as callback:
+            run_finetune(examples, make_classifier, config, variant, protocol=protocol, folds=folds, seed=seed,
+                         baselines=names, cnn_epochs=config.epochs, progress=callback, splits=splits, only=fold,
+                         device=device, on_fold=on_fold, on_model=on_model)
+        result = FinetuneResult(task, out, None, written, saved, fold=fold)
+        if rank() != 0 or fold is not None:
+            return result
+        result.results = merge_folds(out)  # the fold files just written: the same merge a SLURM array uses
+        result.json_path, result.markdown_path = write_results(out, result.results)
         return result
-    result.results = merge_folds(out)  # the fold files just written: the same merge a SLURM array uses
-    result.json_path, result.markdown_path = write_results(out, result.results)
-    return result
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _folder_lock(out: Path, fold: int | None) -> RunLock:
+    """The lock of a results folder: ``.lock`` for a whole run, ``.lock_fold_K`` for a ``fold=K`` job (the jobs of
+    one array run side by side). A second run into the folder, a second job of the same fold, or a whole run and a
+    fold job at once is refused in one line."""
+    lock = RunLock(out, LOCK_NAME if fold is None else f"{LOCK_NAME}_fold_{fold}")
+    others = [RunLock(out, p.name) for p in (out.glob(f"{LOCK_NAME}_fold_*") if fold is None else [out / LOCK_NAME])]
+    busy = next((other for other in others if other.held_elsewhere()), None)
+    if busy is not None:
+        raise UserError(f"{out} is in use by {busy.holder()} (lock {busy.path}): wait for that run to end or "
+                        "choose another --out")
+    return lock.acquire()
 
 
 def aggregate(folder: str | os.PathLike) -> FinetuneResult:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,7 +364,14 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
     from, for :func:`dnadiff.export`) and summary.json; returns the summary."""
 
     start = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume[0]) if resume else None)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume[0]) if resume else None)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1)
+        if not trainer.interrupted:
+            raise
+        signal.signal(signal.SIGINT, handler)  # Lightning leaves Ctrl-C ignored for the rest of the process
+        raise KeyboardInterrupt(interrupted_message(out, int(trainer.global_step))) from None
     # the end state, whatever ckpt_every was (the full training state: resume continues from it)
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
@@ -381,6 +389,16 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
             if verbose:
                 print(f"samples -> {path}")
     return summary
+
+
+def interrupted_message(out: Path, step: int) -> str:
+    """What an interrupted run can do next: resume from its last checkpoint, or start again when it has none."""
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return (f"at step {step}; continue from the last checkpoint ({last}) with `--resume` "
+                f"(`resume=True` in Python)")
+    return (f"at step {step}, before the first checkpoint (every train.ckpt_every steps): nothing to resume; "
+            "start again with --force")
 
 
 def write_samples(module, data_info: dict, out: Path, num: int = 16) -> Path:

@@ -49,9 +49,9 @@ class RunLock:
     Use as a context manager, or :meth:`acquire` / :meth:`release`. Creates ``out`` (and its parents).
     """
 
-    def __init__(self, out: str | os.PathLike):
+    def __init__(self, out: str | os.PathLike, name: str = LOCK_NAME):
         self.out = Path(out)
-        self.path = self.out / LOCK_NAME
+        self.path = self.out / name
         self.token = f"{os.getpid()} {socket.gethostname()}\n"
         self.held = False
 
@@ -69,6 +69,10 @@ class RunLock:
         if host == socket.gethostname() and not _pid_alive(pid):
             return f"process {pid} is gone"
         return None
+
+    def holder(self) -> str:
+        """``process PID on HOST`` of the lock's holder."""
+        return self._describe()
 
     def _describe(self) -> str:
         try:
@@ -98,6 +102,10 @@ class RunLock:
             self.held = True
             return self
         raise UserError(f"{self.out} is in use by {self._describe()}: wait for that run to end or choose another --out")
+
+    def held_elsewhere(self) -> bool:
+        """True when another live process holds this lock (without taking it)."""
+        return self.path.exists() and not self.held and self._stale_reason() is None
 
     def release(self) -> None:
         if self.held:
