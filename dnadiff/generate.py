@@ -17,7 +17,6 @@ Lengths beyond the model's window are generated in semi-autoregressive windows (
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +32,7 @@ from dnadiff.diffusion.remdm import ReMDMOptions
 from dnadiff.diffusion.sampling import SAMPLERS, state_independent
 from dnadiff.errors import ParameterError, UserError
 from dnadiff.loading import load_model
+from dnadiff.paths import check_writable  # noqa: F401 (the one output-file check; re-exported)
 from dnadiff.progress import planned_calls, seconds_per_call
 from dnadiff.training.config import check_value
 
@@ -314,7 +314,9 @@ def sampler_options(remdm_strategy: str = "loop", eta: float | None = None, bloc
     ``sampler``, an option the sampler does not read (``eta`` without remdm, ``block_length`` without confidence) is
     a ParameterError naming the sampler it needs."""
     if eta is not None:
-        eta = check_value(eta, "eta", "float", lo=0, hi=MAX_ETA)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta > MAX_ETA:
+            raise ParameterError("eta", f"eta={eta} is not allowed: use a number in [0, {MAX_ETA:g}] (ReMDM's "
+                                        "remasking rate)")
         if sampler is not None and sampler != "remdm":
             raise ParameterError("eta", f"eta={eta:g} is ReMDM's remasking rate and sampler {sampler!r} does not remask: "
                                         "use sampler remdm (--sampler remdm) or drop it")
@@ -327,32 +329,6 @@ def sampler_options(remdm_strategy: str = "loop", eta: float | None = None, bloc
         return {"remdm": ReMDMOptions(remdm_strategy, eta), "confidence": ConfidenceOptions(block_length=block_length)}
     except ValueError as err:
         raise UserError(f"{err}: fix --eta / --block-length") from None
-
-
-def check_writable(path: str | Path, overwrite: bool = True) -> Path:
-    """Fail early, before any work, when ``path`` cannot be written as a file.
-
-    Raises:
-        UserError: the folder is missing or not writable, the path is a folder, or (``overwrite=False``)
-            the file exists.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UserError(f"output {path} is a folder: give a file name such as {path / 'samples.fa'}")
-    if not folder.is_dir():
-        raise UserError(f"output folder {folder} does not exist: create it or choose another --out")
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        from dnadiff.paths import kind_of
-
-        what = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else kind_of(path)
-        raise UserError(f"output {path} is {what}, not a regular file: dnadiff replaces only regular files "
-                        "(even with --force); give the path of a regular file")
-    if not overwrite and path.exists():
-        raise UserError(f"output {path} already exists: add --force to replace it or choose another --out")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"output {path} is not writable: choose another --out")
-    return path
 
 
 def write_fasta(seqs: Sequence[str], path: str | Path, names: Sequence[str] | None = None, width: int = 80) -> Path:

@@ -1,6 +1,7 @@
-"""What a path that is not a regular file is, for one-line messages: "does not exist" only when nothing is
-there (a FIFO, a device such as /dev/zero, a folder or a dangling link is named as such), and a check that
-an input is a regular file before it is opened (opening a FIFO would block, reading /dev/zero never ends)."""
+"""Inputs and outputs that are paths: what a path that is not a regular file is, for one-line messages ("does not
+exist" only when nothing is there: a FIFO, a device such as /dev/zero, a folder or a dangling link is named as
+such), a check that an input is a regular file before it is opened (opening a FIFO would block, reading
+/dev/zero never ends), and the one check that an output file can be written (:func:`check_writable`)."""
 from __future__ import annotations
 
 import os
@@ -36,3 +37,27 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:
         return path
     found = "does not exist" if kind == "missing" else f"is {kind}, not a file"
     raise UserError(f"{what} {path} {found}: {fix}")
+
+
+def check_writable(path: str | Path, overwrite: bool = True) -> Path:
+    """Fail early, before any work, when ``path`` cannot be written as a file.
+
+    Raises:
+        UserError: the folder is missing or not writable, the path is a folder, or (``overwrite=False``)
+            the file exists.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder: give a file name such as {path / 'samples.fa'}")
+    if not folder.is_dir():
+        raise UserError(f"output folder {folder} does not exist: create it or choose another --out")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        what = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else kind_of(path)
+        raise UserError(f"output {path} is {what}, not a regular file: dnadiff replaces only regular files "
+                        "(even with --force); give the path of a regular file")
+    if not overwrite and path.exists():
+        raise UserError(f"output {path} already exists: add --force to replace it or choose another --out")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"output {path} is not writable: choose another --out")
+    return path

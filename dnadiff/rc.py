@@ -14,10 +14,8 @@ from typing import Callable
 
 import torch
 
-from dnadiff.data.tokenizer import MASK, PAD, A, C, G, N, T
+from dnadiff.alphabet import COMPLEMENT, MASK, PAD, A, C, G, N, T  # noqa: F401
 
-#: complement of each token id (A<->T, C<->G; MASK, N, PAD map to themselves).
-COMPLEMENT = [T, G, C, A, MASK, N, PAD]
 _STRING_COMPLEMENT = str.maketrans("ACGT", "TGCA")
 
 

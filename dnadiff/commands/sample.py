@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cached/ancestral/first-hitting: exact; remdm: remasking (--remdm-strategy, --eta); "
                              "confidence: top-k by confidence (--block-length), not exact")
     parser.add_argument("--remdm-strategy", choices=("cap", "rescale", "loop"), default="loop")
-    parser.add_argument("--eta", type=option("float", lo=0, hi=1000), default=None, help="ReMDM remasking rate (default: the strategy's published one)")
+    parser.add_argument("--eta", type=float, default=None, help="ReMDM remasking rate (default: the strategy's published one)")
     parser.add_argument("--block-length", type=option("int", lo=1), default=None, help="confidence sampler: semi-autoregressive block size")
     parser.add_argument("--temperature", type=option("float", lo=0, lo_open=True, hi=1000), default=1.0)
     parser.add_argument("--top-p", type=option("float", lo=0, hi=1, lo_open=True), default=1.0, help="nucleus sampling mass (1.0 = off)")

@@ -1,6 +1,6 @@
 """DNA tokenizer: bases to token ids and back (reverse complement: :mod:`dnadiff.rc`).
 
-dnadiff's DNA vocabulary (the diffusion vocabulary is the first ``NUM_BASES`` ids):
+dnadiff's DNA vocabulary (:mod:`dnadiff.alphabet`; the diffusion vocabulary is the first ``NUM_BASES`` ids):
 
     A=0  C=1  G=2  T=3   | MASK=4 (= diffusion mask id, V)  N=5  PAD=6
 
@@ -14,13 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-A, C, G, T = 0, 1, 2, 3
-NUM_BASES = 4
-MASK = 4
-N = 5
-PAD = 6
-EMBED_SIZE = 7
-ALPHABET = "ACGT"
+from dnadiff.alphabet import ALPHABET, EMBED_SIZE, MASK, NUM_BASES, PAD, A, C, G, N, T  # noqa: F401 (re-exported)
+
 ID_TO_CHAR = np.frombuffer(b"ACGT?NP", dtype=np.uint8)  # MASK prints as '?', PAD as 'P'
 
 # byte -> id lookup: everything that is not A/C/G/T (any case) is N.

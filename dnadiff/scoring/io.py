@@ -12,6 +12,7 @@ import numpy as np
 
 from dnadiff.atomic import atomic_write
 from dnadiff.errors import UserError
+from dnadiff.paths import check_writable
 
 _DNA = set("ACGTNacgtn")
 
@@ -76,8 +77,7 @@ def _chain(first: list[str], rest) -> Iterator[str]:
 
 
 def check_output(path: str | Path, force: bool = False) -> Path:
-    """Fail before any work when ``path`` cannot be written (see :func:`dnadiff.generate.check_writable`)."""
-    from dnadiff.generate import check_writable
+    """Fail before any work when ``path`` cannot be written (see :func:`dnadiff.paths.check_writable`)."""
 
     return check_writable(path, overwrite=force)
 
