@@ -246,6 +246,10 @@ def run(args) -> int:
     if resume is not None:
         check_resume(*resume, module, data_info)
     trainer = make_trainer(cfg, args, out)
+    from dnadiff.training.memory import prepare_memory  # issue 24: activation checkpointing + memory check
+    memory_line = prepare_memory(cfg, module.model, trainer)  # refuses a run that cannot fit, touching nothing
+    if trainer.is_global_zero:
+        print(memory_line, flush=True)
     lock = RunLock(out) if trainer.is_global_zero and _launching_process() else None
     try:
         if lock is not None:

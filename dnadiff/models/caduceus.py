@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from dnadiff.errors import UserError
 from dnadiff.models.bimamba import BiMamba
+from dnadiff.models.checkpointing import run_blocks
 from dnadiff.models.conditioning import Conditioned
 from dnadiff.models.config import CaduceusConfig
 from dnadiff.models.rcps import RCPSEmbedding, rcps_add_norm, rcps_logits, rcps_mixer
@@ -54,7 +55,15 @@ class CaduceusBlock(nn.Module):
 
 
 class CaduceusBackbone(nn.Module):
-    """Token ids [B, L] -> final-normed hidden states [B, L, H] (H = d_model, or 2 * d_model for "ps")."""
+    """Token ids [B, L] -> final-normed hidden states [B, L, H] (H = d_model, or 2 * d_model for "ps").
+
+    ``checkpoint_every`` = k > 0 checkpoints the blocks in groups of k while autograd records
+    (:mod:`dnadiff.models.checkpointing`): the backward keeps only each group's input (hidden and
+    residual, 2 x H values a token) instead of every block's activations, and runs the group again.
+    """
+
+    #: activation checkpointing: 0 off, k > 0 groups of k blocks (set by ``set_activation_checkpointing``)
+    checkpoint_every: int = 0
 
     def __init__(self, embed_size: int, d_model: int, n_layer: int, variant: str = "ph",
                  complement_map: Sequence[int] = COMPLEMENT, norm_eps: float = 1e-5,
@@ -104,9 +113,8 @@ class CaduceusBackbone(nn.Module):
         hidden = self.embedding(ids)
         if extra is not None:
             hidden = hidden + extra[:, None, :]
-        residual = None
-        for layer in self.layers:
-            hidden, residual = layer(hidden, residual, lengths)
+        hidden, residual = run_blocks(self.layers, (hidden, None),
+                                      lambda layer, h, r: layer(h, r, lengths), self.checkpoint_every)
         if self.variant == "ps":
             return rcps_add_norm(hidden, residual, self.norm_f.weight, self.eps, swap_halves=False)[0]
         return self.norm_f(hidden + residual if residual is not None else hidden)

@@ -1,0 +1,241 @@
+"""Peak-memory estimate of a training run, and the check that refuses a run that cannot fit.
+
+What a training step holds at its peak, per device:
+
+* fixed: the weights, their gradients, AdamW's two moments and the EMA copy (5 x the parameter bytes)
+  plus the runtime itself (:data:`RUNTIME_BYTES`);
+* per token (x batch x window): what autograd keeps for the backward. It is *measured*, not guessed:
+  :func:`profile_activations` runs the model's forward at two short lengths with saved-tensor hooks and
+  counts the distinct storages saved, attributed to each block (through
+  :func:`dnadiff.models.checkpointing.block_probe`) or to the rest (embedding, head, loss); the
+  difference between the two lengths gives bytes per token (weights saved by the layers cancel);
+* the backward's working memory: the gradients of one block's activations while that block is
+  differentiated, taken as :data:`WORK_FACTOR` x the largest block's saved bytes.
+
+With activation checkpointing in groups of k blocks (``train.activation_checkpointing``) the backward
+keeps only each group's inputs (hidden + residual) plus, while a group is recomputed, that group's own
+activations. The probe runs in float32 on the CPU: under bf16 mixed precision the real figure is smaller,
+so the estimate errs on the side of refusing late rather than early, and ``train.memory_check=false``
+skips the check. ``benchmarks/long_context.py`` prints the estimate next to the measured peak RSS.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from dnadiff.errors import ConfigError, UserError
+from dnadiff.models.checkpointing import block_probe, checkpointed_modules, set_activation_checkpointing
+
+__all__ = ["ActivationProfile", "profile_activations", "estimate_peak_bytes", "device_memory_bytes",
+           "resolve_checkpointing", "check_fits", "prepare_memory", "trainer_device", "AUTO_CHECKPOINT_WINDOW"]
+
+#: ``train.activation_checkpointing: auto`` turns checkpointing on for windows longer than this
+AUTO_CHECKPOINT_WINDOW = 4096
+RUNTIME_BYTES = 600 * 2**20  # Python, torch, Lightning, the data pipeline (measured RSS before the first step)
+WORK_FACTOR = 2.0  # backward working memory in units of the largest block's saved activations
+STATE_TENSORS_PER_PARAM = 5  # weights, gradients, AdamW exp_avg and exp_avg_sq, EMA shadow
+PROBE_LENGTHS = (128, 256)
+
+
+@dataclass(frozen=True)
+class ActivationProfile:
+    """Bytes per token (batch 1) a model keeps for its backward, measured by :func:`profile_activations`.
+
+    blocks: per block, what it saves; outside: embedding, final norm, head and loss; boundary: one
+    block's inputs (what a checkpointed group keeps); param_bytes: the distinct parameters' bytes."""
+
+    blocks: tuple[float, ...]
+    outside: float
+    boundary: float
+    param_bytes: int
+
+    def activation_bytes_per_token(self, every: int = 0) -> float:
+        """Bytes per token at the backward's peak with checkpointing in groups of ``every`` blocks (0: off)."""
+        n = len(self.blocks)
+        work = WORK_FACTOR * max(self.blocks, default=0.0)
+        if every <= 0 or n == 0:
+            return self.outside + sum(self.blocks) + work
+        groups = [self.blocks[i:i + every] for i in range(0, n, every)]
+        return self.outside + len(groups) * self.boundary + max(sum(g) for g in groups) + work
+
+    def inference_bytes_per_token(self) -> float:
+        """Bytes per token of a no-grad forward: the running state plus one block's intermediates."""
+        return self.boundary + max(self.blocks, default=0.0) + self.outside / 2
+
+
+def profile_activations(model: nn.Module, lengths: tuple[int, int] = PROBE_LENGTHS) -> ActivationProfile:
+    """Measure what ``model`` (a denoiser: (z_t [B, L], t [B]) -> logits [B, L, V]) saves for its backward.
+
+    Runs two training-mode forwards (batch 1, lengths ``lengths``) on the model's device with grad enabled
+    but no backward; the global RNG state is restored afterwards (a resumed run draws the same numbers).
+    Returns an :class:`ActivationProfile` in bytes per token."""
+    device = next(model.parameters()).device
+    vocab = int(getattr(model, "num_outputs", 4))
+    counts = [_saved_bytes(model, length, vocab, device) for length in lengths]
+    span = lengths[1] - lengths[0]
+    (b0, o0, s0), (b1, o1, s1) = counts
+    blocks = tuple(max(0.0, (y - x) / span) for x, y in zip(b0, b1))
+    params = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}
+    return ActivationProfile(blocks, max(0.0, (o1 - o0) / span), max(0.0, (s1 - s0) / span), sum(params.values()))
+
+
+def _saved_bytes(model: nn.Module, length: int, vocab: int, device) -> tuple[list[float], float, float]:
+    """(bytes saved per block, bytes saved outside the blocks, bytes of one block's inputs) at batch 1."""
+    where: dict = {"block": None, "boundary": 0}
+    seen: set[int] = set()
+    per_block: dict[int, float] = {}
+    outside = [0.0]
+
+    def probe(index, state):  # the largest block input (the first block has no residual yet)
+        where["block"] = index
+        size = sum(t.numel() * t.element_size() for t in state if isinstance(t, torch.Tensor))
+        where["boundary"] = max(where["boundary"], size)
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in seen and not isinstance(tensor, nn.Parameter):
+            seen.add(key)
+            nbytes = storage.nbytes()
+            if where["block"] is None:
+                outside[0] += nbytes
+            else:
+                per_block[where["block"]] = per_block.get(where["block"], 0.0) + nbytes
+        return tensor
+
+    was_training = model.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        z = torch.randint(0, vocab, (1, length), device=device)
+        t = torch.full((1,), 0.5, device=device)
+        try:
+            model.train()
+            for p in model.parameters():  # weights saved by the layers are not activations
+                seen.add(p.untyped_storage().data_ptr())
+            with torch.enable_grad(), block_probe(probe), torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+                out = model(z, t)
+                loss = out.float().logsumexp(-1).sum()
+                del out, loss
+        finally:
+            model.train(was_training)
+    n = 1 + max(per_block, default=-1)
+    return [per_block.get(i, 0.0) for i in range(n)], outside[0], float(where["boundary"])
+
+
+def estimate_peak_bytes(profile: ActivationProfile, window: int, batch: int, every: int = 0,
+                        training: bool = True) -> float:
+    """Estimated peak bytes of one device: training (fixed state + activations) or a no-grad forward."""
+    tokens = window * batch
+    if not training:
+        return RUNTIME_BYTES + profile.param_bytes + tokens * profile.inference_bytes_per_token()
+    return (RUNTIME_BYTES + STATE_TENSORS_PER_PARAM * profile.param_bytes
+            + tokens * profile.activation_bytes_per_token(every))
+
+
+def device_memory_bytes(device: torch.device | str, processes: int = 1) -> int | None:
+    """Memory one training process may use on ``device``: a CUDA device's free memory, or on the CPU the
+    available RAM (MemAvailable, capped by a cgroup limit) shared by ``processes``; None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 2**60:
+            available = int(raw) if available is None else min(available, int(raw))
+    if available is None:
+        return None
+    return available // max(1, processes)
+
+
+def resolve_checkpointing(value, window: int) -> int:
+    """``train.activation_checkpointing`` (auto, true, false or k) -> group size k (0: off)."""
+    if value == "auto":
+        return 1 if window > AUTO_CHECKPOINT_WINDOW else 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise ConfigError(f"train.activation_checkpointing={value!r} is not allowed: use auto, true, false or "
+                      "an integer k >= 1 (checkpoint groups of k blocks)")
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:.1f} GB"
+
+
+def check_fits(profile: ActivationProfile, window: int, batch: int, every: int, capacity: int | None,
+               where: str = "this device") -> float:
+    """The estimated peak bytes; UserError (one line naming the fixes) when it exceeds ``capacity``."""
+    need = estimate_peak_bytes(profile, window, batch, every)
+    if capacity is None or need <= capacity:
+        return need
+    fixes = []
+    if every == 0 and estimate_peak_bytes(profile, window, batch, 1) <= capacity:
+        fixes.append(f"train.activation_checkpointing=true (about {_gb(estimate_peak_bytes(profile, window, batch, 1))})")
+    k = max(every, 1) if every or not fixes else every
+    fitting = [b for b in range(batch - 1, 0, -1) if estimate_peak_bytes(profile, window, b, k) <= capacity]
+    if fitting:
+        fixes.append(f"data.batch_size={fitting[0]}" + (" with checkpointing" if k and not every else ""))
+    w = window
+    while w > 1 and estimate_peak_bytes(profile, w, batch, k) > capacity:
+        w //= 2
+    if w >= 1 and estimate_peak_bytes(profile, w, batch, k) <= capacity and w < window:
+        fixes.append(f"data.window={w}" + (" with checkpointing" if k and not every else ""))
+    if not fixes:
+        fixes.append("a smaller model or a device with more memory")
+    raise UserError(f"data.window={window} x data.batch_size={batch} needs about {_gb(need)} at its peak "
+                    f"(checkpointing {'every ' + str(every) + ' blocks' if every else 'off'}), {where} has "
+                    f"{_gb(capacity)} free: use {' or '.join(fixes)} (train.memory_check=false skips this check)")
+
+
+def trainer_device(trainer) -> tuple[torch.device, int]:
+    """(the device a Lightning trainer trains this process on, processes sharing its memory): on the
+    CPU every local process shares the RAM; a GPU is one process's own."""
+    device = torch.device(trainer.strategy.root_device)
+    return device, (int(trainer.num_devices) if device.type == "cpu" else 1)
+
+
+def prepare_memory(cfg: dict, model: nn.Module, trainer=None, device: torch.device | str = "cpu",
+                   processes: int = 1) -> str:
+    """The training run's memory setup, called once before training: sets activation checkpointing on
+    ``model`` from ``cfg["train"]["activation_checkpointing"]`` and, unless ``train.memory_check`` is false,
+    refuses (UserError, one line) a run whose estimated peak exceeds the device's memory. The device is the
+    Lightning ``trainer``'s (when given), else ``device`` shared by ``processes`` training processes.
+    Returns a one-line summary to print."""
+    if trainer is not None:
+        device, processes = trainer_device(trainer)
+    window, batch = int(cfg["data"]["window"]), int(cfg["data"]["batch_size"])
+    every = resolve_checkpointing(cfg["train"].get("activation_checkpointing", "auto"), window)
+    if every and not checkpointed_modules(model):
+        if cfg["train"].get("activation_checkpointing") not in ("auto", None):
+            raise ConfigError(f"train.activation_checkpointing={cfg['train']['activation_checkpointing']} is not "
+                              f"supported by {type(model).__name__}: set it to false")
+        every = 0
+    set_activation_checkpointing(model, every)
+    if not cfg["train"].get("memory_check", True):
+        return f"memory: activation checkpointing {'every ' + str(every) + ' blocks' if every else 'off'}, check skipped"
+    profile = profile_activations(model)
+    capacity = device_memory_bytes(device, processes)
+    need = check_fits(profile, window, batch, every, capacity, f"{torch.device(device).type} memory")
+    shown = f" of {_gb(capacity)} free" if capacity else ""
+    per_token = profile.activation_bytes_per_token(every) / 1024
+    return (f"memory: about {_gb(need)} peak{shown} ({per_token:,.0f} KB a token, activation checkpointing "
+            f"{'every ' + str(every) + ' blocks' if every else 'off'})")
