@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from dnadiff.errors import ConfigError, UserError
-from dnadiff.models.checkpointing import block_probe, checkpointed_modules, set_activation_checkpointing
+from dnadiff.models.checkpointing import Probe, block_probe, checkpointed_modules, set_activation_checkpointing
 
 __all__ = ["ActivationProfile", "profile_activations", "estimate_peak_bytes", "device_memory_bytes",
            "resolve_checkpointing", "check_fits", "prepare_memory", "trainer_device", "AUTO_CHECKPOINT_WINDOW"]
@@ -46,10 +46,15 @@ PROBE_LENGTHS = (128, 256)
 class ActivationProfile:
     """Bytes per token (batch 1) a model keeps for its backward, measured by :func:`profile_activations`.
 
-    blocks: per block, what it saves; outside: embedding, final norm, head and loss; boundary: one
-    block's inputs (what a checkpointed group keeps); param_bytes: the distinct parameters' bytes."""
+    blocks: per block, what it saves in a plain forward; lean_blocks: what it saves when it is recomputed
+    under checkpointing (its inner recomputed sections keep only their inputs); section: the largest
+    inner section's own saves (held while that section is differentiated); outside: embedding, final
+    norm, head and loss; boundary: one block's input (what a checkpointed group keeps); param_bytes:
+    the distinct parameters' bytes."""
 
     blocks: tuple[float, ...]
+    lean_blocks: tuple[float, ...]
+    section: float
     outside: float
     boundary: float
     param_bytes: int
@@ -57,10 +62,10 @@ class ActivationProfile:
     def activation_bytes_per_token(self, every: int = 0) -> float:
         """Bytes per token at the backward's peak with checkpointing in groups of ``every`` blocks (0: off)."""
         n = len(self.blocks)
-        work = WORK_FACTOR * max(self.blocks, default=0.0)
         if every <= 0 or n == 0:
-            return self.outside + sum(self.blocks) + work
-        groups = [self.blocks[i:i + every] for i in range(0, n, every)]
+            return self.outside + sum(self.blocks) + WORK_FACTOR * max(self.blocks, default=0.0)
+        groups = [self.lean_blocks[i:i + every] for i in range(0, n, every)]
+        work = WORK_FACTOR * (self.section or max(self.lean_blocks))
         return self.outside + len(groups) * self.boundary + max(sum(g) for g in groups) + work
 
     def inference_bytes_per_token(self) -> float:
@@ -76,38 +81,70 @@ def profile_activations(model: nn.Module, lengths: tuple[int, int] = PROBE_LENGT
     Returns an :class:`ActivationProfile` in bytes per token."""
     device = next(model.parameters()).device
     vocab = int(getattr(model, "num_outputs", 4))
-    counts = [_saved_bytes(model, length, vocab, device) for length in lengths]
+    a, b = (_saved_bytes(model, length, vocab, device) for length in lengths)
     span = lengths[1] - lengths[0]
-    (b0, o0, s0), (b1, o1, s1) = counts
-    blocks = tuple(max(0.0, (y - x) / span) for x, y in zip(b0, b1))
+
+    def slope(key):
+        return tuple(max(0.0, (y - x) / span) for x, y in zip(a[key], b[key]))
+
     params = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}
-    return ActivationProfile(blocks, max(0.0, (o1 - o0) / span), max(0.0, (s1 - s0) / span), sum(params.values()))
+    return ActivationProfile(blocks=slope("blocks"), lean_blocks=slope("lean"),
+                             section=max(0.0, (b["section"] - a["section"]) / span),
+                             outside=max(0.0, (b["outside"] - a["outside"]) / span),
+                             boundary=max(0.0, (b["boundary"] - a["boundary"]) / span),
+                             param_bytes=sum(params.values()))
 
 
-def _saved_bytes(model: nn.Module, length: int, vocab: int, device) -> tuple[list[float], float, float]:
-    """(bytes saved per block, bytes saved outside the blocks, bytes of one block's inputs) at batch 1."""
-    where: dict = {"block": None, "boundary": 0}
-    seen: set[int] = set()
-    per_block: dict[int, float] = {}
-    outside = [0.0]
+class _Counter(Probe):
+    """Counts distinct saved storages per block, per inner section, and outside the blocks."""
 
-    def probe(index, state):  # the largest block input (the first block has no residual yet)
-        where["block"] = index
+    def __init__(self, parameters):
+        self.seen = {p.untyped_storage().data_ptr() for p in parameters}  # weights are not activations
+        self.index, self.in_section, self.section_bytes = None, False, 0.0
+        self.blocks: dict[int, float] = {}
+        self.inner: dict[int, float] = {}
+        self.inputs: dict[int, float] = {}
+        self.input_seen: set[int] = set()
+        self.outside, self.boundary, self.largest_section = 0.0, 0.0, 0.0
+
+    def block(self, index, state):
+        self.index = index
         size = sum(t.numel() * t.element_size() for t in state if isinstance(t, torch.Tensor))
-        where["boundary"] = max(where["boundary"], size)
+        self.boundary = max(self.boundary, float(size))
 
-    def pack(tensor):
+    def section(self, inputs):
+        self.in_section, self.section_bytes = True, 0.0
+        for t in inputs:
+            if isinstance(t, torch.Tensor) and self.index is not None:
+                key = t.untyped_storage().data_ptr()
+                if key not in self.input_seen:
+                    self.input_seen.add(key)
+                    self.inputs[self.index] = self.inputs.get(self.index, 0.0) + t.untyped_storage().nbytes()
+
+    def section_end(self):
+        self.in_section = False
+        self.largest_section = max(self.largest_section, self.section_bytes)
+
+    def pack(self, tensor):
         storage = tensor.untyped_storage()
         key = storage.data_ptr()
-        if key not in seen and not isinstance(tensor, nn.Parameter):
-            seen.add(key)
-            nbytes = storage.nbytes()
-            if where["block"] is None:
-                outside[0] += nbytes
-            else:
-                per_block[where["block"]] = per_block.get(where["block"], 0.0) + nbytes
+        if key in self.seen:
+            return tensor
+        self.seen.add(key)
+        nbytes = float(storage.nbytes())
+        if self.index is None:
+            self.outside += nbytes
+        else:
+            self.blocks[self.index] = self.blocks.get(self.index, 0.0) + nbytes
+            if self.in_section:
+                self.inner[self.index] = self.inner.get(self.index, 0.0) + nbytes
+                self.section_bytes += nbytes
         return tensor
 
+
+def _saved_bytes(model: nn.Module, length: int, vocab: int, device) -> dict:
+    """Bytes saved at batch 1 and this length: per block (plain and lean), largest section, outside, boundary."""
+    counter = _Counter(model.parameters())
     was_training = model.training
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
@@ -115,16 +152,18 @@ def _saved_bytes(model: nn.Module, length: int, vocab: int, device) -> tuple[lis
         t = torch.full((1,), 0.5, device=device)
         try:
             model.train()
-            for p in model.parameters():  # weights saved by the layers are not activations
-                seen.add(p.untyped_storage().data_ptr())
-            with torch.enable_grad(), block_probe(probe), torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            with (torch.enable_grad(), block_probe(counter),
+                  torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda x: x)):
                 out = model(z, t)
                 loss = out.float().logsumexp(-1).sum()
                 del out, loss
         finally:
             model.train(was_training)
-    n = 1 + max(per_block, default=-1)
-    return [per_block.get(i, 0.0) for i in range(n)], outside[0], float(where["boundary"])
+    n = 1 + max(counter.blocks, default=-1)
+    blocks = [counter.blocks.get(i, 0.0) for i in range(n)]
+    lean = [blocks[i] - counter.inner.get(i, 0.0) + counter.inputs.get(i, 0.0) for i in range(n)]
+    return {"blocks": blocks, "lean": lean, "section": counter.largest_section, "outside": counter.outside,
+            "boundary": counter.boundary}
 
 
 def estimate_peak_bytes(profile: ActivationProfile, window: int, batch: int, every: int = 0,
