@@ -4,7 +4,7 @@ without activation checkpointing, measured in the same run. Prints ONE JSON line
 Every configuration runs in its own child process (so its peak RSS, ``ru_maxrss``, is its own):
 the denoiser's forward + backward on ``batch`` x ``window`` random tokens (training; best of
 ``--repeats`` after a warm-up, except at windows >= 131k where one timed step is run without warm-up)
-and a no-grad forward (inference). Per row: peak RSS (GB), KB per token (peak RSS over tokens),
+and, in the rows without checkpointing, a no-grad forward (inference). Per row: peak RSS (GB), KB per token (peak RSS over tokens),
 training and inference tokens/s, the estimate of :mod:`dnadiff.training.memory` next to the measured
 peak, and the ratio checkpointed / plain in the same run. A configuration the estimator says cannot fit
 in the RAM available is skipped (recorded with its estimate), not run.
@@ -71,6 +71,10 @@ def one(spec: str, repeats: int, infer_only: bool) -> dict:
                    train_estimate_gb=round(estimate_peak_bytes(profile, window, batch, every) / 1e9, 2))
         row["train_kb_per_token"] = round(row["train_peak_rss_gb"] * 1e9 / 1024 / tokens, 1)
         model.zero_grad(set_to_none=True)
+        if every:  # inference does not checkpoint: measured once, in the plain row
+            row.update(startup_rss_gb=round(base / 1e9, 2), block_saved_kb_per_token=round(max(profile.blocks) / 1024, 2),
+                       block_saved_lean_kb_per_token=round(max(profile.lean_blocks) / 1024, 2))
+            return row
     runs = 1 if window >= 131072 else repeats + 1
     times = []
     for _ in range(runs):
@@ -85,6 +89,7 @@ def one(spec: str, repeats: int, infer_only: bool) -> dict:
         row["infer_kb_per_token"] = round(row["infer_peak_rss_gb"] * 1e9 / 1024 / tokens, 1)
     row["startup_rss_gb"] = round(base / 1e9, 2)
     row["block_saved_kb_per_token"] = round(max(profile.blocks) / 1024, 2)
+    row["block_saved_lean_kb_per_token"] = round(max(profile.lean_blocks) / 1024, 2)
     row["saved_kb_per_token_total"] = round((sum(profile.blocks) + profile.outside) / 1024, 1)
     return row
 
@@ -141,6 +146,10 @@ def main():
                 jobs.append((size, window, every, False))
         for window in (int(w) for w in args.infer_windows.split(",") if w):
             jobs.append((size, window, 0, True))
+    # the longest and most important row first (the shipped 7M config at its own window, checkpointed),
+    # then the rest by increasing cost, so a spent time budget drops the cheap-to-rerun rows
+    first = [j for j in jobs if j[:3] == ("7m", 131072, 1) and not j[3]]
+    jobs = first + sorted((j for j in jobs if j not in first), key=lambda j: (j[1], j[0] != "470k", j[3]))
     for size, window, every, infer_only in jobs:
         batch = BATCH_1K if window <= 1024 else 1
         key = f"{size}_{VARIANTS[size]}_L{window}_b{batch}_" + ("infer" if infer_only else f"ckpt{every}")
