@@ -11,6 +11,7 @@ in the RAM available is skipped (recorded with its estimate), not run.
 
     python benchmarks/long_context.py [--models 470k,7m] [--windows 1024,16384,131072]
         [--infer-windows 1048576] [--threads 2] [--repeats 1] [--budget-s 3000]
+    python benchmarks/long_context.py --device cuda               # the same rows on a GPU (bf16 autocast)
     python benchmarks/long_context.py --one 7m:ps:16384:1:1     # one child run: size:variant:window:batch:every
 """
 from __future__ import annotations
@@ -27,8 +28,10 @@ VARIANTS = {"470k": "ph", "7m": "ps"}
 BATCH_1K = 16  # the 1k rows run 16 sequences (as the issue's table), longer windows one
 
 
-def one(spec: str, repeats: int, infer_only: bool) -> dict:
-    """Child: one configuration; returns its figures."""
+def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu") -> dict:
+    """Child: one configuration; returns its figures. On CUDA: bf16 autocast, peak = max allocated."""
+    import contextlib
+
     import torch
 
     from dnadiff.models import build_model
@@ -42,20 +45,38 @@ def one(spec: str, repeats: int, infer_only: bool) -> dict:
     model = build_model(caduceus_spec(size, variant=variant))
     profile = profile_activations(model)
     set_activation_checkpointing(model, every)
-    x = torch.randint(0, 4, (batch, window))
-    t = torch.rand(batch)
+    cuda = device == "cuda"
+    model.to(device)
+    x = torch.randint(0, 4, (batch, window), device=device)
+    t = torch.rand(batch, device=device)
     tokens = batch * window
     row = {"tokens": tokens, "every": every}
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    def peak_gb():
+        if cuda:
+            return torch.cuda.max_memory_allocated() / 1e9
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
     def train_once():
         model.zero_grad(set_to_none=True)
-        loss = model(x, t).logsumexp(-1).mean()
+        with autocast():
+            loss = model(x, t).float().logsumexp(-1).mean()
         loss.backward()
+        if cuda:
+            torch.cuda.synchronize()
 
     def infer_once():
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             model(x, t)
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
 
     model.train()
     if not infer_only:
@@ -67,10 +88,12 @@ def one(spec: str, repeats: int, infer_only: bool) -> dict:
             times.append(time.perf_counter() - start)
         best = min(times[1:] or times)
         row.update(train_s=round(best, 2), train_tokens_per_s=round(tokens / best, 1),
-                   train_peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2),
+                   train_peak_rss_gb=round(peak_gb(), 2),
                    train_estimate_gb=round(estimate_peak_bytes(profile, window, batch, every) / 1e9, 2))
         row["train_kb_per_token"] = round(row["train_peak_rss_gb"] * 1e9 / 1024 / tokens, 1)
         model.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         if every:  # inference does not checkpoint: measured once, in the plain row
             row.update(startup_rss_gb=round(base / 1e9, 2), block_saved_kb_per_token=round(max(profile.blocks) / 1024, 2),
                        block_saved_lean_kb_per_token=round(max(profile.lean_blocks) / 1024, 2))
@@ -84,7 +107,7 @@ def one(spec: str, repeats: int, infer_only: bool) -> dict:
     best = min(times[1:] or times)
     row.update(infer_s=round(best, 2), infer_tokens_per_s=round(tokens / best, 1))
     if infer_only:
-        row.update(infer_peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2),
+        row.update(infer_peak_rss_gb=round(peak_gb(), 2),
                    infer_estimate_gb=round(estimate_peak_bytes(profile, window, batch, training=False) / 1e9, 2))
         row["infer_kb_per_token"] = round(row["infer_peak_rss_gb"] * 1e9 / 1024 / tokens, 1)
     row["startup_rss_gb"] = round(base / 1e9, 2)
@@ -95,7 +118,8 @@ def one(spec: str, repeats: int, infer_only: bool) -> dict:
 
 
 def child(spec: str, args, infer_only: bool, limit: float) -> dict:
-    cmd = [sys.executable, __file__, "--one", spec, "--repeats", str(args.repeats)] + (["--infer-only"] if infer_only else [])
+    cmd = [sys.executable, __file__, "--one", spec, "--repeats", str(args.repeats), "--device", args.device]
+    cmd += ["--infer-only"] if infer_only else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
@@ -116,6 +140,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--budget-s", type=float, default=3000, help="stop starting rows after this many seconds")
     parser.add_argument("--row-limit-s", type=float, default=1500, help="time limit of one row")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: bf16 autocast, peaks from torch.cuda.max_memory_allocated (the *_rss_gb fields)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--infer-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,7 +149,7 @@ def main():
         import torch
 
         torch.set_num_threads(args.threads if "OMP_NUM_THREADS" not in os.environ else int(os.environ["OMP_NUM_THREADS"]))
-        print(json.dumps(one(args.one, args.repeats, args.infer_only)))
+        print(json.dumps(one(args.one, args.repeats, args.infer_only, args.device)))
         return
 
     import torch
@@ -133,8 +159,11 @@ def main():
     from dnadiff.training.memory import device_memory_bytes, estimate_peak_bytes, profile_activations
 
     start = time.time()
-    capacity = device_memory_bytes("cpu")
-    result = {"benchmark": "long_context", "device": "cpu", "threads": args.threads,
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    capacity = device_memory_bytes(args.device)
+    result = {"benchmark": "long_context",
+              "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "threads": args.threads,
               "load_avg_1min": round(os.getloadavg()[0], 2), "ram_available_gb": round((capacity or 0) / 1e9, 1),
               "torch": torch.__version__}
     profiles = {size: profile_activations(build_model(caduceus_spec(size, variant=VARIANTS[size])))
@@ -155,7 +184,7 @@ def main():
         key = f"{size}_{VARIANTS[size]}_L{window}_b{batch}_" + ("infer" if infer_only else f"ckpt{every}")
         need = estimate_peak_bytes(profiles[size], window, batch, every, training=not infer_only)
         left = args.budget_s - (time.time() - start)
-        if capacity is not None and need > 0.9 * capacity:
+        if capacity is not None and need > 0.9 * capacity and not (args.device == "cuda" and not infer_only):
             result[key] = {"skipped": f"estimated {need / 1e9:.1f} GB > 90% of {capacity / 1e9:.1f} GB available"}
             continue
         if left < 30:

@@ -256,7 +256,7 @@ def test_the_7m_config_trains_on_hg38_with_checkpointing(shared_data, tmp_path, 
 
     out = tmp_path / "7m"
     code = pretrain(["--config", "7m", "--genome", hg38(shared_data), "--out", str(out), "--max-steps", "2",
-                     "data.window=1024", "data.batch_size=1", "data.max_eval_windows=1", "train.val_every=2",
+                     "data.window=256", "data.batch_size=1", "data.max_eval_windows=1", "train.val_every=2",
                      "train.val_num_t=1", "train.activation_checkpointing=true", "optim.warmup_steps=1"])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -275,3 +275,29 @@ def test_a_run_too_big_for_the_machine_is_refused_before_anything_is_written(sha
     assert "data.window=65536 x data.batch_size=8 needs about" in err and "cpu memory has" in err
     assert "data.batch_size=" in err and "data.window=" in err and "Traceback" not in err
     assert not (out / "config.yaml").exists() and not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_long_context_benchmark_prints_one_json_line(tmp_path):
+    """benchmarks/long_context.py at toy windows: one JSON line, a plain and a checkpointed row measured in
+    the same run with their ratio, an inference row, and the estimate next to each measured peak."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "long_context.py"), "--models", "470k",
+                           "--windows", "128", "--infer-windows", "256", "--threads", "1", "--budget-s", "200"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    plain, ckpt, infer = (result[f"470k_ph_{k}"] for k in ("L128_b16_ckpt0", "L128_b16_ckpt1", "L256_b16_infer"))
+    for row in (plain, ckpt):
+        assert row["tokens"] == 2048 and row["train_tokens_per_s"] > 0 and row["train_estimate_gb"] > 0
+    assert ckpt["every"] == 1 and plain["every"] == 0 and infer["infer_peak_rss_gb"] > 0
+    assert set(result["470k_L128_ckpt_over_plain"]) == {"peak_rss", "train_time"}
