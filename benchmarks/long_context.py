@@ -28,11 +28,18 @@ VARIANTS = {"470k": "ph", "7m": "ps"}
 BATCH_1K = 16  # the 1k rows run 16 sequences (as the issue's table), longer windows one
 
 
-def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu") -> dict:
-    """Child: one configuration; returns its figures. On CUDA: bf16 autocast, peak = max allocated."""
+def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu", reuse: bool = False,
+        long_runs: int = 1) -> dict:
+    """Child: one configuration; returns its figures. On CUDA: bf16 autocast, peak = max allocated.
+    ``reuse``: :func:`dnadiff.training.memory.reuse_freed_memory` first; ``long_runs``: steps at windows
+    >= 131k (the best one counts)."""
     import contextlib
 
     import torch
+
+    from dnadiff.training.memory import reuse_freed_memory
+
+    reused = reuse_freed_memory() if reuse else False
 
     from dnadiff.models import build_model
     from dnadiff.models.checkpointing import set_activation_checkpointing
@@ -50,7 +57,7 @@ def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu") -> dict:
     x = torch.randint(0, 4, (batch, window), device=device)
     t = torch.rand(batch, device=device)
     tokens = batch * window
-    row = {"tokens": tokens, "every": every}
+    row = {"tokens": tokens, "every": every, "reuse_freed_memory": reused}
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def peak_gb():
@@ -78,16 +85,23 @@ def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu") -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
 
+    def timed(fn):
+        """Best of the runs after the first (the only one when there is one): wall s, CPU s, kernel s, faults."""
+        results = []
+        for _ in range(long_runs if window >= 131072 else repeats + 1):
+            r0, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            fn()
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            results.append((time.perf_counter() - start, r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
+                            r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt))
+        return min(results[1:] or results, key=lambda r: r[0])
+
     model.train()
     if not infer_only:
-        runs = 1 if window >= 131072 else repeats + 1
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            train_once()
-            times.append(time.perf_counter() - start)
-        best = min(times[1:] or times)
+        best, cpu, sys_s, faults = timed(train_once)
         row.update(train_s=round(best, 2), train_tokens_per_s=round(tokens / best, 1),
+                   train_cpu_ms_per_ktoken=round(1e6 * cpu / tokens, 1), train_kernel_share=round(sys_s / cpu, 3),
+                   train_page_faults_per_token=round(faults / tokens, 2),
                    train_peak_rss_gb=round(peak_gb(), 2),
                    train_estimate_gb=round(estimate_peak_bytes(profile, window, batch, every) / 1e9, 2))
         row["train_kb_per_token"] = round(row["train_peak_rss_gb"] * 1e9 / 1024 / tokens, 1)
@@ -98,14 +112,10 @@ def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu") -> dict:
             row.update(startup_rss_gb=round(base / 1e9, 2), block_saved_kb_per_token=round(max(profile.blocks) / 1024, 2),
                        block_saved_lean_kb_per_token=round(max(profile.lean_blocks) / 1024, 2))
             return row
-    runs = 1 if window >= 131072 else repeats + 1
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        infer_once()
-        times.append(time.perf_counter() - start)
-    best = min(times[1:] or times)
-    row.update(infer_s=round(best, 2), infer_tokens_per_s=round(tokens / best, 1))
+    best, cpu, sys_s, faults = timed(infer_once)
+    row.update(infer_s=round(best, 2), infer_tokens_per_s=round(tokens / best, 1),
+               infer_cpu_ms_per_ktoken=round(1e6 * cpu / tokens, 1), infer_kernel_share=round(sys_s / cpu, 3),
+               infer_page_faults_per_token=round(faults / tokens, 2))
     if infer_only:
         row.update(infer_peak_rss_gb=round(peak_gb(), 2),
                    infer_estimate_gb=round(estimate_peak_bytes(profile, window, batch, training=False) / 1e9, 2))
@@ -117,9 +127,10 @@ def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu") -> dict:
     return row
 
 
-def child(spec: str, args, infer_only: bool, limit: float) -> dict:
-    cmd = [sys.executable, __file__, "--one", spec, "--repeats", str(args.repeats), "--device", args.device]
-    cmd += ["--infer-only"] if infer_only else []
+def child(spec: str, args, infer_only: bool, limit: float, reuse: bool = False, long_runs: int = 1) -> dict:
+    cmd = [sys.executable, __file__, "--one", spec, "--repeats", str(args.repeats), "--device", args.device,
+           "--long-runs", str(long_runs)]
+    cmd += (["--infer-only"] if infer_only else []) + (["--reuse"] if reuse else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
@@ -129,6 +140,25 @@ def child(spec: str, args, infer_only: bool, limit: float) -> dict:
     if proc.returncode != 0 or not lines:
         return {"error": f"rc={proc.returncode}: {proc.stderr.strip().splitlines()[-1][:200] if proc.stderr.strip() else ''}"}
     return json.loads(lines[-1])
+
+
+def allocation_check(args) -> dict:
+    """Time per token at 16k and 131k (470k Ph, batch 1, checkpointed training and inference), glibc's
+    default malloc against :func:`dnadiff.training.memory.reuse_freed_memory`, in the same run."""
+    result = {"benchmark": "long_context_allocation", "threads": args.threads,
+              "load_avg_1min": round(os.getloadavg()[0], 2)}
+    for reuse in (False, True):
+        for window in (16384, 131072):
+            for every, infer_only in ((1, False), (0, True)):
+                key = f"470k_ph_L{window}_{'infer' if infer_only else 'ckpt1'}_{'reuse' if reuse else 'default'}"
+                result[key] = child(f"470k:ph:{window}:1:{every}", args, infer_only, args.row_limit_s, reuse,
+                                    long_runs=2)
+    for reuse in ("default", "reuse"):
+        for kind, field in (("ckpt1", "train_cpu_ms_per_ktoken"), ("infer", "infer_cpu_ms_per_ktoken")):
+            a, b = result[f"470k_ph_L16384_{kind}_{reuse}"], result[f"470k_ph_L131072_{kind}_{reuse}"]
+            if field in a and field in b:
+                result[f"{kind}_{reuse}_cpu_per_token_131k_over_16k"] = round(b[field] / a[field], 3)
+    return result
 
 
 def main():
@@ -142,14 +172,22 @@ def main():
     parser.add_argument("--row-limit-s", type=float, default=1500, help="time limit of one row")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: bf16 autocast, peaks from torch.cuda.max_memory_allocated (the *_rss_gb fields)")
+    parser.add_argument("--allocation-check", action="store_true",
+                        help="only the allocator rows: 470k at 16k and 131k, glibc's default malloc against "
+                             "reuse_freed_memory, CPU time per token (2 steps at 131k, the second counts)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--long-runs", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--infer-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         import torch
 
         torch.set_num_threads(args.threads if "OMP_NUM_THREADS" not in os.environ else int(os.environ["OMP_NUM_THREADS"]))
-        print(json.dumps(one(args.one, args.repeats, args.infer_only, args.device)))
+        print(json.dumps(one(args.one, args.repeats, args.infer_only, args.device, args.reuse, args.long_runs)))
+        return
+    if args.allocation_check:
+        print(json.dumps(allocation_check(args), separators=(",", ":")))
         return
 
     import torch

@@ -20,8 +20,10 @@ skips the check. ``benchmarks/long_context.py`` prints the estimate next to the 
 """
 from __future__ import annotations
 
-import math
+import ctypes
+import ctypes.util
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from dnadiff.errors import ConfigError, UserError
 from dnadiff.models.checkpointing import Probe, block_probe, checkpointed_modules, set_activation_checkpointing
 
 __all__ = ["ActivationProfile", "profile_activations", "estimate_peak_bytes", "device_memory_bytes",
-           "resolve_checkpointing", "check_fits", "prepare_memory", "trainer_device", "AUTO_CHECKPOINT_WINDOW"]
+           "resolve_checkpointing", "check_fits", "prepare_memory", "trainer_device", "reuse_freed_memory", "AUTO_CHECKPOINT_WINDOW"]
 
 #: ``train.activation_checkpointing: auto`` turns checkpointing on for windows longer than this
 AUTO_CHECKPOINT_WINDOW = 4096
@@ -245,6 +247,30 @@ def check_fits(profile: ActivationProfile, window: int, batch: int, every: int, 
                     f"{_gb(capacity)} free: use {' or '.join(fixes)} (train.memory_check=false skips this check)")
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+
+
+def reuse_freed_memory() -> bool:
+    """Keep memory freed by tensors in the process heap for the next tensors of the same sizes (glibc).
+
+    glibc serves every allocation above 32 MB (a [1, 16384, 512] float32 tensor) with a fresh ``mmap`` and
+    returns it on free, so at long windows every intermediate of every block is new memory the kernel must
+    fault in and zero, page by page: at 131,072 tokens that is about 12 page faults a token per forward and
+    40% of the CPU time in the kernel (``benchmarks/long_context.py --allocation-check``). With
+    ``M_MMAP_MAX = 0`` and no heap trimming the freed blocks are reused instead. Linux/glibc only; returns
+    whether it was applied. ``DNADIFF_REUSE_FREED_MEMORY=0`` in the environment leaves malloc as it is.
+    """
+    if os.environ.get("DNADIFF_REUSE_FREED_MEMORY", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def trainer_device(trainer) -> tuple[torch.device, int]:
     """(the device a Lightning trainer trains this process on, processes sharing its memory): on the
     CPU every local process shares the RAM; a GPU is one process's own."""
@@ -257,7 +283,8 @@ def prepare_memory(cfg: dict, model: nn.Module, trainer=None, device: torch.devi
     """The training run's memory setup, called once before training: sets activation checkpointing on
     ``model`` from ``cfg["train"]["activation_checkpointing"]`` and, unless ``train.memory_check`` is false,
     refuses (UserError, one line) a run whose estimated peak exceeds the device's memory. The device is the
-    Lightning ``trainer``'s (when given), else ``device`` shared by ``processes`` training processes.
+    Lightning ``trainer``'s (when given), else ``device`` shared by ``processes`` training processes. On the
+    CPU with more than :data:`AUTO_CHECKPOINT_WINDOW` tokens a batch it also calls :func:`reuse_freed_memory`.
     Returns a one-line summary to print."""
     if trainer is not None:
         device, processes = trainer_device(trainer)
@@ -269,6 +296,8 @@ def prepare_memory(cfg: dict, model: nn.Module, trainer=None, device: torch.devi
                               f"supported by {type(model).__name__}: set it to false")
         every = 0
     set_activation_checkpointing(model, every)
+    if torch.device(device).type == "cpu" and window * batch > AUTO_CHECKPOINT_WINDOW:
+        reuse_freed_memory()  # long windows on the CPU: no page faults for every new intermediate
     if not cfg["train"].get("memory_check", True):
         return f"memory: activation checkpointing {'every ' + str(every) + ' blocks' if every else 'off'}, check skipped"
     profile = profile_activations(model)
