@@ -5,7 +5,8 @@ Every configuration runs in its own child process (so its peak RSS, ``ru_maxrss`
 the denoiser's forward + backward on ``batch`` x ``window`` random tokens (training; best of
 ``--repeats`` after a warm-up, except at windows >= 131k where one timed step is run without warm-up)
 and, in the rows without checkpointing, a no-grad forward (inference). Per row: peak RSS (GB), KB per token (peak RSS over tokens),
-training and inference tokens/s, the estimate of :mod:`dnadiff.training.memory` next to the measured
+training and inference tokens/s (with :func:`dnadiff.training.memory.reuse_freed_memory`, as CPU training
+at long windows runs, unless ``--default-malloc``), CPU time per 1,000 tokens and page faults per token, the estimate of :mod:`dnadiff.training.memory` next to the measured
 peak, and the ratio checkpointed / plain in the same run. A configuration the estimator says cannot fit
 in the RAM available is skipped (recorded with its estimate), not run.
 
@@ -25,6 +26,7 @@ import sys
 import time
 
 VARIANTS = {"470k": "ph", "7m": "ps"}
+COST = {"470k": 1.0, "7m": 12.0}  # relative time per token (measured: about 12x at 16k)
 BATCH_1K = 16  # the 1k rows run 16 sequences (as the table), longer windows one
 
 
@@ -175,6 +177,8 @@ def main():
     parser.add_argument("--allocation-check", action="store_true",
                         help="only the allocator rows: 470k at 16k and 131k, glibc's default malloc against "
                              "reuse_freed_memory, CPU time per token (2 steps at 131k, the second counts)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="rows without reuse_freed_memory (which training on the CPU applies at long windows)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--long-runs", type=int, default=1, help=argparse.SUPPRESS)
@@ -213,10 +217,13 @@ def main():
                 jobs.append((size, window, every, False))
         for window in (int(w) for w in args.infer_windows.split(",") if w):
             jobs.append((size, window, 0, True))
-    # the longest and most important row first (the shipped 7M config at its own window, checkpointed),
-    # then the rest by increasing cost, so a spent time budget drops the cheap-to-rerun rows
-    first = [j for j in jobs if j[:3] == ("7m", 131072, 1) and not j[3]]
-    jobs = first + sorted((j for j in jobs if j not in first), key=lambda j: (j[1], j[0] != "470k", j[3]))
+    # by increasing cost (tokens x model size x 1.5 when checkpointed, x 0.3 for inference): a spent time
+    # budget drops the most expensive rows, recorded as skipped
+    def cost(job):
+        size, window, every, infer_only = job
+        return window * COST[size] * (0.3 if infer_only else 1.5 if every else 1.0)
+
+    jobs.sort(key=cost)
     for size, window, every, infer_only in jobs:
         batch = BATCH_1K if window <= 1024 else 1
         key = f"{size}_{VARIANTS[size]}_L{window}_b{batch}_" + ("infer" if infer_only else f"ckpt{every}")
@@ -229,7 +236,7 @@ def main():
             result[key] = {"skipped": "benchmark time budget spent"}
             continue
         result[key] = child(f"{size}:{VARIANTS[size]}:{window}:{batch}:{every}", args, infer_only,
-                            min(args.row_limit_s, left))
+                            min(args.row_limit_s, left), reuse=not args.default_malloc)
     for size in args.models.split(","):
         v = VARIANTS[size]
         for window in (int(w) for w in args.windows.split(",") if w):
