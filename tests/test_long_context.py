@@ -301,3 +301,42 @@ def test_long_context_benchmark_prints_one_json_line(tmp_path):
         assert row["tokens"] == 2048 and row["train_tokens_per_s"] > 0 and row["train_estimate_gb"] > 0
     assert ckpt["every"] == 1 and plain["every"] == 0 and infer["infer_peak_rss_gb"] > 0
     assert set(result["470k_L128_ckpt_over_plain"]) == {"peak_rss", "train_time"}
+
+
+FAULTS = """
+import resource, sys, torch
+from dnadiff.training.memory import reuse_freed_memory
+torch.set_num_threads(1)
+applied = reuse_freed_memory() if sys.argv[1] == "1" else False
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.empty(256 * 2**20 // 4).fill_(1.0)  # 256 MB (a [1, 131072, 512] float32 tensor): above
+    del x                                         # glibc's largest mmap threshold (32 MB)
+    x = torch.empty(256 * 2**20 // 4).fill_(1.0)
+    del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+print(applied, faults())
+"""
+
+
+@pytest.mark.skipif(not __import__("platform").libc_ver()[0] == "glibc", reason="glibc only")
+def test_reused_freed_memory_is_not_faulted_in_again():
+    """After a 256 MB tensor is freed, allocating another one faults in thousands of fresh pages with glibc's
+    default malloc, and almost none once reuse_freed_memory() keeps freed memory in the heap (one thread)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    env.pop("DNADIFF_REUSE_FREED_MEMORY", None)
+    out = {}
+    for flag in ("0", "1"):
+        proc = subprocess.run([sys.executable, "-c", FAULTS, flag], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        applied, faults = proc.stdout.split()
+        out[flag] = (applied == "True", int(faults))
+    assert out["1"][0] and not out["0"][0]
+    assert out["0"][1] > 500 and out["1"][1] < 0.05 * out["0"][1], out
