@@ -94,8 +94,9 @@ def test_kernel_matches_pure_scan_under_bf16_autocast(kind, kernels):
 @pytest.mark.parametrize("kind", ["caduceus_ph", "caduceus_ps"])
 def test_activation_checkpointing_on_gpu_under_bf16_autocast(kind, kernels):
     """Issue 24: checkpointed blocks (and the nested recompute of each Mamba direction) under bf16 autocast on
-    the GPU give the plain backward's output and gradients (the recomputation replays the same kernels:
-    equal to within 1e-6 relative)."""
+    the GPU give the plain backward's output and gradients: the recomputation replays the same kernels, so
+    only the order of atomic additions in the kernels' backward differs (1e-3 relative allowed; a wrong
+    recomputation is off by O(1))."""
     from dnadiff.models.checkpointing import set_activation_checkpointing
 
     if kernels != "pure" and not kernel_available(kernels):
@@ -107,7 +108,7 @@ def test_activation_checkpointing_on_gpu_under_bf16_autocast(kind, kernels):
     plain = forward_backward(model, kind, inputs, weight)
     set_activation_checkpointing(model, 1)
     got = forward_backward(model, kind, inputs, weight)
-    bad = {name: rel(got[name], plain[name]) for name in plain if not rel(got[name], plain[name]) <= 1e-6}
+    bad = {name: rel(got[name], plain[name]) for name in plain if not rel(got[name], plain[name]) <= 1e-3}
     assert plain.keys() == got.keys() and not bad, bad
 
 
