@@ -145,13 +145,15 @@ def child(spec: str, args, infer_only: bool, limit: float, reuse: bool = False, 
 
 
 def allocation_check(args) -> dict:
-    """Time per token at 16k and 131k (470k Ph, batch 1, checkpointed training and inference), glibc's
+    """Time per token at 16k and 131k (470k Ph, batch 1, inference; with --allocation-train also
+    checkpointed training), glibc's
     default malloc against :func:`dnadiff.training.memory.reuse_freed_memory`, in the same run."""
     result = {"benchmark": "long_context_allocation", "threads": args.threads,
               "load_avg_1min": round(os.getloadavg()[0], 2)}
+    kinds = ((1, False), (0, True)) if args.allocation_train else ((0, True),)
     for reuse in (False, True):
         for window in (16384, 131072):
-            for every, infer_only in ((1, False), (0, True)):
+            for every, infer_only in kinds:
                 key = f"470k_ph_L{window}_{'infer' if infer_only else 'ckpt1'}_{'reuse' if reuse else 'default'}"
                 result[key] = child(f"470k:ph:{window}:1:{every}", args, infer_only, args.row_limit_s, reuse,
                                     long_runs=2)
@@ -176,7 +178,10 @@ def main():
                         help="cuda: bf16 autocast, peaks from torch.cuda.max_memory_allocated (the *_rss_gb fields)")
     parser.add_argument("--allocation-check", action="store_true",
                         help="only the allocator rows: 470k at 16k and 131k, glibc's default malloc against "
-                             "reuse_freed_memory, CPU time per token (2 steps at 131k, the second counts)")
+                             "reuse_freed_memory, CPU time per token of inference (2 runs at 131k, the second "
+                             "counts)")
+    parser.add_argument("--allocation-train", action="store_true",
+                        help="--allocation-check: also checkpointed training steps")
     parser.add_argument("--default-malloc", action="store_true",
                         help="rows without reuse_freed_memory (which training on the CPU applies at long windows)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
