@@ -80,9 +80,13 @@ def profile_activations(model: nn.Module, lengths: tuple[int, int] = PROBE_LENGT
 
     Runs two training-mode forwards (batch 1, lengths ``lengths``) on the model's device with grad enabled
     but no backward; the global RNG state is restored afterwards (a resumed run draws the same numbers).
-    Returns an :class:`ActivationProfile` in bytes per token."""
+    Returns an :class:`ActivationProfile` in bytes per token (linear in the length: right for Mamba; for a
+    transformer, whose attention is quadratic, a lower bound beyond the probed lengths)."""
     device = next(model.parameters()).device
     vocab = int(getattr(model, "num_outputs", 4))
+    limit = getattr(model, "max_len", None)  # a transformer's rotary tables end there
+    if limit is not None and lengths[1] > int(limit):
+        lengths = (max(1, int(limit) // 2), int(limit))
     a, b = (_saved_bytes(model, length, vocab, device) for length in lengths)
     span = lengths[1] - lengths[0]
 
