@@ -156,9 +156,16 @@ def test_prepare_memory_sets_checkpointing_and_checks(monkeypatch):
     from dnadiff.training import memory
 
     model = caduceus("ps")
+    reused = []  # reuse_freed_memory changes malloc for the whole process: recorded here, not applied
+    monkeypatch.setattr(memory, "reuse_freed_memory", lambda: reused.append(1) or True)
     cfg = load_config("demo", ["data.window=8192", "data.batch_size=2"])
     line = prepare_memory(cfg, model, device="cpu")
     assert model.backbone.checkpoint_every == 1 and "activation checkpointing every 1 blocks" in line
+    assert reused == [1] and line.endswith("freed memory reused)")
+    profile = profile_activations(model)
+    need = estimate_peak_bytes(profile, 8192, 2, 1)
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda device, processes=1: int(1.5 * need))
+    assert "reused" not in prepare_memory(cfg, model, device="cpu") and reused == [1]  # fits, without headroom
     cfg["train"]["activation_checkpointing"] = False
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device, processes=1: memory.RUNTIME_BYTES + 10**6)
     with pytest.raises(UserError, match=r"needs about .* cpu memory has"):

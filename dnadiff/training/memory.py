@@ -42,6 +42,7 @@ RUNTIME_BYTES = 600 * 2**20  # Python, torch, Lightning, the data pipeline (meas
 WORK_FACTOR = 2.0  # backward working memory in units of the largest block's saved activations
 STATE_TENSORS_PER_PARAM = 5  # weights, gradients, AdamW exp_avg and exp_avg_sq, EMA shadow
 PROBE_LENGTHS = (128, 256)
+REUSE_HEADROOM = 2.0  # reuse_freed_memory only where this many times the estimated peak fits
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,9 @@ def reuse_freed_memory() -> bool:
     fault in and zero, page by page: at 131,072 tokens that is about 12 page faults a token per forward and
     40% of the CPU time in the kernel (``benchmarks/long_context.py --allocation-check``). With
     ``M_MMAP_MAX = 0`` and no heap trimming the freed blocks are reused instead. Linux/glibc only; returns
-    whether it was applied. ``DNADIFF_REUSE_FREED_MEMORY=0`` in the environment leaves malloc as it is.
+    whether it was applied. The price: the heap never shrinks and fragments, so the peak RSS can exceed
+    the live peak (which is why :func:`prepare_memory` applies it only where the estimate leaves room).
+    ``DNADIFF_REUSE_FREED_MEMORY=0`` in the environment leaves malloc as it is.
     """
     if os.environ.get("DNADIFF_REUSE_FREED_MEMORY", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
@@ -288,7 +291,8 @@ def prepare_memory(cfg: dict, model: nn.Module, trainer=None, device: torch.devi
     ``model`` from ``cfg["train"]["activation_checkpointing"]`` and, unless ``train.memory_check`` is false,
     refuses (UserError, one line) a run whose estimated peak exceeds the device's memory. The device is the
     Lightning ``trainer``'s (when given), else ``device`` shared by ``processes`` training processes. On the
-    CPU with more than :data:`AUTO_CHECKPOINT_WINDOW` tokens a batch it also calls :func:`reuse_freed_memory`.
+    CPU with more than :data:`AUTO_CHECKPOINT_WINDOW` tokens a batch it also calls :func:`reuse_freed_memory`
+    when :data:`REUSE_HEADROOM` times the estimate fits (it trades peak RSS for time).
     Returns a one-line summary to print."""
     if trainer is not None:
         device, processes = trainer_device(trainer)
@@ -300,14 +304,16 @@ def prepare_memory(cfg: dict, model: nn.Module, trainer=None, device: torch.devi
                               f"supported by {type(model).__name__}: set it to false")
         every = 0
     set_activation_checkpointing(model, every)
-    if torch.device(device).type == "cpu" and window * batch > AUTO_CHECKPOINT_WINDOW:
-        reuse_freed_memory()  # long windows on the CPU: no page faults for every new intermediate
+    mode = f"activation checkpointing {'every ' + str(every) + ' blocks' if every else 'off'}"
+    long_cpu = torch.device(device).type == "cpu" and window * batch > AUTO_CHECKPOINT_WINDOW
     if not cfg["train"].get("memory_check", True):
-        return f"memory: activation checkpointing {'every ' + str(every) + ' blocks' if every else 'off'}, check skipped"
+        return f"memory: {mode}, check skipped"
     profile = profile_activations(model)
     capacity = device_memory_bytes(device, processes)
     need = check_fits(profile, window, batch, every, capacity, f"{torch.device(device).type} memory")
     shown = f" of {_gb(capacity)} free" if capacity else ""
     per_token = profile.activation_bytes_per_token(every) / 1024
-    return (f"memory: about {_gb(need)} peak{shown} ({per_token:,.0f} KB a token, activation checkpointing "
-            f"{'every ' + str(every) + ' blocks' if every else 'off'})")
+    # long windows on the CPU: no page faults for every new intermediate, where twice the estimate fits
+    if long_cpu and capacity is not None and REUSE_HEADROOM * need <= capacity and reuse_freed_memory():
+        mode += ", freed memory reused"
+    return f"memory: about {_gb(need)} peak{shown} ({per_token:,.0f} KB a token, {mode})"
