@@ -79,8 +79,8 @@ class CaduceusBackbone(nn.Module):
     """Token ids [B, L] -> final-normed hidden states [B, L, H] (H = d_model, or 2 * d_model for "ps").
 
     ``checkpoint_every`` = k > 0 checkpoints the blocks in groups of k while autograd records
-    (:mod:`dnadiff.models.checkpointing`): the backward keeps only each group's input (hidden and
-    residual, 2 x H values a token) instead of every block's activations, and runs the group again.
+    (:mod:`dnadiff.models.checkpointing`): the backward keeps only each group's input (the running
+    residual sum, H values a token) instead of every block's activations, and runs the group again.
     """
 
     #: activation checkpointing: 0 off, k > 0 groups of k blocks (set by ``set_activation_checkpointing``)
