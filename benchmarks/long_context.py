@@ -159,7 +159,7 @@ def allocation_check(args) -> dict:
                                     long_runs=2)
     for reuse in ("default", "reuse"):
         for kind, field in (("ckpt1", "train_cpu_ms_per_ktoken"), ("infer", "infer_cpu_ms_per_ktoken")):
-            a, b = result[f"470k_ph_L16384_{kind}_{reuse}"], result[f"470k_ph_L131072_{kind}_{reuse}"]
+            a, b = result.get(f"470k_ph_L16384_{kind}_{reuse}", {}), result.get(f"470k_ph_L131072_{kind}_{reuse}", {})
             if field in a and field in b:
                 result[f"{kind}_{reuse}_cpu_per_token_131k_over_16k"] = round(b[field] / a[field], 3)
     return result
