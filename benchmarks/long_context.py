@@ -5,8 +5,8 @@ Every configuration runs in its own child process (so its peak RSS, ``ru_maxrss`
 the denoiser's forward + backward on ``batch`` x ``window`` random tokens (training; best of
 ``--repeats`` after a warm-up, except at windows >= 131k where one timed step is run without warm-up)
 and, in the rows without checkpointing, a no-grad forward (inference). Per row: peak RSS (GB), KB per token (peak RSS over tokens),
-training and inference tokens/s (with :func:`dnadiff.training.memory.reuse_freed_memory`, as CPU training
-at long windows runs, unless ``--default-malloc``), CPU time per 1,000 tokens and page faults per token, the estimate of :mod:`dnadiff.training.memory` next to the measured
+training and inference tokens/s (glibc's default malloc; ``--reuse-freed-memory``: with
+:func:`dnadiff.training.memory.reuse_freed_memory`, as the README's table was measured), CPU time per 1,000 tokens and page faults per token, the estimate of :mod:`dnadiff.training.memory` next to the measured
 peak, and the ratio checkpointed / plain in the same run. A configuration the estimator says cannot fit
 in the RAM available is skipped (recorded with its estimate), not run.
 
@@ -41,7 +41,7 @@ def one(spec: str, repeats: int, infer_only: bool, device: str = "cpu", reuse: b
 
     from dnadiff.training.memory import reuse_freed_memory
 
-    reused = reuse_freed_memory() if reuse else False
+    reused = reuse_freed_memory(force=True) if reuse else False
 
     from dnadiff.models import build_model
     from dnadiff.models.checkpointing import set_activation_checkpointing
@@ -182,8 +182,8 @@ def main():
                              "counts)")
     parser.add_argument("--allocation-train", action="store_true",
                         help="--allocation-check: also checkpointed training steps")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="rows without reuse_freed_memory (which training on the CPU applies at long windows)")
+    parser.add_argument("--reuse-freed-memory", action="store_true",
+                        help="rows with reuse_freed_memory (opt-in for training: DNADIFF_REUSE_FREED_MEMORY=1)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--long-runs", type=int, default=1, help=argparse.SUPPRESS)
@@ -241,7 +241,7 @@ def main():
             result[key] = {"skipped": "benchmark time budget spent"}
             continue
         result[key] = child(f"{size}:{VARIANTS[size]}:{window}:{batch}:{every}", args, infer_only,
-                            min(args.row_limit_s, left), reuse=not args.default_malloc)
+                            min(args.row_limit_s, left), reuse=args.reuse_freed_memory)
     for size in args.models.split(","):
         v = VARIANTS[size]
         for window in (int(w) for w in args.windows.split(",") if w):
