@@ -14,6 +14,8 @@
 #   pretrain   dnadiff pretrain on the bundled hg38 piece, 470k config, bf16, about PRETRAIN_S seconds
 #   finetune   one fine-tuning run (protocol caduceus, 1 seed) on the bundled enhancer table
 #   sample     benchmarks/sample.py and dnadiff sample with the pretrained model
+#   long_context  benchmarks/long_context.py --device cuda: 470k and 7M at 1k/16k/131k (1M inference), peak GPU
+#              memory and tokens/s with and without activation checkpointing
 # Environment:
 #   PYTHON=python3      interpreter (with torch + CUDA; lightning, triton expected, else from .whl/)
 #   BUDGET_S=480        wall-clock budget of the steps above (each step's limit is cut to what is left)
@@ -245,6 +247,16 @@ else
         --batch-size 64 --out "$OUT/samples.fa" ${SAMPLE_DEV[@]+"${SAMPLE_DEV[@]}"}
 fi
 
+# ---- long context (issue 24): peak memory and tokens/s at 1k, 16k, 131k (1M inference), with and without
+# activation checkpointing, benchmarks/long_context.py --device cuda; last, so it never starves the steps above
+if [ "$DRY_RUN" = 1 ]; then
+    run_step long_context 120 "$PY" benchmarks/long_context.py --models 470k --windows 1024 --infer-windows 2048 \
+        --budget-s 100 --row-limit-s 60
+else
+    run_step long_context 180 "$PY" benchmarks/long_context.py --device cuda --windows 1024,16384,131072 \
+        --infer-windows 131072,1048576 --budget-s 160 --row-limit-s 60 --repeats 1
+fi
+
 # ---- one JSON line -----------------------------------------------------------------------------------------------
 "$PY" - "$OUT" "$DRY_RUN" "$START" <<'PYEOF'
 import csv, json, re, sys, time
@@ -319,6 +331,7 @@ try:
 except (OSError, ValueError, AttributeError):
     result["finetune"] = None
 result["sample_bench"] = last_json("sample_bench")
+result["long_context"] = last_json("long_context")
 try:
     text = (out / "samples.fa").read_text()
     n = text.count(">")

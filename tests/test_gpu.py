@@ -2,7 +2,8 @@
 for Mamba, BiMamba and Caduceus Ph/PS under bfloat16 autocast (outputs and all gradients), the Triton
 scan in float32 against the sequential recurrence, a bfloat16 training step on real DNA, and the GPU
 code paths of pretrain / evaluate / sample / finetune through the CLI. Uses only the data bundled in
-``data/`` so that ``benchmarks/gpu_check.sh`` can run it from a bare checkout."""
+``data/`` so that ``benchmarks/gpu_check.sh`` can run it from a bare checkout. Also: activation
+checkpointing under bf16 autocast for every kernel (issue 24)."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +88,28 @@ def test_kernel_matches_pure_scan_under_bf16_autocast(kind, kernels):
         if not rel(got[name], ref[name]) <= floor:
             bad[name] = (round(rel(got[name], ref[name]), 5), round(floor, 5))
     assert not bad, f"(error, allowed): {bad}"
+
+
+@pytest.mark.parametrize("kernels", ["pure", "triton", "cuda"])
+@pytest.mark.parametrize("kind", ["caduceus_ph", "caduceus_ps"])
+def test_activation_checkpointing_on_gpu_under_bf16_autocast(kind, kernels):
+    """Issue 24: checkpointed blocks (and the nested recompute of each Mamba direction) under bf16 autocast on
+    the GPU give the plain backward's output and gradients: the recomputation replays the same kernels, so
+    only the order of atomic additions in the kernels' backward differs (1e-3 relative allowed; a wrong
+    recomputation is off by O(1))."""
+    from dnadiff.models.checkpointing import set_activation_checkpointing
+
+    if kernels != "pure" and not kernel_available(kernels):
+        pytest.skip(f"{kernels} scan not installed")
+    model = build(kind, kernels).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    inputs = (torch.randint(0, 4, (2, 300), device="cuda", generator=g), torch.rand(2, device="cuda", generator=g))
+    weight = torch.randn(2, 300, 4, device="cuda", generator=g)
+    plain = forward_backward(model, kind, inputs, weight)
+    set_activation_checkpointing(model, 1)
+    got = forward_backward(model, kind, inputs, weight)
+    bad = {name: rel(got[name], plain[name]) for name in plain if not rel(got[name], plain[name]) <= 1e-3}
+    assert plain.keys() == got.keys() and not bad, bad
 
 
 @pytest.mark.parametrize("L", [256, 1000])

@@ -9,12 +9,19 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from dnadiff.models.checkpointing import recompute
 from dnadiff.models.mamba import Mamba
 from dnadiff.rc import flip_valid
 
 
 class BiMamba(nn.Module):
-    """[B, L, d_model] -> [B, L, d_model]; ``mamba_kwargs`` go to both :class:`Mamba` directions."""
+    """[B, L, d_model] -> [B, L, d_model]; ``mamba_kwargs`` go to both :class:`Mamba` directions.
+
+    ``recompute_inner`` (set with activation checkpointing): each direction's part between the projections
+    is a nested checkpoint that keeps only the input projection's output ``xz`` (shared by both
+    directions: the reverse one flips it inside), see :mod:`dnadiff.models.checkpointing`."""
+
+    recompute_inner: bool = False
 
     def __init__(self, d_model: int, **mamba_kwargs):
         super().__init__()
@@ -31,5 +38,7 @@ class BiMamba(nn.Module):
         convolution and the scan are causal, no pad reaches a valid position's output.
         """
         xz = self.mamba_fwd.in_proj(hidden)  # [B, L, 2 * d_inner]
-        y = self.mamba_fwd.ssm(xz) + flip_valid(self.mamba_rev.ssm(flip_valid(xz, lengths, 1)), lengths, 1)
-        return self.mamba_fwd.out_proj(y)
+        y_fwd = recompute(self.mamba_fwd.ssm, xz, enabled=self.recompute_inner)
+        y_rev = recompute(lambda v: flip_valid(self.mamba_rev.ssm(flip_valid(v, lengths, 1)), lengths, 1), xz,
+                          enabled=self.recompute_inner)
+        return self.mamba_fwd.out_proj(y_fwd + y_rev)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from dnadiff.errors import UserError
 from dnadiff.models.bimamba import BiMamba
+from dnadiff.models.checkpointing import run_blocks
 from dnadiff.models.conditioning import Conditioned
 from dnadiff.models.config import CaduceusConfig
 from dnadiff.models.rcps import RCPSEmbedding, rcps_add_norm, rcps_logits, rcps_mixer
@@ -45,16 +46,45 @@ class CaduceusBlock(nn.Module):
         hidden, residual: FloatTensor[B, L, H]; lengths: LongTensor[B] valid lengths of right-padded rows
         (or None). Returns (hidden', residual'), both [B, L, H].
         """
+        residual = self.add(hidden, residual)
+        return self.mix(residual, lengths), residual
+
+    def add(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """The residual sum this block normalises: hidden + residual (for "ps" with ``swap_halves`` its two
+        halves swapped, see :func:`rcps_add_norm`): [B, L, H] -> [B, L, H]."""
+        return residual_sum(hidden, residual, self.variant == "ps" and self.swap_halves)
+
+    def mix(self, residual: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """mixer(norm(residual)), the block's output hidden state: [B, L, H] -> [B, L, H]."""
         if self.variant == "ps":
-            normed, residual = rcps_add_norm(hidden, residual, self.norm.weight, self.eps, self.swap_halves)
-            return rcps_mixer(self.mixer, normed, lengths), residual
-        residual = hidden if residual is None else hidden + residual
-        normed = F.rms_norm(residual, (self.d_model,), self.norm.weight, self.eps)
-        return self.mixer(normed, lengths), residual
+            d = self.d_model
+            s1, s2 = residual.chunk(2, dim=-1)
+            normed = torch.cat([F.rms_norm(s1, (d,), self.norm.weight, self.eps),
+                                F.rms_norm(s2, (d,), self.norm.weight.flip(0), self.eps)], dim=-1)
+            return rcps_mixer(self.mixer, normed, lengths)
+        return self.mixer(F.rms_norm(residual, (self.d_model,), self.norm.weight, self.eps), lengths)
+
+
+def residual_sum(hidden: torch.Tensor, residual: torch.Tensor | None, swap_halves: bool = False) -> torch.Tensor:
+    """hidden + residual (hidden alone when residual is None), halves swapped when ``swap_halves`` (the
+    fused add-norm order of "ps", as in :func:`rcps_add_norm`): [B, L, H] -> [B, L, H]."""
+    s = hidden if residual is None else hidden + residual
+    if swap_halves:
+        s1, s2 = s.chunk(2, dim=-1)
+        s = torch.cat([s2, s1], dim=-1)
+    return s
 
 
 class CaduceusBackbone(nn.Module):
-    """Token ids [B, L] -> final-normed hidden states [B, L, H] (H = d_model, or 2 * d_model for "ps")."""
+    """Token ids [B, L] -> final-normed hidden states [B, L, H] (H = d_model, or 2 * d_model for "ps").
+
+    ``checkpoint_every`` = k > 0 checkpoints the blocks in groups of k while autograd records
+    (:mod:`dnadiff.models.checkpointing`): the backward keeps only each group's input (the running
+    residual sum, H values a token) instead of every block's activations, and runs the group again.
+    """
+
+    #: activation checkpointing: 0 off, k > 0 groups of k blocks (set by ``set_activation_checkpointing``)
+    checkpoint_every: int = 0
 
     def __init__(self, embed_size: int, d_model: int, n_layer: int, variant: str = "ph",
                  complement_map: Sequence[int] = COMPLEMENT, norm_eps: float = 1e-5,
@@ -104,12 +134,25 @@ class CaduceusBackbone(nn.Module):
         hidden = self.embedding(ids)
         if extra is not None:
             hidden = hidden + extra[:, None, :]
-        residual = None
-        for layer in self.layers:
-            hidden, residual = layer(hidden, residual, lengths)
+        # the stack as one running residual sum s (mamba-ssm's fused add-norm order, the same operations):
+        # s_0 = add_0(embedding), s_{i+1} = add_{i+1}(mix_i(s_i), s_i), output norm_f(s_n); one tensor a block
+        # boundary is all a checkpointed group keeps
+        n = len(self.layers)
+        swaps = [layer.variant == "ps" and layer.swap_halves for layer in self.layers] + [False]
+
+        def step(i, s):
+            return (residual_sum(self.layers[i].mix(s, lengths), s, swaps[i + 1]),)
+
+        if n == 0:
+            s = hidden
+        else:
+            (s,) = run_blocks(range(n), (residual_sum(hidden, None, swaps[0]),), step, self.checkpoint_every)
         if self.variant == "ps":
-            return rcps_add_norm(hidden, residual, self.norm_f.weight, self.eps, swap_halves=False)[0]
-        return self.norm_f(hidden + residual if residual is not None else hidden)
+            d = self.d_model
+            s1, s2 = s.chunk(2, dim=-1)
+            return torch.cat([F.rms_norm(s1, (d,), self.norm_f.weight, self.eps),
+                              F.rms_norm(s2, (d,), self.norm_f.weight.flip(0), self.eps)], dim=-1)
+        return self.norm_f(s)
 
     def logits(self, hidden: torch.Tensor, num_outputs: int | None = None) -> torch.Tensor:
         """Tied LM head over the first ``num_outputs`` tokens (all by default): [B, L, H] -> [B, L, V']."""

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dnadiff.models.checkpointing import run_blocks
 from dnadiff.models.conditioning import Conditioned
 from dnadiff.models.config import TransformerConfig
 
@@ -109,6 +110,9 @@ class DiffusionTransformer(Conditioned):
         dropout: dropout on attention weights and residual branches.
     """
 
+    #: activation checkpointing of the blocks: 0 off, k > 0 groups of k (dnadiff.models.checkpointing)
+    checkpoint_every: int = 0
+
     def __init__(self, config: TransformerConfig | None = None, **kwargs):
         super().__init__()
         if config is not None and kwargs:
@@ -141,8 +145,7 @@ class DiffusionTransformer(Conditioned):
         c = self.conditioning(t, labels)
         cos, sin = self.rope_cos[:L], self.rope_sin[:L]
         x = self.embed(z_t)
-        for block in self.blocks:
-            x = block(x, cos, sin, c)
+        (x,) = run_blocks(self.blocks, (x,), lambda block, h: (block(h, cos, sin, c),), self.checkpoint_every)
         x = self.final_norm(x)
         if self.final_ada is not None:
             shift, scale = self.final_ada(F.silu(c)).chunk(2, dim=-1)

@@ -22,7 +22,8 @@ class Key:
     """One typed config value or command-line option with its bounds and meaning.
 
     ``kind``: ``int``, ``float``, ``bool``, ``str``, ``choice`` (one of ``choices``), ``floats``
-    (a list of ``length`` floats), ``strs`` (a list of names, or one comma-separated string).
+    (a list of ``length`` floats), ``strs`` (a list of names, or one comma-separated string),
+    ``blocks`` (auto, true, false or an integer k >= 1: activation checkpointing).
     ``lo``/``hi``: bounds, inclusive unless ``lo_open``/``hi_open``; ``optional``: null allowed.
     """
 
@@ -45,6 +46,8 @@ class Key:
             text = "one of " + ", ".join(map(str, self.choices))
         elif self.kind == "str":
             text = "a text value"
+        elif self.kind == "blocks":
+            text = "auto, true, false or an integer k >= 1 (groups of k blocks)"
         elif self.kind == "strs":
             text = "a list of names (or one comma-separated string)"
         else:
@@ -98,6 +101,16 @@ class Key:
                 if value not in self.choices:
                     raise ValueError
                 return value
+            if self.kind == "blocks":  # auto | true | false | k >= 1
+                if isinstance(value, str):
+                    value = {"auto": "auto", "true": True, "false": False}.get(value.strip().lower(), value)
+                    if isinstance(value, str) and value.strip().isdigit():
+                        value = int(value)
+                if value == "auto" or isinstance(value, bool):
+                    return value
+                if isinstance(value, int) and value >= 1:
+                    return value
+                raise ValueError
             if self.kind == "str":
                 if not isinstance(value, str) or not value:
                     raise ValueError
@@ -198,6 +211,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "precision": Key("choice", "auto", "Lightning precision (auto: bf16-mixed on GPU, else 32-true)", choices=PRECISIONS),
         "log_every": Key("int", 10, "log metrics every N steps", lo=1),
         "audit": Key("bool", False, "record the windows each rank read (tests)"),
+        "activation_checkpointing": Key("blocks", "auto", "recompute block activations in the backward "
+                                        "(torch.utils.checkpoint per group of k blocks; true = every block); "
+                                        "auto: on for data.window > 4096 (dnadiff/training/memory.py)"),
+        "memory_check": Key("bool", True, "estimate the peak memory before training and refuse a run that "
+                                          "cannot fit on the device"),
     },
 }
 

@@ -36,6 +36,7 @@ from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
 from dnadiff.training.config import check_value, load_config, validate
 from dnadiff.training.data import build_data, genome_path
 from dnadiff.training.init import OPTION_KEYS, apply_init, check_modality, describe, init_model_spec
+from dnadiff.training.memory import prepare_memory
 from dnadiff.training.modalities import model_io, save_samples
 from dnadiff.training.module import DiffusionModule
 from dnadiff.training.run_folder import RunLock, appending_csv_logger, clean_start, holds_run, trim_metrics
@@ -180,6 +181,9 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
     if resumed is not None:
         check_resume(*resumed, module, data_info)
     trainer = make_trainer(cfg, device, num_nodes, out, progress)
+    memory_line = prepare_memory(cfg, module.model, trainer)  # activation checkpointing; refuses a run that cannot fit
+    if trainer.is_global_zero and progress is not None:
+        print(memory_line, flush=True)
     lock = RunLock(out) if trainer.is_global_zero and launching_process() else None
     try:
         if lock is not None:
