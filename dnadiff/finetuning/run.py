@@ -27,6 +27,7 @@ from dnadiff.training.config import check_value
 #: paper's Genomic Benchmarks model (d_model 118, 4 layers); "demo" a CPU-sized one.
 MODEL_SIZES = ("demo", "470k")
 PROTOCOLS = ("cv", "caduceus")
+SELECTIONS = ("inner", "held-out")
 
 
 @dataclass
@@ -70,6 +71,7 @@ def finetune(
     batch_size: int | None = None,
     max_length: int | None = None,
     protocol: str = "cv",
+    selection: str = "inner",
     max_examples: int | None = None,
     baselines: bool | Sequence[str] = True,
     seed: int = 0,
@@ -92,7 +94,10 @@ def finetune(
         checkpoint: the backbone (model.pt, .ckpt, an original Caduceus folder or hub id), or from_scratch
             (random weights of ``model_size``: "demo" or "470k", default 470k).
         folds: folds (cv) or seeds (caduceus); protocol: "cv" (stratified k-fold) or "caduceus" (90/10 re-splits
-            scored on the official test split). max_epochs, batch_size, max_length, micro_batch: override the
+            scored on the official test split). selection (cv): "inner" (default, honest: each fold picks its epoch on
+            a stratified, seeded inner validation split of its training folds and scores the held-out fold once) or
+            "held-out" (the Caduceus/HyenaDNA papers' choice: the epoch that scores best on the reported fold,
+            optimistic; marked so in results.md); the CNN baseline is selected the same way. max_epochs, batch_size, max_length, micro_batch: override the
             task's config (configs/finetune/<task>.yaml). max_examples: subsample each split. baselines: True,
             False or a subset of ("kmer_logreg", "cnn"). fold: run only fold K (one job of an array).
         force: overwrite results already in ``out``. save_model: write ``OUT/classifier_fold_K.pt`` per fold.
@@ -110,7 +115,7 @@ def finetune(
 
 
 def _finetune(task, out, data, test_data, genome, coordinates, cache, download, checkpoint, from_scratch, model_size,
-              folds, max_epochs, batch_size, max_length, protocol, max_examples, baselines, seed, micro_batch, fold,
+              folds, max_epochs, batch_size, max_length, protocol, selection, max_examples, baselines, seed, micro_batch, fold,
               force, save_model, accelerator, devices, precision, strategy, progress) -> FinetuneResult:
     from dnadiff.data.genomic_benchmarks import load_task, resolve_task
     from dnadiff.devices import lightning_devices
@@ -129,6 +134,12 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
             overrides[name] = check_value(value, name, "int", lo=1, **({"hi": hi} if hi else {}))
     if protocol not in PROTOCOLS:
         raise ParameterError("protocol", f"protocol={protocol!r} is unknown: use cv or caduceus")
+    if selection not in SELECTIONS:
+        raise ParameterError("selection", f"selection={selection!r} is unknown: use inner (honest) or held-out "
+                                          "(the papers' optimistic selection)")
+    if protocol == "caduceus" and selection != "inner":
+        raise ParameterError("selection", f"selection={selection!r} applies to protocol='cv' only: the caduceus "
+                                          "protocol picks its epoch on its 10% validation split; drop the selection")
     if model_size is not None and model_size not in MODEL_SIZES:
         raise ParameterError("model_size", f"model_size={model_size!r} is unknown: use one of {', '.join(MODEL_SIZES)}")
     if fold is not None:
@@ -164,7 +175,7 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
                          f"optimizer step(s) per epoch at batch {config.batch_size}: batch lowered to {batch} "
                          f"({math.ceil(fold_train / batch)} steps per epoch); --batch-size overrides")
             config.batch_size = batch
-    header = run_header(examples, config, protocol, folds, seed)
+    header = run_header(examples, config, protocol, folds, seed, selection)
     header["max_examples"] = max_examples
     if force and fold is None:  # a full rerun replaces the folder's earlier results
         for stale in [*out.glob("fold_*.json"), *out.glob("classifier_fold_*.pt"), out / "results.json",
@@ -187,7 +198,7 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
     with _progress_display(progress, task, protocol, folds, fold, config.epochs, notes_shown + notes) as callback:
         run_finetune(examples, make_classifier, config, variant, protocol=protocol, folds=folds, seed=seed,
                      baselines=names, cnn_epochs=config.epochs, progress=callback, splits=splits, only=fold,
-                     device=device, on_fold=on_fold, on_model=on_model)
+                     device=device, on_fold=on_fold, on_model=on_model, selection=selection)
     result = FinetuneResult(task, out, None, written, saved, fold=fold)
     if rank() != 0 or fold is not None:
         return result
