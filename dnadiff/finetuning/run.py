@@ -195,6 +195,11 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
             clf = Classifier(classifier, examples.class_names, config.max_length, variant, record)
             saved.append(clf.save(classifier_path(out, index)))
 
+    if rank() == 0:
+        from dnadiff.provenance import write_provenance
+
+        target = out / ("provenance.json" if fold is None else f"provenance_fold_{fold}.json")
+        write_provenance(target, config={**header, "model": model_info}, device=device)
     with _progress_display(progress, task, protocol, folds, fold, config.epochs, notes_shown + notes) as callback:
         run_finetune(examples, make_classifier, config, variant, protocol=protocol, folds=folds, seed=seed,
                      baselines=names, cnn_epochs=config.epochs, progress=callback, splits=splits, only=fold,

@@ -7,7 +7,8 @@
 Every input is checked before the run folder is created or touched (a refused call writes nothing); the
 folder is locked while the run uses it; ``resume`` continues the step count, optimizer, EMA, data stream and
 masking noise exactly; multi-GPU and multi-node go through Lightning's strategies (``strategy="ddp"``).
-Writes ``OUT/config.yaml`` (the resolved config), ``OUT/checkpoints/`` (Lightning checkpoints, ``last.ckpt``),
+Writes ``OUT/config.yaml`` (the resolved config), ``OUT/provenance.json`` (config, versions, device, command
+line: :mod:`dnadiff.provenance`), ``OUT/checkpoints/`` (Lightning checkpoints, ``last.ckpt``),
 ``OUT/logs/metrics.csv``, ``OUT/model.pt`` (EMA weights, what :func:`dnadiff.load` reads) and
 ``OUT/summary.json``; text and pixel runs also a few samples.
 """
@@ -174,6 +175,10 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
             if resumed is not None:
                 trim_metrics(out / "logs" / "metrics.csv", int(resumed[1].get("global_step", 0)))
             atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
+            from dnadiff.provenance import write_provenance
+
+            write_provenance(out, config=cfg, device=device,
+                             extra={"resumed_from": str(resumed[0]) if resumed else None, "init": str(init) if init else None})
         summary = fit(trainer, module, dm, resumed, out, (init_payload or {}).get("original"), progress is not None)
     finally:
         if lock is not None:
