@@ -15,6 +15,14 @@ from pathlib import Path
 from dnadiff.atomic import atomic_write
 
 PROVENANCE_FILE = "provenance.json"
+#: the command line the CLI ran (set by :func:`dnadiff.cli.main`); None: ``sys.argv``
+_COMMAND: list[str] | None = None
+
+
+def set_command(argv: list[str] | None) -> None:
+    """Record the command line that provenance files name (the CLI sets ``["dnadiff", *argv]``)."""
+    global _COMMAND
+    _COMMAND = None if argv is None else [str(a) for a in argv]
 
 
 def describe_device(device=None) -> str:
@@ -38,7 +46,7 @@ def describe_device(device=None) -> str:
 def provenance(config: dict | None = None, device=None, extra: dict | None = None, argv: list[str] | None = None) -> dict:
     """``{"command", "config", "dnadiff", "torch", "lightning", "python", "platform", "device", "time", ...extra}``:
     the resolved ``config`` (any JSON-able dict), the package versions, the device in words, the command line
-    (``argv``, default ``sys.argv``) and the UTC time."""
+    (``argv``, default: the CLI's, else ``sys.argv``) and the UTC time."""
     import torch
 
     import dnadiff
@@ -49,8 +57,8 @@ def provenance(config: dict | None = None, device=None, extra: dict | None = Non
         lightning_version = lightning.__version__
     except ImportError:  # pragma: no cover - a dependency
         lightning_version = None
-    argv = list(sys.argv if argv is None else argv)
-    if argv and argv[0].endswith(("__main__.py", "/dnadiff")):
+    argv = list(argv if argv is not None else _COMMAND if _COMMAND is not None else sys.argv)
+    if argv and (Path(argv[0]).name == "dnadiff" or argv[0].endswith("dnadiff/__main__.py")):
         argv[0] = "dnadiff"
     return {
         "command": " ".join(argv),

@@ -33,7 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--num-nodes", type=option("int", lo=1, hi=100_000), default=1, help="nodes for multi-node training")
     p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default OUT/checkpoints/last.ckpt)")
     p.add_argument("--force", action="store_true", help="start over in an --out folder that holds a previous run "
-                                                             "(its checkpoints and metrics log are removed)")
+                                                             "(its checkpoints and metrics log are removed); run a CPU "
+                                                             "job estimated to take more than 12 hours")
     p.add_argument("--init", help="start from a model: an original Caduceus folder or hub id (MDLM's generative "
                                   "fine-tuning of the MLM; architecture from its config) or a dnadiff model.pt")
     p.add_argument("--download", action="store_true", help="fetch an --init hub id missing from the Hugging Face cache")

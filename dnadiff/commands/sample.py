@@ -19,6 +19,7 @@ import time
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
+from dnadiff.provenance import draw_seed, fasta_description, write_provenance
 from dnadiff.training.config import option
 
 #: a request estimated to take longer than this on the device is refused unless --force
@@ -90,8 +91,6 @@ def run(args: argparse.Namespace) -> int:
     if reference is not None and not comparable_pieces(reference.held_out, length):
         raise UserError(f"--real {args.real} has no stretch of {length} bp that is not mostly N: give real "
                         "sequences (not assembly gaps) to compare with")
-    from dnadiff.provenance import draw_seed, fasta_description, write_provenance
-
     seed = args.seed if args.seed is not None else draw_seed()
     if args.seed is None:
         print(f"seed {seed} (drawn; --seed {seed} repeats this run)", file=sys.stderr, flush=True)

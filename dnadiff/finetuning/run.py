@@ -31,6 +31,7 @@ from dnadiff.finetuning.report import aggregate as merge_folds
 from dnadiff.finetuning.report import classifier_path, fold_path, write_fold, write_results
 from dnadiff.finetuning.trainer import load_finetune_config
 from dnadiff.models.config import caduceus_spec
+from dnadiff.provenance import write_provenance
 from dnadiff.training.config import check_value
 
 #: model_size choices (Caduceus-Ph presets of dnadiff.models.config.CaduceusConfig): "470k" is the Caduceus
@@ -198,8 +199,6 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
             saved.append(clf.save(classifier_path(out, index)))
 
     if rank() == 0:
-        from dnadiff.provenance import write_provenance
-
         target = out / ("provenance.json" if fold is None else f"provenance_fold_{fold}.json")
         write_provenance(target, config={**header, "model": model_info}, device=device)
     with _progress_display(progress, task, protocol, folds, fold, config.epochs, notes_shown + notes) as callback:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from dnadiff.atomic import atomic_write
 from dnadiff.devices import lightning_devices
 from dnadiff.errors import ParameterError, UserError
 from dnadiff.models.config import model_config
+from dnadiff.provenance import write_provenance
+from dnadiff.training.estimate import estimate_run, warmup_warning
 from dnadiff.training.callbacks import AtomicCheckpointIO, ProgressLines, StepCallback, Throughput, WindowAudit
 from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
 from dnadiff.training.config import check_value, load_config, validate
@@ -111,7 +114,8 @@ def pretrain(
         accelerator, devices, precision, strategy, num_nodes: Lightning's (``precision="auto"``: the config's,
             else bf16-mixed on a GPU and 32-true on the CPU).
         resume: continue the run in ``out`` (True: from ``out/checkpoints/last.ckpt``, or a checkpoint path);
-            force: start over in a folder that holds a run.
+            force: start over in a folder that holds a run; run a CPU job estimated to take over 12 hours (timed on
+                a few real steps first, see :mod:`dnadiff.training.estimate`).
         init: start from a model (an original Caduceus folder or hub id: MDLM's generative fine-tuning of the
             MLM; or a dnadiff model.pt); download: fetch a hub id missing from the cache.
         progress: ``"bar"``, ``"lines"`` (a line per validation), None, or ``callable(step, metrics)`` called
@@ -171,6 +175,15 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
             print(describe(init_payload, str(init)), flush=True)
     if resumed is not None:
         check_resume(*resumed, module, data_info)
+    estimate = None
+    if launching_process():  # a few real steps on the device, before the run folder is touched
+        warning = warmup_warning(cfg)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        start_step = int(resumed[1].get("global_step", 0)) if resumed else 0
+        estimate = estimate_run(cfg, module, device, start_step, force)
+        if progress is not None:
+            print(estimate["line"], file=sys.stderr, flush=True)
     trainer = make_trainer(cfg, device, num_nodes, out, progress)
     lock = RunLock(out) if trainer.is_global_zero and launching_process() else None
     try:
@@ -180,10 +193,9 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
             if resumed is not None:
                 trim_metrics(out / "logs" / "metrics.csv", int(resumed[1].get("global_step", 0)))
             atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
-            from dnadiff.provenance import write_provenance
-
             write_provenance(out, config=cfg, device=device,
-                             extra={"resumed_from": str(resumed[0]) if resumed else None, "init": str(init) if init else None})
+                             extra={"resumed_from": str(resumed[0]) if resumed else None, "init": str(init) if init else None,
+                                    "estimate": {k: v for k, v in (estimate or {}).items() if k != "line"} or None})
         summary = fit(trainer, module, dm, resumed, out, (init_payload or {}).get("original"), progress is not None)
     finally:
         if lock is not None:
