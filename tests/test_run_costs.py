@@ -62,3 +62,34 @@ def test_pretrain_refuses_a_long_cpu_run_unless_forced(shared_data, tmp_path, ca
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["config"]["train"]["max_steps"] == 2 and prov["config"]["model"]["d_model"] == 16
     assert prov["estimate"]["steps"] == 2 and prov["device"].startswith("cpu") and prov["argv"][:2] == ["dnadiff", "pretrain"] and "--force" in prov["argv"]
+
+
+def test_progress_line_states_each_unit_once():
+    from dnadiff.training.callbacks import progress_line
+
+    line = progress_line({"step": 120, "total": 50_000, "tokens_per_s": 3512.4, "train": 1.97214, "val": 1.96501,
+                          "eta": 14_000.0})
+    assert line == "step 120/50,000  3,512 tokens/s  train 1.9721  val 1.9650 bits/token  ETA 3.9 h"
+    assert progress_line({"step": 0, "total": 20, "tokens_per_s": None, "train": None, "val": None,
+                          "eta": None}) == "step 0/20"
+
+
+@pytest.mark.slow
+def test_plain_progress_lines_when_the_output_is_no_terminal(shared_data, tmp_path, capsys, monkeypatch):
+    import re
+
+    import dnadiff
+    from dnadiff.training import pretrain as pt
+
+    monkeypatch.setattr(pt, "PROGRESS_LINE_SECONDS", 0.0)  # a line after every step (30 s in real runs)
+    genome = shared_data / "hg38" / "hg38_chr2_1-2333275.fa.gz"
+    dnadiff.pretrain(genome, config="demo", out=tmp_path / "run", max_steps=4, overrides=TINY[:-3] +
+                     ["train.val_every=4", "train.ckpt_every=4", "train.ema_decay=0.9"], accelerator="cpu",
+                     progress="bar")  # "bar", but pytest's stderr is no terminal
+    out = capsys.readouterr()
+    lines = [line for line in out.out.splitlines() if line.startswith("step ")]
+    pattern = r"step (\d)/4  [\d,]+ tokens/s  train \d\.\d{4}( {2}val \d\.\d{4})? bits/token  ETA \d+ s"
+    assert all(re.fullmatch(pattern, line) for line in lines), lines
+    steps = [int(re.match(r"step (\d)", line).group(1)) for line in lines]
+    assert steps[:4] == [1, 2, 3, 4] and "val " in lines[-1]  # every step, then the validation at step 4
+    assert "\r" not in out.out and "\x1b[" not in out.out and "\x1b[" not in out.err  # no terminal control codes

@@ -38,7 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--init", help="start from a model: an original Caduceus folder or hub id (MDLM's generative "
                                   "fine-tuning of the MLM; architecture from its config) or a dnadiff model.pt")
     p.add_argument("--download", action="store_true", help="fetch an --init hub id missing from the Hugging Face cache")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per validation)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: a plain line every 30 s and after each "
+                   "validation (the default when the output is no terminal)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3 data.window=512")
 
 

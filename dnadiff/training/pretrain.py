@@ -26,15 +26,19 @@ from typing import Callable, Mapping, Sequence
 import lightning as L
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dnadiff.atomic import atomic_write
 from dnadiff.devices import lightning_devices
 from dnadiff.errors import ParameterError, UserError
+
+#: a plain progress line at most this often when the output is no terminal (``progress="lines"``)
+PROGRESS_LINE_SECONDS = 30.0
 from dnadiff.models.config import model_config
 from dnadiff.provenance import write_provenance
 from dnadiff.training.estimate import estimate_run, warmup_warning
-from dnadiff.training.callbacks import AtomicCheckpointIO, ProgressLines, StepCallback, Throughput, WindowAudit
+from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepBar, StepCallback, Throughput,
+                                        WindowAudit)
 from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
 from dnadiff.training.config import check_value, load_config, validate
 from dnadiff.training.data import build_data, genome_path
@@ -118,8 +122,9 @@ def pretrain(
                 a few real steps first, see :mod:`dnadiff.training.estimate`).
         init: start from a model (an original Caduceus folder or hub id: MDLM's generative fine-tuning of the
             MLM; or a dnadiff model.pt); download: fetch a hub id missing from the cache.
-        progress: ``"bar"``, ``"lines"`` (a line per validation), None, or ``callable(step, metrics)`` called
-            every ``train.log_every`` steps.
+        progress: ``"bar"`` (one bar: step/total, tokens/s, bits/token, ETA; plain lines when stderr is no
+            terminal), ``"lines"`` (a plain line every 30 s and after each validation), None, or
+            ``callable(step, metrics)`` called every ``train.log_every`` steps.
     Raises:
         UserError / ParameterError (one line naming the parameter or file and the fix), before anything is written.
     """
@@ -325,10 +330,12 @@ def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="b
                  Throughput()]
     if t.get("audit"):
         callbacks.append(WindowAudit(out))
+    if progress == "bar" and not sys.stderr.isatty():  # a log file, SLURM, nohup: plain lines, time-based
+        progress = "lines"
     if progress == "bar":
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepBar())
     elif progress == "lines":
-        callbacks.append(ProgressLines())
+        callbacks.append(ProgressLines(PROGRESS_LINE_SECONDS))
     elif callable(progress):
         callbacks.append(StepCallback(progress, int(t["log_every"])))
     return _trainer(L, max_steps=max_steps, val_check_interval=min(int(t["val_every"]), max_steps),
@@ -336,7 +343,7 @@ def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="b
                     gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None, logger=loggers,
                     callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=out,
                     log_every_n_steps=int(t["log_every"]), enable_model_summary=False,
-                    enable_progress_bar=progress == "bar", use_distributed_sampler=False)
+                    enable_progress_bar=False, use_distributed_sampler=False)
 
 def _trainer(L, **options):
     """``L.Trainer(**options)``; Lightning's refusal of an option combination becomes one line."""
