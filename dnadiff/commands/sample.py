@@ -19,6 +19,7 @@ import time
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
+from dnadiff.plots import report_plot
 from dnadiff.provenance import draw_seed, fasta_description, write_provenance
 from dnadiff.training.config import option
 
@@ -119,9 +120,12 @@ def run(args: argparse.Namespace) -> int:
           f"({stats['denoiser_calls']} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
     if args.report:
         metrics = build_report(model, seqs, args.class_name, reference, train)
+        picture = report_plot(metrics, f"{args.out}.report.png")
         if args.json:
             print(json.dumps(metrics, default=str))
         else:
             print("report (generated vs real):" if reference else "report (no --real given: reference-free figures only):")
             _print_report(metrics)
+        if picture is not None:
+            print(f"figure -> {picture}", file=sys.stderr)
     return 0

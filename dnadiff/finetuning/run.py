@@ -53,6 +53,7 @@ class FinetuneResult:
     json_path: Path | None = None
     markdown_path: Path | None = None
     fold: int | None = None
+    plot_path: Path | None = None
 
     def summary(self) -> str:
         """One line: accuracy mean ± std over the runs beside the baselines, where the results are."""
@@ -210,6 +211,9 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
         return result
     result.results = merge_folds(out)  # the fold files just written: the same merge a SLURM array uses
     result.json_path, result.markdown_path = write_results(out, result.results)
+    from dnadiff.plots import finetune_plot
+
+    result.plot_path = finetune_plot(result.results, out)
     return result
 
 def aggregate(folder: str | os.PathLike) -> FinetuneResult:
@@ -219,8 +223,11 @@ def aggregate(folder: str | os.PathLike) -> FinetuneResult:
     folder = Path(folder)
     results = merge_folds(folder)
     json_path, md_path = write_results(folder, results)
+    from dnadiff.plots import finetune_plot
+
     return FinetuneResult(results["task"], folder, results, sorted(folder.glob("fold_*.json")),
-                          sorted(folder.glob("classifier_fold_*.pt")), json_path, md_path)
+                          sorted(folder.glob("classifier_fold_*.pt")), json_path, md_path,
+                          plot_path=finetune_plot(results, folder))
 
 def summary_line(results: dict, json_path) -> str:
     """``task: accuracy 0.712 ± 0.013 over 5 folds (held-out folds); baselines: ...; results in PATH``."""

@@ -9,7 +9,7 @@ folder is locked while the run uses it; ``resume`` continues the step count, opt
 masking noise exactly; multi-GPU and multi-node go through Lightning's strategies (``strategy="ddp"``).
 Writes ``OUT/config.yaml`` (the resolved config), ``OUT/provenance.json`` (config, versions, device, command
 line: :mod:`dnadiff.provenance`), ``OUT/checkpoints/`` (Lightning checkpoints, ``last.ckpt``),
-``OUT/logs/metrics.csv``, ``OUT/model.pt`` (EMA weights, what :func:`dnadiff.load` reads) and
+``OUT/logs/metrics.csv``, ``OUT/curves.png`` (with matplotlib), ``OUT/model.pt`` (EMA weights, what :func:`dnadiff.load` reads) and
 ``OUT/summary.json``; text and pixel runs also a few samples.
 """
 from __future__ import annotations
@@ -355,6 +355,20 @@ def _trainer(L, **options):
         raise UserError(f"Lightning refused --accelerator {options['accelerator']} --devices {options['devices']} "
                         f"--strategy {options['strategy']} ({first[:200]}): change these options") from None
 
+def write_curves(out: Path, dm, data_info: dict) -> Path | None:
+    """``out/curves.png`` (:func:`dnadiff.plots.pretrain_curves`); for a genome, with the order-k Markov
+    baseline fitted on 256 training windows and scored on the validation windows the model was scored on."""
+    from dnadiff.plots import pretrain_curves
+
+    markov = None
+    if data_info.get("modality") == "dna" and hasattr(dm, "eval_dataloader"):
+        from dnadiff.eval.markov import fit_markov
+
+        _, markov = fit_markov(dm.eval_dataloader("train", num_windows=256), dm.val_dataloader(), max_order=6)
+    return pretrain_curves(out, markov.bits_per_nt if markov else None, markov.order if markov else None,
+                           unit="bits/" + ("nt" if data_info.get("modality") == "dna" else "token"))
+
+
 def launching_process() -> bool:
     """True in the process the user started (not in a DDP worker Lightning launched, nor on another node)."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
@@ -376,6 +390,9 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
             payload["original"] = original
         save_checkpoint(out / "model.pt", payload)
         atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+        curves = write_curves(out, dm, module.hparams.data_info)
+        if verbose and curves is not None:
+            print(f"curves -> {curves}")
         data_info = module.hparams.data_info
         if data_info["modality"] != "dna":
             path = write_samples(module, data_info, out)
