@@ -93,3 +93,26 @@ def test_plain_progress_lines_when_the_output_is_no_terminal(shared_data, tmp_pa
     steps = [int(re.match(r"step (\d)", line).group(1)) for line in lines]
     assert steps[:4] == [1, 2, 3, 4] and "val " in lines[-1]  # every step, then the validation at step 4
     assert "\r" not in out.out and "\x1b[" not in out.out and "\x1b[" not in out.err  # no terminal control codes
+
+
+def test_logger_choice(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from dnadiff.errors import ParameterError
+    from dnadiff.training.pretrain import check_logger, make_trainer, resolve_config
+
+    with pytest.raises(ParameterError, match="logger='mlflow' is unknown"):
+        check_logger("mlflow")
+    cfg = resolve_config("demo", TINY, genome="x.fa")
+    device = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto"}
+    trainer = make_trainer(cfg, device, 1, tmp_path, None, "csv")
+    assert [type(lg) for lg in trainer.loggers] == [type(trainer.loggers[0])] and isinstance(trainer.loggers[0], CSVLogger)
+    try:
+        check_logger("tensorboard")
+    except ParameterError as err:  # not installed: the error says how to get it
+        assert "pip install tensorboard" in str(err)
+        return
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    trainer = make_trainer(cfg, device, 1, tmp_path, None, "tensorboard")
+    assert isinstance(trainer.loggers[0], CSVLogger) and isinstance(trainer.loggers[1], TensorBoardLogger)

@@ -40,6 +40,8 @@ def add_arguments(p) -> None:
     p.add_argument("--download", action="store_true", help="fetch an --init hub id missing from the Hugging Face cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar: a plain line every 30 s and after each "
                    "validation (the default when the output is no terminal)")
+    p.add_argument("--logger", choices=("csv", "tensorboard", "wandb"), default="csv", help="metrics logger "
+                   "(OUT/logs/metrics.csv is always written; tensorboard: OUT/tensorboard; wandb: Weights & Biases)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3 data.window=512")
 
 
@@ -53,7 +55,8 @@ def run(args) -> int:
                       out=args.out, overrides=args.overrides or [], bed=args.bed, val_contigs=args.val_contigs,
                       test_contigs=args.test_contigs, decompress=args.decompress, max_steps=args.max_steps,
                       seed=args.seed, num_nodes=args.num_nodes, resume=args.resume, force=args.force, init=args.init,
-                      download=args.download, progress="lines" if args.no_progress else "bar", **device_options(args))
+                      download=args.download, progress="lines" if args.no_progress else "bar", logger=args.logger,
+                      **device_options(args))
     if launching_process() and result.model_path.exists():
         print(f"pretrain done: {result.summary()}")
     return 0

@@ -104,6 +104,7 @@ def pretrain(
     init: str | os.PathLike | None = None,
     download: bool = False,
     progress: str | None | Callable[[int, dict], None] = "bar",
+    logger: str = "csv",
 ) -> PretrainResult:
     """Pretrain a masked-diffusion model; returns a :class:`PretrainResult` (``.model_path`` for :func:`dnadiff.load`).
 
@@ -125,6 +126,8 @@ def pretrain(
         progress: ``"bar"`` (one bar: step/total, tokens/s, bits/token, ETA; plain lines when stderr is no
             terminal), ``"lines"`` (a plain line every 30 s and after each validation), None, or
             ``callable(step, metrics)`` called every ``train.log_every`` steps.
+        logger: "csv" (``OUT/logs/metrics.csv`` only, the default), "tensorboard" or "wandb" (also Lightning's
+            logger of that name; the CSV log is always kept).
     Raises:
         UserError / ParameterError (one line naming the parameter or file and the fix), before anything is written.
     """
@@ -136,7 +139,7 @@ def pretrain(
 
 def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contigs, test_contigs, decompress,
               max_steps, seed, accelerator, devices, precision, strategy, num_nodes, resume, force, init, download,
-              progress) -> PretrainResult:
+              progress, logger="csv") -> PretrainResult:
 
     # every input is checked before the run folder is created or touched
     if max_steps is not None:
@@ -144,6 +147,7 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
     if seed is not None:
         seed = check_value(seed, "seed", "int", lo=0, hi=2**63 - 1)
     num_nodes = check_value(num_nodes, "num_nodes", "int", lo=1, hi=100_000)
+    check_logger(logger)
     if progress not in ("bar", "lines", None) and not callable(progress):
         raise ParameterError("progress", f"progress={progress!r} is not a progress mode: use 'bar', 'lines', None "
                                          "or a callable(step, metrics)")
@@ -189,7 +193,7 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
         estimate = estimate_run(cfg, module, device, start_step, force)
         if progress is not None:
             print(estimate["line"], file=sys.stderr, flush=True)
-    trainer = make_trainer(cfg, device, num_nodes, out, progress)
+    trainer = make_trainer(cfg, device, num_nodes, out, progress, logger)
     lock = RunLock(out) if trainer.is_global_zero and launching_process() else None
     try:
         if lock is not None:
@@ -310,20 +314,39 @@ def build_module(cfg: dict, data_info: dict):
         assert module.diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
     return module
 
-def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="bar"):
+LOGGERS = ("csv", "tensorboard", "wandb")
+
+
+def check_logger(logger: str) -> None:
+    """ParameterError for an unknown logger, or one whose package is missing (with the pip command)."""
+    if logger not in LOGGERS:
+        raise ParameterError("logger", f"logger={logger!r} is unknown: use one of {', '.join(LOGGERS)}")
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(logger)
+    if package:
+        import importlib.util
+
+        if importlib.util.find_spec(package) is None:
+            raise ParameterError("logger", f"logger={logger} needs the {package} package: pip install {package}, "
+                                           "or use logger=csv")
+
+
+def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="bar", logger: str = "csv"):
     """The Lightning ``Trainer`` of a run: step checkpoints into ``out/checkpoints`` (atomic), the appending CSV
-    log (and TensorBoard when installed), throughput, the chosen progress display."""
+    log ``out/logs/metrics.csv`` always (the curves come from it), plus ``logger="tensorboard"``
+    (``out/tensorboard``) or ``"wandb"`` (Lightning's loggers; offline unless wandb is logged in), throughput,
+    the chosen progress display."""
 
     t = cfg["train"]
     max_steps = int(t["max_steps"])
     loggers = [appending_csv_logger(out)]
-    try:
-        import tensorboard  # noqa: F401
+    if logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
-    except ImportError:
-        pass
+    elif logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(save_dir=str(out), project="dnadiff", name=out.name))
     callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
                                  every_n_train_steps=int(t["ckpt_every"]), save_last=True, save_top_k=1,
                                  enable_version_counter=False),
