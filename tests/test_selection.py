@@ -90,3 +90,17 @@ def test_selection_held_out_refused_for_the_caduceus_protocol(tmp_path):
                          protocol="caduceus", selection="held-out")
     with pytest.raises(ParameterError, match="selection"):
         dnadiff.finetune("human_enhancers", out=tmp_path / "x", data="nope.tsv", from_scratch=True, selection="best")
+
+
+def test_finetune_progress_without_a_terminal_is_plain_unwrapped_lines(capsys):
+    from dnadiff.finetuning.run import _progress_display
+
+    long_note = "x" * 150
+    with _progress_display("bar", "human_enhancers_cohn", "cv", 5, None, 2, [long_note]) as callback:
+        callback("fold", 1, 0, float("nan"))
+        callback("epoch", 1, 0, 0.6554)
+        callback("baselines", 1, 0, float("nan"))
+    err = capsys.readouterr().err.splitlines()  # pytest's stderr is no terminal
+    assert err == [f"note: {long_note}", "human_enhancers_cohn cv run 2/5: started",
+                   "human_enhancers_cohn cv run 2/5: epoch 1/2, selection accuracy 0.655",
+                   "human_enhancers_cohn cv run 2/5: baselines"]

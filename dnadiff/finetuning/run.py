@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,12 +315,31 @@ def _baseline_names(baselines) -> tuple[str, ...]:
                                           f"False or a subset of {list(known)}")
     return names
 
+def plain_progress(task: str, protocol: str, folds: int, epochs: int, stream=None):
+    """A progress callback printing one unwrapped line per event (for output that is no terminal):
+    ``human_enhancers_cohn cv run 2/5: epoch 1/2, selection accuracy 0.655``."""
+
+    def callback(event: str, index: int, epoch: int, value: float) -> None:
+        head = f"{task} {protocol} run {index + 1}/{folds}"
+        text = {"fold": f"{head}: started", "baselines": f"{head}: baselines",
+                "epoch": f"{head}: epoch {epoch + 1}/{epochs}, selection accuracy {value:.3f}"}.get(event)
+        if text:
+            print(text, file=stream or sys.stderr, flush=True)
+
+    return callback
+
+
 @contextmanager
 def _progress_display(progress, task: str, protocol: str, folds: int, fold: int | None, epochs: int,
                       notes: list[str]):
     """The progress callback of a run: a rich bar on stderr (``"bar"``), the caller's callable, or none."""
     if progress != "bar":
         yield progress
+        return
+    if not sys.stderr.isatty():  # a log file, SLURM, nohup: unwrapped notes and one plain line per epoch
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        yield plain_progress(task, protocol, folds, epochs)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
