@@ -93,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--real {args.real} has no stretch of {length} bp that is not mostly N: give real "
                         "sequences (not assembly gaps) to compare with")
     seed = args.seed if args.seed is not None else draw_seed()
-    if args.seed is None:
-        print(f"seed {seed} (drawn; --seed {seed} repeats this run)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     inner = model.denoiser
     if estimate > PROGRESS_AFTER_SECONDS:
@@ -116,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     write_fasta(seqs, args.out, names=[f"sample_{i}{suffix} {description}" for i in range(len(seqs))])
     write_provenance(f"{args.out}.provenance.json", config={**vars(args), "seed": seed, "length": stats["length"],
                      "steps": stats.get("steps")}, device=device)
+    if args.seed is None:  # said once the run succeeded (a refused request prints only its error)
+        print(f"seed {seed} (drawn; --seed {seed} repeats this run)", file=sys.stderr, flush=True)
     print(f"wrote {len(seqs)} sequences of {stats['length']} bp to {args.out} "
           f"({stats['denoiser_calls']} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
     if args.report:
