@@ -76,6 +76,7 @@ class EvaluateResult:
                 f"(uniform {self.uniform_bits:.4f})",
                 f"on {self.num_positions:,} tokens in {self.num_sequences} sequences ({self.where})"]
 
+
 def evaluate(
     checkpoint: str | os.PathLike,
     *,
@@ -161,6 +162,7 @@ def evaluate(
                           rep.perplexity, rep.perplexity_stderr, rep.num_tokens, rep.num_sequences, num_t,
                           info["uniform_bits"])
 
+
 def materialise(loader, limit: int | None = None) -> list[dict]:
     """The batches of a loader as a list (so the network and the baseline see the same windows)."""
     out, n = [], 0
@@ -172,6 +174,7 @@ def materialise(loader, limit: int | None = None) -> list[dict]:
     if not out:
         raise UserError("no windows to evaluate: the region or split is shorter than the window or all N")
     return out
+
 
 def _dna_batches(info: dict, genome, region, split, max_windows, batch_size, markov_train_windows, decompress, seed):
 

@@ -8,30 +8,31 @@ remote code, so ``AutoModelForMaskedLM.from_pretrained(out, trust_remote_code=Tr
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-
-import safetensors.torch
 
 from dnadiff.errors import ParameterError
 from dnadiff.loading import is_hub_id, load_payload, model_from_payload
-from dnadiff.models.original import original_from_denoiser
+from dnadiff.models.original import SETTINGS_KEY, dnadiff_settings, original_from_denoiser, write_hf_folder
 
 #: the remote-code classes of the released Caduceus repos
 AUTO_MAP = {"AutoConfig": "configuration_caduceus.CaduceusConfig", "AutoModel": "modeling_caduceus.Caduceus",
             "AutoModelForMaskedLM": "modeling_caduceus.CaduceusForMaskedLM",
             "AutoModelForSequenceClassification": "modeling_caduceus.CaduceusForSequenceClassification"}
 
+
 def check_out(out: Path) -> Path:
     """ParameterError when ``out`` exists (other than as an empty folder) or its parent folder is missing."""
+    if out.is_symlink():
+        target = os.readlink(out)
+        raise ParameterError("out", f"out={out} is a symbolic link (to {target}{'' if out.exists() else ', which does not exist'}): "
+                                    "give the folder's own path, or remove the link")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ParameterError("out", f"out={out} already exists and is not empty: choose a new folder or remove it first")
     if not out.parent.is_dir():
         raise ParameterError("out", f"out={out}: its folder {out.parent} does not exist: create it or choose another")
     return out
+
 
 def export(source: str | os.PathLike, out: str | os.PathLike, format: str = "hf", code_repo: str | None = None,
            download: bool = False) -> tuple[Path, dict]:
@@ -54,15 +55,6 @@ def export(source: str | os.PathLike, out: str | os.PathLike, format: str = "hf"
         config["auto_map"] = {k: f"{code_repo}--{str(v).split('--')[-1]}" for k, v in refs.items()}
     elif any("--" not in str(v) for v in (config.get("auto_map") or {}).values()):
         config.pop("auto_map")  # refers to code files this folder does not hold
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        safetensors.torch.save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if out.is_dir():
-            out.rmdir()  # empty (checked): replaced by the complete folder
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    config[SETTINGS_KEY] = dnadiff_settings(payload)  # window, eps, ...: read back by dnadiff, ignored by the original code
+    write_hf_folder(out, config, state)  # tied tensors stored once, the umask's permissions, disk errors in one line
     return out, config

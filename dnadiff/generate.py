@@ -31,11 +31,14 @@ from dnadiff.data.tokenizer import MASK, NUM_BASES, decode_batch, encode
 from dnadiff.diffusion.confidence import ConfidenceOptions
 from dnadiff.diffusion.remdm import ReMDMOptions
 from dnadiff.diffusion.sampling import SAMPLERS, state_independent
-from dnadiff.errors import UserError
+from dnadiff.errors import ParameterError, UserError
 from dnadiff.loading import load_model
 from dnadiff.progress import planned_calls, seconds_per_call
+from dnadiff.training.config import check_value
 
 _BASES = set("ACGTacgt")
+#: bounds of the sampling options (a larger guidance weight overflows float32 logits; eta is a rate)
+MAX_GUIDANCE, MAX_TEMPERATURE, MAX_ETA = 1000.0, 1000.0, 1000.0
 
 
 class DNAModel:
@@ -162,6 +165,8 @@ class DNAModel:
         Raises:
             UserError: for any inconsistent request (one line naming the fix).
         """
+        guidance = check_value(guidance, "guidance", "float", lo=0, hi=MAX_GUIDANCE)  # finite, bounded: no NaN, no overflow
+        temperature = check_value(temperature, "temperature", "float", lo=0, lo_open=True, hi=MAX_TEMPERATURE)
         if length is None and template is None:
             length = self.window
         length, fixed, fixed_mask = self._fixed(length, prefix, template)
@@ -281,12 +286,14 @@ class DNAModel:
                           f"their bits_per_base is NaN", stacklevel=2)
         return bits
 
+
 def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:
     """Indices of ``seqs`` grouped by sequence length."""
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(seqs):
         groups.setdefault(len(s), []).append(i)
     return list(groups.values())
+
 
 #: the former name of :class:`DNAModel` (it shadowed ``torch.Generator``)
 Generator = DNAModel
@@ -300,13 +307,27 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None, downl
     denoiser, diffusion, payload = load_model(checkpoint, download=download)
     return DNAModel(denoiser.to(device or "cpu"), diffusion, payload)
 
-def sampler_options(remdm_strategy: str = "loop", eta: float | None = None, block_length: int | None = None) -> dict:
-    """The ReMDM and confidence options of :meth:`DNAModel.generate` (``remdm=``, ``confidence=``), checked."""
+
+def sampler_options(remdm_strategy: str = "loop", eta: float | None = None, block_length: int | None = None,
+                    sampler: str | None = None) -> dict:
+    """The ReMDM and confidence options of :meth:`DNAModel.generate` (``remdm=``, ``confidence=``), checked; with
+    ``sampler``, an option the sampler does not read (``eta`` without remdm, ``block_length`` without confidence) is
+    a ParameterError naming the sampler it needs."""
+    if eta is not None:
+        eta = check_value(eta, "eta", "float", lo=0, hi=MAX_ETA)
+        if sampler is not None and sampler != "remdm":
+            raise ParameterError("eta", f"eta={eta:g} is ReMDM's remasking rate and sampler {sampler!r} does not remask: "
+                                        "use sampler remdm (--sampler remdm) or drop it")
+    if block_length is not None and sampler is not None and sampler != "confidence":
+        raise ParameterError("block_length", f"block_length={block_length} sets the confidence sampler's blocks and "
+                                             f"sampler {sampler!r} has none: use sampler confidence (--sampler "
+                                             "confidence) or drop it")
 
     try:
         return {"remdm": ReMDMOptions(remdm_strategy, eta), "confidence": ConfidenceOptions(block_length=block_length)}
     except ValueError as err:
         raise UserError(f"{err}: fix --eta / --block-length") from None
+
 
 def check_writable(path: str | Path, overwrite: bool = True) -> Path:
     """Fail early, before any work, when ``path`` cannot be written as a file.
@@ -321,11 +342,18 @@ def check_writable(path: str | Path, overwrite: bool = True) -> Path:
         raise UserError(f"output {path} is a folder: give a file name such as {path / 'samples.fa'}")
     if not folder.is_dir():
         raise UserError(f"output folder {folder} does not exist: create it or choose another --out")
-    if not overwrite and (path.exists() or path.is_symlink()):
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        from dnadiff.paths import kind_of
+
+        what = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else kind_of(path)
+        raise UserError(f"output {path} is {what}, not a regular file: dnadiff replaces only regular files "
+                        "(even with --force); give the path of a regular file")
+    if not overwrite and path.exists():
         raise UserError(f"output {path} already exists: add --force to replace it or choose another --out")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"output {path} is not writable: choose another --out")
     return path
+
 
 def write_fasta(seqs: Sequence[str], path: str | Path, names: Sequence[str] | None = None, width: int = 80) -> Path:
     """Write sequences as FASTA atomically (a temporary file in the same folder, then a rename).

@@ -27,6 +27,9 @@ from dnadiff.training.checkpoint import (MODEL_FORMAT, build_process, load_check
                                         model_payload_from_lightning)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+#: sharded checkpoints: an index ({"weight_map": {tensor name: shard file}}) beside the shards
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+SHARD_PATTERNS = ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
 #: data settings of a converted original checkpoint (its training window is not in its config)
 ORIGINAL_DATA = {"modality": "dna", "window": 1024, "class_names": [], "vocab_size": 4, "embed_size": 7,
                  "unit": "bits/nt", "uniform_bits": 2.0, "batch_size": 16, "num_workers": 0, "max_n_frac": 0.1,
@@ -58,8 +61,13 @@ def hub_snapshot(repo_id: str, revision: str | None = None, download: bool = Fal
         raise UserError(f"cannot download {name}: HF_HUB_OFFLINE is set; unset it or put the model in {cache}")
     try:
         folder = snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=not download,
-                                   allow_patterns=["config.json", *WEIGHT_FILES])
-    except LocalEntryNotFoundError:
+                                   allow_patterns=["config.json", *WEIGHT_FILES, *INDEX_FILES, *SHARD_PATTERNS])
+    except LocalEntryNotFoundError as err:
+        if download:  # the hub could not be reached (no network, proxy, DNS) and the cache lacks the files
+            cause = err.__cause__ or err.__context__ or err
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:160]
+            raise UserError(f"could not download {name}: the Hugging Face hub could not be reached ({first}); "
+                            f"check the network (or HF_ENDPOINT / proxy settings), or put the model in {cache}") from None
         raise UserError(f"{name} is no local path and not in the Hugging Face cache {cache}: add --download to "
                         "fetch it from the hub, set HF_HOME / HF_HUB_CACHE to the cache that holds it, or fix the "
                         "path") from None
@@ -82,7 +90,10 @@ def resolve(source: str | os.PathLike, download: bool = False, cache_dir: str | 
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of ``model.safetensors`` (no pickle) or ``pytorch_model.bin`` (``weights_only=True``)."""
+    """Tensors of ``model.safetensors`` (no pickle) or ``pytorch_model.bin`` (``weights_only=True``), or of
+    every shard an index file (``*.index.json``, see :func:`read_sharded`) names."""
+    if path.name.endswith(".index.json"):
+        return read_sharded(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -98,12 +109,50 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_sharded(index: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a sharded checkpoint: ``index`` (``model.safetensors.index.json`` or
+    ``pytorch_model.bin.index.json``, ``{"metadata": ..., "weight_map": {name: shard file}}``, as
+    ``save_pretrained(max_shard_size=...)`` writes it) and the shards beside it.
+
+    UserError (one line) for an index that is not JSON or has no weight_map of names to plain file names in
+    its folder, a missing shard, or a shard lacking a tensor the index assigns to it."""
+    try:
+        meta = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{index} is not readable JSON ({str(err)[:120]}): re-download the checkpoint") from None
+    weight_map = meta.get("weight_map") if isinstance(meta, dict) else None
+    if (not isinstance(weight_map, dict) or not weight_map
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())):
+        raise UserError(f"{index} has no weight_map of tensor names to shard files: re-download the checkpoint")
+    shards = list(dict.fromkeys(weight_map.values()))
+    suffix = ".safetensors" if index.name.startswith("model.safetensors") else ".bin"
+    for shard in shards:
+        if Path(shard).name != shard or shard in (".", "..") or not shard.endswith(suffix):
+            raise UserError(f"{index} names the shard {shard!r}, not a {suffix} file beside it: re-download the "
+                            "checkpoint")
+        if not (index.parent / shard).is_file():
+            raise UserError(f"shard {shard} of {index} is missing: download every file the index names "
+                            "(e.g. `huggingface-cli download OWNER/NAME`)")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors = read_weights(index.parent / shard)
+        wanted = [k for k, v in weight_map.items() if v == shard]
+        lacking = [k for k in wanted if k not in tensors]
+        if lacking:
+            raise UserError(f"shard {shard} lacks {lacking[0]}, which {index.name} assigns to it: re-download the "
+                            "checkpoint")
+        state.update({k: tensors[k] for k in wanted})
+    return state
+
+
 def read_original(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config, state dict) of an original Caduceus folder: ``config.json`` + ``model.safetensors`` (preferred)
-    or ``pytorch_model.bin``. UserError naming what is missing or unreadable."""
+    """(config, state dict) of an original Caduceus folder: ``config.json`` + ``model.safetensors`` (preferred),
+    ``pytorch_model.bin`` or a sharded checkpoint (``*.index.json`` + shards). The config is checked field by
+    field (:func:`dnadiff.models.original.check_config`) before any weight is read. UserError naming what is
+    missing or unreadable."""
     folder = Path(folder)
     config_path = folder / "config.json"
-    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    weights = [folder / name for name in WEIGHT_FILES + INDEX_FILES if (folder / name).is_file()]
     missing = ([] if config_path.is_file() else ["config.json"]) + ([] if weights else [" or ".join(WEIGHT_FILES)])
     if missing:
         raise UserError(f"{folder} is not a Caduceus checkpoint folder: {' and '.join(missing)} missing "
@@ -114,18 +163,25 @@ def read_original(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
         raise UserError(f"{config_path} is not valid JSON ({err}): re-download or re-export the checkpoint") from None
     from dnadiff.models.original import check_config
 
-    return check_config(config), read_weights(weights[0])
+    return check_config(config, str(config_path)), read_weights(weights[0])
 
 
 def original_payload(config: dict, state: dict[str, torch.Tensor], source: str = "") -> dict:
     """An original Caduceus checkpoint as a ``dnadiff-model/1`` payload over dnadiff's DNA vocabulary.
 
-    ``payload["original"] = {"config", "embedding" [V_orig, d], "source"}`` keeps what the conversion drops.
+    ``payload["original"] = {"config", "embedding" [V_orig, d], "source"}`` keeps what the conversion drops. A
+    folder written by ``dnadiff export`` gets back its data settings (window ...), diffusion process (eps ...) and
+    inference settings from the config's ``"dnadiff"`` entry.
     """
-    from dnadiff.models.original import denoiser_from_original, load_original_caduceus
+    from dnadiff.models.original import denoiser_from_original, load_original_caduceus, read_dnadiff_settings
 
-    denoiser = denoiser_from_original(config, state)
-    payload = model_payload(denoiser.config.to_spec(), ORIGINAL_DIFFUSION, denoiser.state_dict(), ORIGINAL_DATA)
+    data, diffusion, model = ORIGINAL_DATA, ORIGINAL_DIFFUSION, {}
+    settings = read_dnadiff_settings(config, f"{source or 'the'} config.json")  # a `dnadiff export`: its own settings
+    if settings is not None:
+        data, diffusion, model = {**ORIGINAL_DATA, **settings[0]}, {**ORIGINAL_DIFFUSION, **settings[1]}, settings[2]
+        build_process(diffusion)  # checked before anything is built
+    denoiser = denoiser_from_original(config, state, **model)
+    payload = model_payload(denoiser.config.to_spec(), diffusion, denoiser.state_dict(), data)
     full = load_original_caduceus(config, state).backbone.embedding.weight.detach().clone()
     payload["original"] = {"config": config, "embedding": full, "source": str(source)}
     return payload

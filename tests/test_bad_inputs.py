@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,7 @@ def assets(tmp_path_factory) -> Path:
     good = (a / "model.pt").read_bytes()
     (a / "truncated.pt").write_bytes(good[: len(good) // 2])
     torch.save(torch.zeros(3), a / "tensor.pt")
+    torch.save({"state_dict": _Evil(a / "pwned")}, a / "evil.pt")  # runs code if ever unpickled fully
     torch.save({"weight": torch.zeros(2)}, a / "statedict.pt")
     # configs
     (a / "malformed.yaml").write_text("optim: {lr: 1e-3\ntrain: [\n")
@@ -105,7 +107,113 @@ def assets(tmp_path_factory) -> Path:
     (a / "badcontig.bed").write_text("chrZ\t0\t100\n")
     (a / "unreadable.fa").write_text(">c1\nACGT\n")
     (a / "unreadable.fa").chmod(0)
+    os.mkfifo(a / "fifo")  # opening it would block
+    (a / "cr_only.fa").write_bytes(genome.replace("\n", "\r").encode())
+    os.symlink(a / "existing.fa", a / "link.fa")  # outputs that are not regular files
+    if ROOT_USER:
+        os.mknod(a / "devnull", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a copy of /dev/null
+    (a / "emptydir").mkdir()
+    os.symlink(a / "emptydir", a / "emptydir_link")
+    dhs_header = "dhs_id\tsequence\tTAG\tdata_label\n"
+    (a / "dhs_header_only.txt").write_text(dhs_header)
+    (a / "dhs_bad_cell.txt").write_text(dhs_header + "".join(f"d{i}\t{s[:20]}\tLIVER\ttraining\n" for i, s in enumerate(seqs)))
+    _tables(a, seqs)
+    _hf_folders(a)
+    _coordinates(a)
     return a
+
+
+def _coordinates(a: Path) -> None:
+    """Genomic Benchmarks coordinate folders on the toy genomes' contigs (c0/c1 and g0/g1)."""
+    import csv
+
+    def write(name, contigs, rows=None):
+        for split, cls in (("train", "negative"), ("train", "positive"), ("test", "negative"), ("test", "positive")):
+            folder = a / name / "human_enhancers_cohn" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            with gzip.open(folder / f"{cls}.csv.gz", "wt", newline="") as out:
+                writer = csv.writer(out)
+                writer.writerow(["id", "region", "start", "end", "strand"])
+                offset = 0 if split == "train" else 1000
+                writer.writerows(rows or [(f"{split}{cls}{i}", contigs[i % 2], offset + 50 * i, offset + 50 * i + 40,
+                                           "+-"[i % 2]) for i in range(8)])
+
+    write("coords_c", ["c0", "c1"])
+    write("coords_g", ["g0", "g1"])
+    write("coords_bad_row", ["c0", "c1"], rows=[("x1", "c0", "10", "50", "+"), ("x2", "c0", "", "90", "+")])
+
+
+def _tables(a: Path, seqs: list[str]) -> None:
+    """Fine-tuning tables with one flaw each (issue 27)."""
+    rows = [f"{s}\t{i % 2}" for i, s in enumerate(seqs)]
+    (a / "short_row.tsv").write_text("seq\tlabel\n" + "\n".join(rows[:1] + [seqs[1]] + rows[2:]) + "\n")
+    (a / "huge_label.tsv").write_text("seq\tlabel\n" + "\n".join(rows[:3] + [f"{seqs[3]}\t{10**20}"] + rows[4:]) + "\n")
+    (a / "empty_label.tsv").write_text("seq\tlabel\n" + "\n".join(rows[:4] + [f"{seqs[4]}\t"] + rows[5:]) + "\n")
+    (a / "mixed_labels.tsv").write_text("seq\tlabel\n" + "\n".join(rows[:5] + [f"{seqs[5]}\tpositive"] + rows[6:]) + "\n")
+    (a / "few_per_class.tsv").write_text("seq\tlabel\n" + "\n".join(rows[:6]) + "\n")  # 3 per class: 2 folds need 4
+    (a / "header_only.tsv").write_text("seq\tlabel\n")
+    (a / "bad_dna.tsv").write_text("seq\tlabel\n" + "\n".join(rows[:7] + ["ACGTXYZ\t1"] + rows[8:]) + "\n")
+    (a / "other_classes.tsv").write_text("seq\tlabel\n" + "\n".join(f"{s}\t{i % 3 + 5}" for i, s in enumerate(seqs[:6])) + "\n")
+
+
+def _hf_folders(a: Path) -> None:
+    """Original Caduceus folders (as save_pretrained writes them: tied tensors once) with one flaw each."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, default_config, original_state_dict
+
+    def stored_once(state):  # save_pretrained's alias removal: the first name per shared storage is kept
+        seen, out = set(), {}
+        for name, tensor in state.items():
+            if tensor.untyped_storage().data_ptr() not in seen:
+                seen.add(tensor.untyped_storage().data_ptr())
+                out[name] = tensor
+        return out
+
+    torch.manual_seed(0)
+    good = {v: default_config(8, 1, v) for v in ("ph", "ps")}
+    states = {v: stored_once(original_state_dict(OriginalCaduceusMLM(backbone_from_config(c)))) for v, c in good.items()}
+    assert all(sum("mamba_rev.in_proj" in k or k.startswith("lm_head") and k.endswith("weight") for k in st) == 0
+               for st in states.values())
+
+    def folder(name, config, state=None, variant="ph", files=None):
+        path = a / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(config))
+        state = states[variant] if state is None else state
+        if files is None:
+            save_file({k: v.clone().contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+        for file, data in (files or {}).items():
+            (path / file).write_text(data)
+
+    ph, ps = good["ph"], good["ps"]
+    folder("hf_dstate_str", {**ph, "ssm_cfg": {**ph["ssm_cfg"], "d_state": "16"}})
+    folder("hf_dtrank_str", {**ph, "ssm_cfg": {**ph["ssm_cfg"], "dt_rank": "four"}})
+    folder("hf_cmap_list", {**ph, "complement_map": list(range(16))})
+    folder("hf_pad0", {**ph, "pad_vocab_size_multiple": 0})
+    folder("hf_dmodel_huge", {**ph, "d_model": 2**40})
+    folder("hf_nlayer_huge", {**ph, "n_layer": 10**12})
+    folder("hf_vocab_huge", {**ph, "vocab_size": 10**10})
+    folder("hf_rcps_str", {**ps, "rcps": "false"}, variant="ps")
+    folder("hf_rcps_true_on_ph", {**ph, "rcps": True})
+    folder("hf_rcps_false_on_ps", {**ps, "rcps": False}, variant="ps")
+    folder("hf_missing_tensor", ph, {k: v for k, v in states["ph"].items() if not k.endswith("mamba_rev.A_log")})
+    folder("hf_int8", ph, {**states["ph"], "caduceus.backbone.norm_f.weight": torch.ones(8, dtype=torch.int8)})
+    folder("hf_shard_missing", ph, files={"model.safetensors.index.json": json.dumps(
+        {"weight_map": {k: "model-00001-of-00002.safetensors" for k in states["ph"]}})})
+    folder("hf_settings_bad", {**ph, "dnadiff": {"format": "dnadiff-hf-settings/1", "data": {"window": "512"}}})
+
+
+class _Evil:
+    """A pickle that would run ``touch PATH`` when loaded without ``weights_only``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
 
 
 def snapshot(folder: Path) -> dict:
@@ -139,7 +247,8 @@ def with_option(base: list[str], option: str, value: str | None) -> list[str]:
 CASES: list = []
 
 
-BASES = {"pretrain": P, "evaluate": E, "sample": S, "finetune": F}
+X = ["export", "--checkpoint", "{A}/model.pt", "--out", "{A}/hf_out"]
+BASES = {"pretrain": P, "evaluate": E, "sample": S, "finetune": F, "export": X}
 
 
 def case(cls: str, argv: list[str], pattern: str, *marks):
@@ -158,8 +267,9 @@ for base, options in ((P, {"--max-steps": ["0", "-3", "abc", "1.5"], "--seed": [
                            "--markov-train-windows": ["0", "-1", "abc"], "--seed": ["-1", "abc"]}),
                       (S, {"--num": ["0", "-1", "abc"], "--length": ["0", "-5", "abc"], "--steps": ["0", "-1", "abc"],
                            "--temperature": ["0", "-1", "abc", "nan", "inf"], "--top-p": ["0", "-0.5", "1.5", "abc"],
-                           "--guidance": ["-1", "abc", "nan"], "--seed": ["-1", "abc"], "--batch-size": ["0", "-1", "abc"],
-                           "--eta": ["-1", "abc"], "--block-length": ["0", "abc"]}),
+                           "--guidance": ["-1", "abc", "nan", "1e308"], "--seed": ["-1", "abc"],
+                           "--batch-size": ["0", "-1", "abc"], "--eta": ["-1", "abc", "nan", "inf"],
+                           "--block-length": ["0", "abc"]}),
                       (F, {"--folds": ["0", "-1", "abc"], "--max-epochs": ["0", "-1", "abc"], "--batch-size": ["0", "abc"],
                            "--max-length": ["0", "abc"], "--max-examples": ["0", "-4", "abc"], "--seed": ["-1", "abc"]})):
     for option, values in options.items():
@@ -232,6 +342,9 @@ case("source", ["pretrain", "--text", "{A}/binary.bin", "--out", "{A}/run_out", 
 case("source", ["pretrain", "--images", "{A}/missing_dir", "--out", "{A}/run_out"], "missing_dir")
 case("source", ["pretrain", "--images", "{A}/adir", "--out", "{A}/run_out"], "CIFAR-10")
 case("source", ["pretrain", "--dhs", "{A}/missing.txt", "--out", "{A}/run_out"], "missing.txt")
+# the DHS table is read and checked before the run folder exists (a corrected rerun is then not refused)
+case("table", ["pretrain", "--dhs", "{A}/dhs_header_only.txt", "--out", "{A}/run_out", "--max-steps", "1"], "dhs_header_only")
+case("table", ["pretrain", "--dhs", "{A}/dhs_bad_cell.txt", "--out", "{A}/run_out", "--max-steps", "1"], "LIVER")
 case("device", P + ["--accelerator", "banana"], "banana")
 case("device", P + ["--accelerator", "gpu"], "GPU",
      pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"))
@@ -279,6 +392,14 @@ case("request", S + ["--prefix", "AC", "--template", "ACNN"], "prefix")
 case("request", S + ["--class", "K562"], "K562")
 case("request", S + ["--guidance", "2"], "guidance")
 case("choice", S + ["--sampler", "banana"], "banana")
+case("request", S + ["--eta", "0.5"], "--eta.*remdm")  # the cached sampler does not remask
+case("request", S + ["--block-length", "4"], "--block-length.*confidence")
+case("output", with_option(S, "--out", "{A}/link.fa") + ["--force"], "link.fa.*symbolic link")
+case("output", with_option(S, "--out", "{A}/devnull") + ["--force"], "devnull.*character device",
+     pytest.mark.skipif(not ROOT_USER, reason="mknod needs root"))
+case("output", with_option(X, "--out", "{A}/emptydir_link"), "emptydir_link.*symbolic link")
+case("output", with_option(X, "--out", "{A}/dangling.fa"), "dangling.fa.*does not exist")
+case("request", P + ["--init", "{A}/model.pt", "model.d_model=16"], "model.d_model=16")
 case("path", S + ["--report", "--real", "{A}/missing.fa"], "missing.fa")
 case("path", S + ["--report", "--real", "{A}/adir"], "adir")
 case("path", S + ["--report", "--real", "{A}/binary.bin"], "binary.bin")
@@ -316,12 +437,60 @@ case("device", F + ["--devices", "abc"], "abc")
 case("device", F + ["--accelerator", "gpu"], "GPU",
      pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"))
 
+# issue 27: Hugging Face folders as they exist in the wild, every config.json field checked before anything is built
+for name, pattern in (("hf_dstate_str", "ssm_cfg.d_state='16'"), ("hf_dtrank_str", "ssm_cfg.dt_rank='four'"),
+                      ("hf_cmap_list", "complement_map"), ("hf_pad0", "pad_vocab_size_multiple=0"),
+                      ("hf_dmodel_huge", "parameters"), ("hf_nlayer_huge", "parameters"), ("hf_vocab_huge", "parameters"),
+                      ("hf_rcps_str", "rcps='false'"), ("hf_rcps_true_on_ph", "rcps=true .*Caduceus-Ph layout"),
+                      ("hf_rcps_false_on_ps", "rcps=false .*Caduceus-PS layout"),
+                      ("hf_missing_tensor", "does not fit its config.*mamba_rev.A_log"), ("hf_int8", "int8"),
+                      ("hf_shard_missing", "shard model-00001-of-00002.safetensors .* is missing"),
+                      ("hf_settings_bad", "dnadiff.data.window='512'")):
+    case("hf file", with_option(S, "--checkpoint", "{A}/" + name), pattern)
+for name, pattern in (("hf_rcps_str", "rcps='false'"), ("hf_dmodel_huge", "parameters")):
+    case("hf file", with_option(E, "--checkpoint", "{A}/" + name), pattern)
+    case("hf file", [x for x in F if x != "--from-scratch"] + ["--checkpoint", "{A}/" + name], pattern)
+
+# issue 27: fine-tuning tables, one line naming the file, the line and the fix
+for name, pattern in (("short_row.tsv", r"short_row.tsv line 3 has 1 column.*no label.*fill in"),
+                      ("huge_label.tsv", r"huge_label.tsv line 5: label '100000000000000000000' is beyond the 64-bit"),
+                      ("empty_label.tsv", r"empty_label.tsv line 6: the label cell is empty"),
+                      ("mixed_labels.tsv", r"mixed_labels.tsv line 7: label 'positive' is a name"),
+                      ("few_per_class.tsv", r"3 example\(s\), fewer than 2 x 2 folds.*at least 4 examples per class"),
+                      ("header_only.tsv", r"header_only.tsv has a header but no examples"),
+                      ("bad_dna.tsv", r"bad_dna.tsv line 9: sequence 'ACGTXYZ' is not DNA")):
+    case("table", with_option(F, "--data", "{A}/" + name), pattern)
+case("table", F + ["--test-data", "{A}/other_classes.tsv"], r"other_classes.tsv line 2: labels .* do not occur")
+
+# issue 27: every route to a genome goes through open_genome's checks
+FC = with_option(F, "--data", None)
+case("path", FC + ["--genome", "{A}/stale.fa", "--coordinates", "{A}/coords_c"], "stale.fa")
+case("path", FC + ["--genome", "{A}/truncated.fa.gz", "--coordinates", "{A}/coords_g"], "truncated.fa.gz")
+case("path", FC + ["--genome", "{A}/plain.fa.gz", "--coordinates", "{A}/coords_c"], "bgzip")
+case("path", FC + ["--genome", "{A}/notfasta.txt", "--coordinates", "{A}/coords_c"], "notfasta.txt.*FASTA")
+case("table", FC + ["--genome", "{A}/genome.fa", "--coordinates", "{A}/coords_bad_row"], r"negative.csv.gz line 3 lacks the start cell")
+
+# issue 27: a FIFO, a device or a folder is named as such (not "does not exist") and never opened
+case("path", with_option(S, "--checkpoint", "{A}/fifo"), "fifo is a FIFO")
+case("path", with_option(S, "--checkpoint", "/dev/zero"), "/dev/zero is a character device")
+case("path", with_option(E, "--genome", "{A}/fifo"), "fifo is a FIFO")
+case("path", with_option(F, "--data", "{A}/fifo"), "fifo is a FIFO")
+case("path", with_option(F, "--data", "/dev/zero"), "/dev/zero is a character device")
+
+# issue 27: CR-only line endings named as such (not blamed on the index just built: a loop)
+case("path", with_option(P, "--genome", "{A}/cr_only.fa"), "cr_only.fa uses CR-only line endings.*tr ")
+case("path", with_option(E, "--genome", "{A}/cr_only.fa"), "cr_only.fa uses CR-only line endings")
+
+# issue 27: a malicious pickle is named as such, in one whole sentence, never hinting at weights_only=False
+case("checkpoint", with_option(S, "--checkpoint", "{A}/evil.pt"), r"evil.pt holds pickled Python objects \(\w+.system\)[^`]*; use a model.pt")
+case("checkpoint", with_option(E, "--checkpoint", "{A}/evil.pt"), r"evil.pt holds pickled Python objects")
+
 # argument syntax
 case("syntax", ["sample", "--num", "2", "--out", "{A}/new.fa"], "--checkpoint")
 case("syntax", P + ["--no-such-option"], "no-such-option")
 case("syntax", ["evaluate", "--genome", "{A}/genome.fa"], "--checkpoint")
 
-OUTPUTS = ("run_out", "new.fa", "ft_out", "pwned", "missing_dir")
+OUTPUTS = ("run_out", "new.fa", "ft_out", "pwned", "missing_dir", "hf_out")
 
 
 @pytest.mark.parametrize("argv, pattern", CASES)
@@ -418,4 +587,4 @@ def test_the_table_is_broad():
     classes = {p.id.split(":")[1] for p in CASES}
     assert {"number", "config", "path", "checkpoint", "output", "device", "request", "long job"} <= classes
     commands = {p.id.split(":")[0] for p in CASES}
-    assert commands == {"pretrain", "evaluate", "sample", "finetune"}
+    assert commands == {"pretrain", "evaluate", "sample", "finetune", "export"}

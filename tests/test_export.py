@@ -15,7 +15,7 @@ from dnadiff.data.tokenizer import CADUCEUS_IDS
 from dnadiff.errors import UserError
 from dnadiff.loading import load_model, load_payload, read_original
 from dnadiff.models import load_original_caduceus, original_state_dict
-from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, default_config
+from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, default_config, resolve_ties
 from dnadiff.training.checkpoint import save_checkpoint
 from hf_cache import bin_bytes, original_files, reference
 
@@ -38,13 +38,18 @@ def test_original_to_model_pt_to_hf_gives_back_the_original(shared_fixtures, tmp
     assert main(["export", "--checkpoint", str(tmp_path / "model.pt"), "--format", "hf", "--out", str(out)]) == 0
     assert capsys.readouterr().out.startswith(f"exported Caduceus-{variant.upper() if variant == 'ps' else 'Ph'}")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
-    exported_config, exported = read_original(out)
+    exported_config, stored = read_original(out)
+    settings = exported_config.pop("dnadiff")  # dnadiff's own settings, ignored by the original code
+    assert settings["data"]["window"] == 1024 and settings["diffusion"]["schedule"] == "loglinear"
     assert exported_config == config  # every field, the complement map included
-    assert set(exported) == set(state)  # original key names, tied head (and complement buffers for PS)
+    # one copy per tied tensor, as save_pretrained writes: the head and the reverse projections are not stored
+    head = "lm_head.lm_head.weight" if variant == "ps" else "lm_head.weight"
+    assert set(state) - set(stored) == {head} | {k for k in state if "mamba_rev." in k and k.endswith("proj.weight")
+                                                 and ("in_proj" in k or "out_proj" in k)}
+    exported = resolve_ties(config, stored)
+    assert set(exported) == set(state)  # original key names (and complement buffers for PS)
     for key, value in state.items():
         assert torch.equal(exported[key], value), key
-    head = "lm_head.lm_head.weight" if variant == "ps" else "lm_head.weight"
-    assert head in exported
     with torch.no_grad():
         logits = load_original_caduceus(exported_config, exported).eval()(expected["input_ids"])
     assert (logits - expected["logits"]).abs().max() < 1e-4  # the original code's outputs, all 16 columns
@@ -69,6 +74,8 @@ def test_a_differently_sized_original_model_round_trips(tmp_path, variant):
                                               "pytorch_model.bin": bin_bytes(state, tmp_path)})
     out, written = export_hf(folder, tmp_path / "hf")
     exported_config, exported = read_original(out)
+    exported = resolve_ties(exported_config, exported)
+    assert exported_config.pop("dnadiff") == written.pop("dnadiff")
     assert exported_config == config == written and set(exported) == set(state)
     ids = torch.randint(0, 16, (2, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -98,6 +105,7 @@ def test_a_dnadiff_model_exports_with_the_fixture_config_fields(shared_fixtures,
     save_checkpoint(tmp_path / "model.pt", model_payload(spec, ORIGINAL_DIFFUSION, model.state_dict(), ORIGINAL_DATA))
     out, _ = export_hf(tmp_path / "model.pt", tmp_path / "hf")
     config, state = read_original(out)
+    assert config.pop("dnadiff")["data"] == ORIGINAL_DATA
     assert list(config) == list(fixture_config)
     size = ("d_model", "n_layer")
     assert {k: v for k, v in config.items() if k not in size} == {k: v for k, v in fixture_config.items() if k not in size}
@@ -126,10 +134,10 @@ def test_export_refuses_to_overwrite_and_what_it_cannot_hold(shared_fixtures, tm
     import safetensors.torch
 
     def broken(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(safetensors.torch, "save", broken)
+    with pytest.raises(UserError, match="new.*disk is full"):
         export_hf(folder, tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["orig", "taken"]
     monkeypatch.undo()
@@ -157,4 +165,4 @@ def test_code_repo_gives_an_auto_map_for_trust_remote_code(shared_fixtures, tmp_
     repo = "kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16"
     _, written = export_hf(folder, tmp_path / "hf", code_repo=repo)
     assert written["auto_map"]["AutoModelForMaskedLM"] == f"{repo}--modeling_caduceus.CaduceusForMaskedLM"
-    assert set(written) - set(config) == {"auto_map"} and math.isclose(written["norm_epsilon"], 1e-5)
+    assert set(written) - set(config) == {"auto_map", "dnadiff"} and math.isclose(written["norm_epsilon"], 1e-5)

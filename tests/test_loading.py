@@ -3,6 +3,7 @@ through a cache laid out as huggingface_hub lays it out, dnadiff model.pt; one-l
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -174,7 +175,8 @@ def test_download_goes_through_huggingface_hub_and_its_errors_are_one_line(share
     (repo_id, kwargs), = calls
     assert repo_id == "kuleshov-group/fetched" and kwargs["revision"] == "main"
     assert kwargs["local_files_only"] is False and set(kwargs["allow_patterns"]) == {
-        "config.json", "model.safetensors", "pytorch_model.bin"}
+        "config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+        "pytorch_model.bin.index.json", "model-*-of-*.safetensors", "pytorch_model-*-of-*.bin"}
     assert payload["original"]["source"] == "kuleshov-group/fetched@main"
 
     def no_network(repo_id, **kwargs):
@@ -183,6 +185,24 @@ def test_download_goes_through_huggingface_hub_and_its_errors_are_one_line(share
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
     with pytest.raises(UserError, match=r"could not download me/x \(Temporary failure in name resolution\): check"):
         resolve("me/x", download=True, cache_dir=tmp_path / "hub")
+
+
+def test_download_without_network_says_the_download_failed(tmp_path, monkeypatch):
+    """huggingface_hub itself, its endpoint unreachable: it raises LocalEntryNotFoundError, which must not be
+    reported as "add --download" when --download was given (issue 27)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "2")
+    assert huggingface_hub.snapshot_download is not None
+    with pytest.raises(UserError) as err:
+        resolve("me/offline-model", download=True, cache_dir=tmp_path / "hub")
+    message = str(err.value)
+    assert "\n" not in message and "add --download" not in message
+    assert re.search(r"could not download me/offline-model.*(hub could not be reached|check the id, the network)", message)
 
 
 def test_sample_and_evaluate_commands_take_an_original_folder(shared_fixtures, shared_data, tmp_path, capsys):

@@ -19,4 +19,8 @@ def test_generate_sequences_notebook_runs(shared_data, monkeypatch):
     client.execute()  # raises CellExecutionError naming the failing cell
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "identity to the real middle" in outputs and "kmer_js_mean" in outputs
+    # the public API end to end: pretrain, score, embed + scikit-learn, fine-tune + a saved classifier
+    assert "steps in" in outputs and "bits/base (median stderr" in outputs
+    assert "same vector for the reverse complement: True" in outputs and "held-out accuracy: embeddings" in outputs
+    assert "accuracy" in outputs and "P(enhancer)" in outputs
     assert "frechet" in outputs and "kmer3_pearson" in outputs and "real floor" in outputs

@@ -107,17 +107,28 @@ def test_resume_appends_to_the_metrics_log(finished_run, genome, capsys):
 
 
 def test_resume_cleans_temporary_files_and_superseded_checkpoints(finished_run, genome, capsys):
+    from dnadiff.atomic import _host
+
     ckpts = finished_run / "checkpoints"
+    dead = 2**22 + 4242  # above the default pid_max: a killed process
     # what kills leave behind: half-written files and step checkpoints newer than last.ckpt
-    (ckpts / ".step4.ckpt.k1ll3d.tmp").write_bytes(b"half")
-    (finished_run / ".config.yaml.x1.tmp").write_bytes(b"half")
+    (ckpts / f".step4.ckpt.dnadiff-{_host()}-{dead}-k1ll3d.tmp").write_bytes(b"half")
+    (finished_run / f".config.yaml.dnadiff-{_host()}-{dead}-x1.tmp").write_bytes(b"half")
     shutil.copy(ckpts / "last.ckpt", ckpts / "step4.ckpt")
     shutil.copy(ckpts / "last.ckpt", ckpts / "step2-v1.ckpt")
+    # and what the user keeps in the folder (issue 27: --resume deleted these)
+    shutil.copy(ckpts / "last.ckpt", ckpts / "keep_me.ckpt")
+    (finished_run / "mydata").mkdir()
+    (finished_run / "mydata" / "experiment_notes.tmp").write_text("mine")
+    (finished_run / ".notes.tmp").write_text("mine too")
+    live = ckpts / f".other.ckpt.dnadiff-{_host()}-{os.getpid()}-live.tmp"  # a live writer's: left alone
+    live.write_bytes(b"busy")
     assert pretrain(genome, finished_run, 4, "--resume") == 0
-    assert not list(finished_run.rglob("*.tmp"))
-    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step4.ckpt"]
+    assert sorted(p.name for p in finished_run.rglob("*.tmp")) == sorted([".notes.tmp", "experiment_notes.tmp", live.name])
+    assert sorted(p.name for p in ckpts.iterdir() if p.suffix == ".ckpt") == ["keep_me.ckpt", "last.ckpt", "step4.ckpt"]
     assert load_checkpoint(ckpts / "step4.ckpt")["global_step"] == 4
     assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 4
+    assert (finished_run / "mydata" / "experiment_notes.tmp").read_text() == "mine"
 
 
 def test_a_new_run_into_a_finished_run_is_refused_unless_forced(finished_run, genome, capsys):

@@ -182,3 +182,16 @@ def test_embeddings_are_reverse_complement_invariant_and_in_input_order(variant,
     one = np.stack([embed(model, [s], layer=layer)[0] for s in seqs])  # batching and padding change nothing
     np.testing.assert_allclose(e, one, atol=1e-5)
     assert e.shape == (5, 16) and np.abs(e[0] - e[2]).max() > 1e-4
+
+
+def test_transformer_embeddings_do_not_depend_on_batching():
+    from dnadiff.models import build_model
+
+    torch.manual_seed(0)
+    den = build_model({"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 16, "n_layer": 1,
+                       "n_head": 2, "max_len": 64}).eval()
+    model = SimpleNamespace(denoiser=den, diffusion=MaskedDiffusion(V, "linear"), window=64)
+    seqs = [random_seq(n, n) for n in (30, 12, 45, 12, 7)]
+    e = embed(model, seqs, batch_size=8)
+    np.testing.assert_allclose(e, np.stack([embed(model, [s])[0] for s in seqs]), atol=1e-5)
+    np.testing.assert_allclose(e, embed(model, [reverse_complement_str(s) for s in seqs]), atol=1e-5)

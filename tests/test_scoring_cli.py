@@ -169,6 +169,8 @@ BAD = [
     (["--variants", "{A}/garbage.vcf"], "garbage.vcf"),
     (["--variants", "{A}/missing.vcf"], "missing.vcf"),
     (["--variants", "{A}/calls.tsv", "--out", "{A}/new.vcf"], "TSV"),
+    (["--variants", "{A}/calls.vcf", "--out", "{A}/new.vcf.gz"], "bgzip it"),
+    (["--variants", "{A}/calls.vcf"] + ["--genome", "{A}/missing.fa"], "missing.fa"),
     (["--variants", "{A}/calls.vcf", "--context", "-1"], "context"),
     (["--variants", "{A}/calls.vcf", "--num-t", "1"], "num-t"),
     (["--variants", "{A}/calls.vcf", "--heatmap", "{A}/new.png"], "heatmap"),
@@ -234,3 +236,32 @@ def test_score_and_embed_cli_equal_the_api(w, capsys):
     code, _, err = run(["embed", "--checkpoint", a / "model.pt", "--input", a / "seqs.tsv", "--out", a / "e2.npy",
                         "--layer", 9], capsys)
     assert code == 2 and "layer 9" in err and not (a / "e2.npy").exists()
+
+
+@pytest.mark.parametrize("variant", ["ph", "ps"])
+def test_an_original_caduceus_folder_scores_variants(w, shared_fixtures, tmp_path, capsys, variant):
+    """A released-format Caduceus MLM folder (config.json + model.safetensors; hub ids resolve to the same folder,
+    see test_loading) is a zero-shot variant scorer on the CPU; PS scores are exactly strand-symmetric unaveraged."""
+    from hf_cache import add_repo, original_files, reference
+
+    from dnadiff.generate import load as load_model
+    from dnadiff.rc import reverse_complement_str
+    from dnadiff.scoring import saturation_mutagenesis, variant_effects
+
+    a, contigs = w
+    config, state, _ = reference(shared_fixtures, variant)
+    snapshot = add_repo(tmp_path / "hub", f"me/{variant}", original_files(config, state, "safetensors", tmp_path))
+    out = tmp_path / "o.tsv"
+    code, _, err = run(["variants", "--checkpoint", snapshot, "--genome", a / "genome.fa", "--variants", a / "calls.tsv",
+                        "--out", out, "--context", 12, "--num-t", 2], capsys)
+    assert code == 0, err
+    model = load_model(snapshot)
+    api = [s.llr for _, s in variant_effects(model, a / "calls.tsv", a / "genome.fa", context=12, num_t=2)]
+    got = [float(line.split("\t")[5]) for line in out.read_text().splitlines()[1:]]
+    np.testing.assert_allclose(got, api, rtol=1e-4, atol=1e-5)
+    assert np.isfinite(got).sum() == 8  # every allele but the symbolic one
+    strands = "forward" if variant == "ps" else "both"
+    seq = contigs["chr1"][:30]
+    fwd = saturation_mutagenesis(model, sequence=seq, context=8, strands=strands).llr
+    rc = saturation_mutagenesis(model, sequence=reverse_complement_str(seq), context=8, strands=strands).llr
+    np.testing.assert_allclose(fwd, rc[::-1][:, [3, 2, 1, 0]], atol=2e-4)

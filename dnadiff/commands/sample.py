@@ -40,14 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cached/ancestral/first-hitting: exact; remdm: remasking (--remdm-strategy, --eta); "
                              "confidence: top-k by confidence (--block-length), not exact")
     parser.add_argument("--remdm-strategy", choices=("cap", "rescale", "loop"), default="loop")
-    parser.add_argument("--eta", type=float, default=None, help="ReMDM remasking rate (default: the strategy's published one)")
+    parser.add_argument("--eta", type=option("float", lo=0, hi=1000), default=None, help="ReMDM remasking rate (default: the strategy's published one)")
     parser.add_argument("--block-length", type=option("int", lo=1), default=None, help="confidence sampler: semi-autoregressive block size")
-    parser.add_argument("--temperature", type=option("float", lo=0, lo_open=True), default=1.0)
+    parser.add_argument("--temperature", type=option("float", lo=0, lo_open=True, hi=1000), default=1.0)
     parser.add_argument("--top-p", type=option("float", lo=0, hi=1, lo_open=True), default=1.0, help="nucleus sampling mass (1.0 = off)")
     parser.add_argument("--prefix", default=None, help="A/C/G/T bases kept at the start of every sequence")
     parser.add_argument("--template", default=None, help="a sequence whose N positions are generated (other bases kept)")
     parser.add_argument("--class", dest="class_name", default=None, help="class to generate (class-conditional checkpoints)")
-    parser.add_argument("--guidance", type=option("float", lo=0), default=0.0, help="classifier-free guidance weight (needs --class)")
+    parser.add_argument("--guidance", type=option("float", lo=0, hi=1000), default=0.0, help="classifier-free guidance weight (needs --class)")
     parser.add_argument("--seed", type=option("int", lo=0, hi=2**63 - 1), default=None)
     parser.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), default=256, help="sequences generated together")
     add_device_arguments(parser, training=False)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = torch_device(args)  # a bad device option fails before any work
     check_writable(args.out, overwrite=args.force)
-    options = sampler_options(args.remdm_strategy, args.eta, args.block_length)
+    options = sampler_options(args.remdm_strategy, args.eta, args.block_length, args.sampler)
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train, "--train").held_out if args.report and args.train else None
     model = load(args.checkpoint, device=device, download=args.download)

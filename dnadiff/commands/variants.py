@@ -48,6 +48,8 @@ def run(args) -> int:
     device = torch_device(args)
     out_vcf = str(args.out).lower().endswith(".vcf")
     fmt = "json" if str(args.out).lower().endswith((".json", ".jsonl")) else "tsv"
+    if str(args.out).lower().endswith((".gz", ".bgz", ".bcf")):
+        raise UserError(f"--out {args.out} asks for a compressed file: write a plain .vcf (or .tsv) and bgzip it afterwards")
     io.check_output(args.out, args.force)
     if args.heatmap:
         if args.variants:

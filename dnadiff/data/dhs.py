@@ -66,28 +66,50 @@ def load_dhs(path: str | Path | None = None) -> DHSData:
     """Read the DHS file (gzip or plain text) into a :class:`DHSData`.
 
     Raises:
-        UserError: the file is missing, lacks a needed column, or names an unknown cell type/split.
+        UserError: the file is missing or unreadable, lacks a needed column, has no rows, or a row (named by its
+        line) lacks a cell, names an unknown cell type/split, or has an empty, non-DNA or differently long sequence.
     """
     path = Path(path) if path is not None else default_dhs_path()
-    if not path.is_file():
-        raise UserError(f"DHS file {path} not found: pass the path of {FILE_NAME} (from the dnadiffusion package)")
+    from dnadiff.paths import kind_of
+
+    if kind_of(path) != "a regular file":
+        found = "not found" if kind_of(path) == "missing" else f"is {kind_of(path)}, not a file"
+        raise UserError(f"DHS file {path} {found}: pass the path of {FILE_NAME} (from the dnadiffusion package)")
     opener = gzip.open if path.suffix == ".gz" else open
-    sequences, labels, split = [], [], []
-    with opener(path, "rt", newline="") as handle:
-        rows = csv.DictReader(handle, delimiter="\t")
-        missing = [c for c in _REQUIRED_COLUMNS if c not in (rows.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path} has no column {', '.join(missing)}: it is not the DNA-Diffusion DHS table")
-        for row in rows:
-            cell_type = row["TAG"].split("_")[0]
-            if cell_type not in CLASS_NAMES or row["data_label"] not in SPLITS:
-                raise UserError(
-                    f"{path}: row {row.get('dhs_id', '?')} has cell type {cell_type!r} / split {row['data_label']!r}; "
-                    f"expected one of {', '.join(CLASS_NAMES)} / {', '.join(SPLITS)}"
-                )
-            sequences.append(row["sequence"].upper())
-            labels.append(CLASS_NAMES.index(cell_type))
-            split.append(row["data_label"])
+    sequences, labels, split, lines = [], [], [], []
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:  # a byte-order mark is dropped
+            rows = csv.DictReader(handle, delimiter="\t")
+            missing = [c for c in _REQUIRED_COLUMNS if c not in (rows.fieldnames or [])]
+            if missing:
+                raise UserError(f"{path} has no column {', '.join(missing)}: it is not the DNA-Diffusion DHS table "
+                                f"(tab-separated, with the columns {', '.join(_REQUIRED_COLUMNS)})")
+            for row in rows:
+                where = f"{path} line {rows.line_num}"
+                lacking = [c for c in _REQUIRED_COLUMNS if row.get(c) is None]
+                if lacking:
+                    raise UserError(f"{where} lacks the {', '.join(lacking)} cell: fill it in or remove the line")
+                cell_type = row["TAG"].split("_")[0]
+                if cell_type not in CLASS_NAMES or row["data_label"] not in SPLITS:
+                    raise UserError(
+                        f"{where}: row {row.get('dhs_id', '?')} has cell type {cell_type!r} / split "
+                        f"{row['data_label']!r}; expected one of {', '.join(CLASS_NAMES)} / {', '.join(SPLITS)}"
+                    )
+                seq = row["sequence"].strip().upper()
+                if not seq or set(seq) - set("ACGTN"):
+                    raise UserError(f"{where}: the sequence {seq[:30]!r} is {'empty' if not seq else 'not DNA'}: "
+                                    "give sequences over A, C, G, T (N allowed), or remove the line")
+                if sequences and len(seq) != len(sequences[0]):
+                    raise UserError(f"{where}: the sequence has {len(seq)} bp but line {lines[0]}'s has "
+                                    f"{len(sequences[0])}: every DHS sequence must have the same length")
+                sequences.append(seq)
+                labels.append(CLASS_NAMES.index(cell_type))
+                split.append(row["data_label"])
+                lines.append(rows.line_num)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"cannot read the DHS file {path} ({str(err)[:120]}): give the tab-separated {FILE_NAME}") from None
+    if not sequences:
+        raise UserError(f"{path} has a header but no rows: give the DHS table with its sequences")
     return DHSData(sequences, np.asarray(labels, dtype=np.int64), list(CLASS_NAMES), np.asarray(split))
 
 
@@ -128,6 +150,10 @@ class DHSDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
             self.data = load_dhs(self.path)
+
+    def check_readable(self) -> None:
+        """Read and check the whole table now (UserError naming the line), before a run folder is created."""
+        self.setup()
 
     def _dataset(self, split: str) -> DHSDataset:
         self.setup()

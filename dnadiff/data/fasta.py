@@ -51,6 +51,21 @@ def compression_of(path: str | os.PathLike) -> str:
     return "gzip"
 
 
+def _check_line_endings(path: Path, compression: str) -> None:
+    """UserError for CR-only line endings (classic Mac OS), which neither pyfaidx nor samtools index (the index
+    would then be blamed, and rebuilding it gives the same error again)."""
+    opener = open if compression == "plain" else gzip.open
+    try:
+        with opener(path, "rb") as handle:
+            chunk = handle.read(1 << 16)
+    except (OSError, EOFError):
+        return  # reported by the checks that follow
+    if b"\r" in chunk and b"\n" not in chunk:
+        raise UserError(f"{path} uses CR-only line endings (classic Mac OS), which FASTA indexes cannot describe: "
+                        f"convert them with `tr '\\r' '\\n' < {path.name} > fixed.fa`"
+                        + (" and bgzip the result" if compression == "bgzip" else ""))
+
+
 def _first_line(path: Path, compression: str) -> bytes:
     opener = open if compression == "plain" else gzip.open
     try:
@@ -204,9 +219,9 @@ def open_genome(path: str | os.PathLike) -> Genome:
     Raises:
         UserError: missing file, plain gzip (names ``bgzip``), not a FASTA, empty contig, unreadable index.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"genome file {path} does not exist: check the path")
+    from dnadiff.paths import require_file
+
+    path = require_file(path, "genome file", "check the path (give a FASTA file)")
     compression = compression_of(path)
     if compression == "gzip":
         raise UserError(
@@ -214,6 +229,7 @@ def open_genome(path: str | os.PathLike) -> Genome:
             f"`gunzip {path.name} && bgzip {path.stem}`, or decompress it once into a cache "
             f"(dnadiff.data.fasta.decompress_to_cache)"
         )
+    _check_line_endings(path, compression)
     first = _first_line(path, compression)
     if not first.startswith(b">"):
         raise UserError(f"{path} is not a FASTA file (the first line does not start with '>'): check the file")

@@ -145,28 +145,46 @@ def read_coordinates(path: str | Path) -> list[tuple[str, str, int, int, str]]:
     """Rows ``(id, region, start, end, strand)`` of one ``<class>.csv.gz`` (empty strand means ``+``)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
     try:
-        with opener(path, "rt", newline="") as handle:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = {"id", "region", "start", "end"} - set(reader.fieldnames or ())
             if missing:
                 raise UserError(f"{path} lacks the columns {sorted(missing)}: expected id,region,start,end,strand")
-            rows = [
-                (row["id"], row["region"], int(row["start"]), int(row["end"]), (row.get("strand") or "+").strip() or "+")
-                for row in reader
-            ]
-    except (OSError, ValueError, EOFError, gzip.BadGzipFile) as err:
+            for row in reader:
+                where = f"{path} line {reader.line_num}"
+                lacking = [c for c in ("id", "region", "start", "end") if not (row.get(c) or "").strip()]
+                if lacking:
+                    raise UserError(f"{where} lacks the {', '.join(lacking)} cell: fill it in or remove the line")
+                try:
+                    start, end = int(row["start"]), int(row["end"])
+                except ValueError:
+                    raise UserError(f"{where}: start {row['start']!r} / end {row['end']!r} are not integers: fix the "
+                                    "coordinate file") from None
+                rows.append((row["id"], row["region"], start, end, (row.get("strand") or "+").strip() or "+"))
+    except (OSError, ValueError, EOFError, gzip.BadGzipFile, csv.Error) as err:
         raise UserError(f"cannot read coordinates {path} ({err}): give the benchmark's <class>.csv.gz files") from err
     return rows
 
 
 def rebuild_sequences(fasta, rows: list[tuple[str, str, int, int, str]], where: str = "") -> list[str]:
-    """Cut each row's ``[start, end)`` from ``fasta`` (a pyfaidx.Fasta), reverse-complemented on ``-``.
+    """Cut each row's ``[start, end)`` from ``fasta`` (a :class:`dnadiff.data.fasta.Genome` from ``open_genome``,
+    or a pyfaidx.Fasta), reverse-complemented on ``-``.
 
     A region missing from the reference (also tried with/without a ``chr`` prefix) or an
     interval outside its contig is a UserError. Returns upper-case strings.
     """
-    names = set(fasta.keys())
+    from dnadiff.data.fasta import Genome
+
+    if isinstance(fasta, Genome):
+        names = set(fasta.names)
+        length_of = lambda contig: int(fasta.lengths[fasta.contig_index(contig)])  # noqa: E731
+        cut = lambda contig, start, end: fasta.fetch_bytes(contig, start, end).decode("ascii")  # noqa: E731
+    else:
+        names = set(fasta.keys())
+        length_of = lambda contig: len(fasta[contig])  # noqa: E731
+        cut = lambda contig, start, end: str(fasta[contig][start:end])  # noqa: E731
     seqs = []
     for ident, region, start, end, strand in rows:
         contig = _match_contig(region, names)
@@ -175,19 +193,50 @@ def rebuild_sequences(fasta, rows: list[tuple[str, str, int, int, str]], where: 
                 f"{where}example {ident}: region {region!r} is not in the reference (it has {_few(names)}): "
                 "give the genome the coordinates were made on (hg38 for the human tasks)"
             )
-        length = len(fasta[contig])
+        length = length_of(contig)
         if not 0 <= start < end <= length:
             raise UserError(
                 f"{where}example {ident}: {region}:{start}-{end} lies outside the reference contig {contig} "
                 f"(length {length}): give the full genome the coordinates were made on"
             )
-        seq = str(fasta[contig][start:end]).upper()
+        seq = cut(contig, start, end).upper()
         if strand == "-":
             seq = reverse_complement_str(seq)
         elif strand != "+":
             raise UserError(f"{where}example {ident}: strand {strand!r} is not '+' or '-': fix the coordinate file")
         seqs.append(seq)
     return seqs
+
+
+def warn_interval_overlap(train: list[tuple], test: list[tuple], where: str) -> int:
+    """Warn (:class:`LeakageWarning`) when test intervals overlap train intervals (rows ``(id, region, start, end,
+    strand)``, half-open): the overlapping bases are seen in training. Returns the number of such test rows."""
+    import bisect
+    import warnings
+
+    grouped: dict[str, list[tuple[int, int]]] = {}
+    for row in train:
+        grouped.setdefault(row[1], []).append((row[2], row[3]))
+    by_region: dict[str, tuple[list[int], list[int]]] = {}
+    for region, spans in grouped.items():
+        spans.sort()
+        ends, best = [], 0
+        for _, end in spans:  # running maximum of the ends: any earlier interval reaching past a start
+            best = max(best, end)
+            ends.append(best)
+        by_region[region] = ([a for a, _ in spans], ends)
+    hits = []
+    for row in test:
+        starts, ends = by_region.get(row[1], ([], []))
+        k = bisect.bisect_left(starts, row[3])  # train intervals starting before the test interval ends
+        if k and ends[k - 1] > row[2]:
+            hits.append(row)
+    if hits:
+        ident, region, start, end, _ = hits[0]
+        warnings.warn(f"{where}: {len(hits)} test interval(s) overlap training intervals (first: {ident} at "
+                      f"{region}:{start}-{end}): those bases are seen in training and the test score overstates "
+                      "generalisation; use coordinates with disjoint splits", LeakageWarning, stacklevel=2)
+    return len(hits)
 
 
 def _match_contig(region: str, names: set[str]) -> str | None:
@@ -204,31 +253,27 @@ def _few(names: set[str]) -> str:
 
 def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path) -> TaskData:
     """Rebuild a task from ``<coordinates>[/<task>]/{train,test}/<class>.csv.gz`` and a reference FASTA."""
-    import pyfaidx
-
     root = Path(coordinates)
     if (root / task / "train").is_dir():
         root = root / task
     if not (root / "train").is_dir():
         raise UserError(f"no {task}/train folder under {coordinates}: give the benchmark's coordinates folder")
-    genome = Path(genome)
-    if not genome.is_file():
-        raise UserError(f"reference FASTA {genome} does not exist: give a local genome with --genome")
-    try:
-        fasta = pyfaidx.Fasta(str(genome), rebuild=False)
-    except Exception as err:  # pyfaidx raises several types for unreadable / plain-gzip files
-        raise UserError(
-            f"cannot open reference {genome} ({err}): give an uncompressed or bgzip-compressed FASTA (`bgzip genome.fa`)"
-        ) from err
+    from dnadiff.data.fasta import open_genome
+
+    from dnadiff.paths import require_file
+
+    genome = require_file(genome, "reference FASTA", "give a local genome with --genome")
     class_names = sorted(p.name[: -len(".csv.gz")] for p in (root / "train").glob("*.csv.gz"))
     if not class_names:
         raise UserError(f"{root / 'train'} holds no <class>.csv.gz files: give the benchmark's coordinates folder")
-    splits = {}
-    with fasta:
+    # the checks of every other command: plain gzip, truncated bgzip, a stale or foreign .fai (issue 27)
+    fasta = open_genome(genome)
+    splits, intervals = {}, {}
+    try:
         for split in SPLITS:
             if not (root / split).is_dir():
                 continue
-            seqs, labels = [], []
+            seqs, labels, rows_of_split = [], [], []
             for class_id, name in enumerate(class_names):
                 path = root / split / f"{name}.csv.gz"
                 if not path.is_file():
@@ -236,96 +281,193 @@ def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path
                 rows = read_coordinates(path)
                 seqs += rebuild_sequences(fasta, rows, where=f"{task}/{split}/{name}: ")
                 labels += [class_id] * len(rows)
+                rows_of_split += rows
             splits[split] = _checked_split(seqs, labels, f"{root / split}")
+            intervals[split] = rows_of_split
+    finally:
+        fasta.close()
+    if "test" in intervals:
+        warn_interval_overlap(intervals["train"], intervals["test"], f"{root}")
     return TaskData(task, class_names, splits["train"], splits.get("test"), source=f"coordinates:{root}+{genome}")
 
 
 # ---------------------------------------------------------------- source 3: TSV / CSV table
+class LeakageWarning(UserWarning):
+    """A fine-tuning table repeats examples, or its test split shares examples with the train split: scores
+    measured on such data overstate what the model learned."""
+
+
+#: the largest integer label (class ids are int64)
+_INT64_MAX = 2**63 - 1
+
+
 def read_table(path: str | Path) -> tuple[list[str], list[str]]:
     """Sequence and raw label strings of a TSV/CSV (tab, comma or semicolon; header optional).
 
     The header names the columns (``seq``/``sequence`` and ``label``/``class``); without a
-    header the first column is the sequence and the second the label.
+    header the first column is the sequence and the second the label. See :func:`read_table_lines`.
     """
+    seqs, labels, _ = read_table_lines(path)
+    return seqs, labels
+
+
+def read_table_lines(path: str | Path) -> tuple[list[str], list[str], list[int]]:
+    """(sequences, raw labels, the 1-based line number of each) of a TSV/CSV table.
+
+    Reads UTF-8 with or without a byte-order mark, and any line ending (LF, CRLF, CR only). UserError (one line
+    naming the file, the line and the fix) for an unreadable or empty file, a header without sequence/label
+    columns, a header without rows, or a row lacking the sequence or label cell.
+    """
+    from dnadiff.paths import kind_of
+
     path = Path(path)
+    if kind_of(path) not in ("a regular file", "missing"):  # a FIFO would block, /dev/zero never end
+        raise UserError(f"sequence file {path} is {kind_of(path)}, not a file: give a TSV/CSV with sequence and "
+                        "label columns")
     try:
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as handle:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
         raise UserError(f"cannot read sequence file {path} ({err}): give a TSV/CSV with sequence and label columns") from err
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    numbered = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not numbered:
         raise UserError(f"sequence file {path} is empty: give a TSV/CSV with sequence and label columns")
-    delimiter = max("\t,;", key=lines[0].count)
-    rows = list(csv.reader(lines, delimiter=delimiter))
+    first = numbered[0][1]
+    delimiter = max("\t,;", key=first.count)
+    rows = list(csv.reader([line for _, line in numbered], delimiter=delimiter))
     header = [cell.strip().lower() for cell in rows[0]]
     seq_col = next((header.index(c) for c in _SEQ_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
     if seq_col is None and label_col is None and len(header) >= 2 and set(header[0].upper()) <= set("ACGTN"):
-        seq_col, label_col, body = 0, 1, rows  # headerless
+        seq_col, label_col, start = 0, 1, 0  # headerless
     elif seq_col is None or label_col is None:
         raise UserError(
             f"{path}: no sequence/label columns in the header {rows[0]}: name them 'seq' and 'label'"
         )
     else:
-        body = rows[1:]
-    if not body:
+        start = 1
+    if len(rows) <= start:
         raise UserError(f"sequence file {path} has a header but no examples: add rows of sequence and label")
-    seqs, labels = [], []
-    for number, row in enumerate(body, start=2 if body is not rows else 1):
+    seqs, labels, lines = [], [], []
+    for (number, _), row in zip(numbered[start:], rows[start:]):
         if len(row) <= max(seq_col, label_col):
-            raise UserError(f"{path} line {number} has {len(row)} columns, expected a sequence and a label")
+            missing = "label" if len(row) > seq_col else "sequence"
+            raise UserError(f"{path} line {number} has {len(row)} column(s), no {missing} (column "
+                            f"{max(seq_col, label_col) + 1} expected): fill in the missing cell or remove the line")
         seqs.append(row[seq_col].strip())
         labels.append(row[label_col].strip())
-    return seqs, labels
+        lines.append(number)
+    return seqs, labels, lines
 
 
-def parse_labels(raw: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+def parse_labels(raw: list[str], where: str, lines: list[int] | None = None) -> tuple[np.ndarray, list[str]]:
     """Class ids int64[N] and class names from label strings: all integers, or all names.
 
     Integer labels keep their numeric order (names ``"0"``, ``"1"``, ...); names sort
-    alphabetically. Anything else (floats, blanks, a mix) is a UserError.
+    alphabetically. Anything else (floats, blanks, a mix, integers beyond int64) is a UserError naming
+    the line (``lines``: the 1-based line number of each label, from :func:`read_table_lines`).
     """
+    def at(i: int) -> str:
+        return f"{where} line {lines[i]}" if lines is not None else where
+
     if all(_INTEGER.match(v) for v in raw):
-        values = np.array([int(v) for v in raw], dtype=np.int64)
+        values = [int(v) for v in raw]
+        huge = next((i for i, v in enumerate(values) if abs(v) > _INT64_MAX), None)
+        if huge is not None:
+            raise UserError(f"{at(huge)}: label {raw[huge][:30]!r} is beyond the 64-bit range of class ids: use small "
+                            "integers (0, 1, ...) or class names (negative, positive)")
+        values = np.array(values, dtype=np.int64)
         uniques = np.unique(values)
         return np.searchsorted(uniques, values).astype(np.int64), [str(u) for u in uniques]
     if all(_NAME.match(v) for v in raw):
         names = sorted(set(raw))
         lookup = {name: i for i, name in enumerate(names)}
         return np.array([lookup[v] for v in raw], dtype=np.int64), names
-    bad = next((v for v in raw if not (_INTEGER.match(v) or _NAME.match(v))), None)
-    problem = f"label {bad!r} is neither an integer class id nor a class name" if bad is not None else (
-        "labels mix integers and class names")
-    raise UserError(f"{where}: {problem}: use integers (0, 1, ...) or names (negative, positive) throughout")
+    bad = next((i for i, v in enumerate(raw) if not (_INTEGER.match(v) or _NAME.match(v))), None)
+    if bad is not None:
+        problem = (f"label {raw[bad]!r} is neither an integer class id nor a class name" if raw[bad]
+                   else "the label cell is empty ('' is neither a class id nor a name)")
+        raise UserError(f"{at(bad)}: {problem}: use integers (0, 1, ...) or names (negative, positive) throughout")
+    first_name = next(i for i, v in enumerate(raw) if not _INTEGER.match(v))
+    raise UserError(f"{at(first_name)}: label {raw[first_name]!r} is a name but other labels are integers (labels mix integers and class names): use "
+                    "integers (0, 1, ...) or names (negative, positive) throughout")
+
+
+def warn_duplicates(seqs: list[str], where: str, lines: list[int] | None = None,
+                    labels: list | None = None) -> int:
+    """Warn (:class:`LeakageWarning`) when a sequence occurs more than once in a table (a repeat lands in both the
+    training and the held-out part of a fold); says when the copies disagree on the label. Returns the number
+    of repeated rows."""
+    import warnings
+
+    first: dict[str, int] = {}
+    repeats, conflict = [], None
+    for i, seq in enumerate(seqs):
+        key = seq.upper()
+        if key in first:
+            repeats.append((first[key], i))
+            if labels is not None and conflict is None and labels[first[key]] != labels[i]:
+                conflict = (first[key], i)
+        else:
+            first[key] = i
+    if repeats:
+        a, b = conflict or repeats[0]
+        line = (lambda i: f"line {lines[i]}") if lines is not None else (lambda i: f"example {i}")
+        extra = " with different labels" if conflict else ""
+        warnings.warn(f"{where}: {len(repeats)} row(s) repeat an earlier sequence (e.g. {line(b)} repeats {line(a)}"
+                      f"{extra}): repeats fall on both sides of a fold split and inflate the scores; remove "
+                      "duplicates", LeakageWarning, stacklevel=2)
+    return len(repeats)
+
+
+def warn_test_overlap(train: list[str], test: list[str], where: str, lines: list[int] | None = None) -> int:
+    """Warn (:class:`LeakageWarning`) when test sequences also occur in the train split. Returns their number."""
+    import warnings
+
+    seen = {s.upper() for s in train}
+    shared = [i for i, s in enumerate(test) if s.upper() in seen]
+    if shared:
+        line = f"line {lines[shared[0]]}" if lines is not None else f"example {shared[0]}"
+        warnings.warn(f"{where}: {len(shared)} test sequence(s) also occur in the train split (first: {line}): the "
+                      "test score then measures memorisation; remove them from one of the two", LeakageWarning,
+                      stacklevel=2)
+    return len(shared)
 
 
 def load_from_table(task: str, path: str | Path, test_path: str | Path | None = None) -> TaskData:
     """A task from a sequence/label table (the train split) and optionally a test table."""
-    seqs, raw = read_table(path)
-    labels, class_names = parse_labels(raw, str(path))
-    train = _checked_split(seqs, labels.tolist(), str(path))
+    seqs, raw, lines = read_table_lines(path)
+    labels, class_names = parse_labels(raw, str(path), lines)
+    train = _checked_split(seqs, labels.tolist(), str(path), lines)
+    warn_duplicates(seqs, str(path), lines, raw)
     test = None
     if test_path is not None:
-        test_seqs, test_raw = read_table(test_path)
+        test_seqs, test_raw, test_lines = read_table_lines(test_path)
         unknown = sorted(set(test_raw) - set(raw))
         if unknown:
-            raise UserError(f"{test_path}: labels {unknown[:5]} do not occur in {path}: give test labels of the same classes")
+            bad = test_raw.index(unknown[0])
+            raise UserError(f"{test_path} line {test_lines[bad]}: labels {unknown[:5]} do not occur in {path}: give "
+                            "test labels of the same classes")
         lookup = {v: int(i) for v, i in zip(raw, labels)}
-        test = _checked_split(test_seqs, [lookup[v] for v in test_raw], str(test_path))
+        test = _checked_split(test_seqs, [lookup[v] for v in test_raw], str(test_path), test_lines)
+        warn_duplicates(test_seqs, str(test_path), test_lines, test_raw)
+        warn_test_overlap(seqs, test_seqs, str(test_path), test_lines)
     return TaskData(task, class_names, train, test, source=f"table:{path}")
 
 
-def _checked_split(seqs: list[str], labels: list[int], where: str) -> Split:
+def _checked_split(seqs: list[str], labels: list[int], where: str, lines: list[int] | None = None) -> Split:
+    def at(i: int) -> str:
+        return f"{where} line {lines[i]}" if lines is not None else f"{where}: example {i}"
+
     if not seqs:
         raise UserError(f"{where} holds no examples: give a non-empty split")
     empty = next((i for i, s in enumerate(seqs) if not s), None)
     if empty is not None:
-        raise UserError(f"{where}: example {empty} has an empty sequence: remove it or fix the file")
-    if any(set(s.upper()) - set("ACGTNRYKMSWBDHV") for s in seqs):
-        bad = next(s for s in seqs if set(s.upper()) - set("ACGTNRYKMSWBDHV"))
-        raise UserError(f"{where}: sequence {bad[:30]!r} is not DNA: give sequences over A, C, G, T (N allowed)")
+        raise UserError(f"{at(empty)} has an empty sequence: remove it or fix the file")
+    bad = next((i for i, s in enumerate(seqs) if set(s.upper()) - set("ACGTNRYKMSWBDHV")), None)
+    if bad is not None:
+        raise UserError(f"{at(bad)}: sequence {seqs[bad][:30]!r} is not DNA: give sequences over A, C, G, T (N allowed)")
     return Split(seqs, np.asarray(labels, dtype=np.int64))
 
 

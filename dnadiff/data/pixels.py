@@ -170,8 +170,9 @@ def write_png(pixels: np.ndarray, path: str | Path) -> None:
     raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 on each scanline
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IEND", b"")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(png)
+    from dnadiff.atomic import atomic_write
+
+    atomic_write(path, lambda f: f.write(png))
 
 
 def sample_grid(tokens: torch.Tensor, shape: tuple[int, int, int], levels: int, order: str = "interleaved", pad: int = 1) -> np.ndarray:

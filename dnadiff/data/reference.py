@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnadiff.errors import UserError
+from dnadiff.paths import require_file
 
 
 @dataclass
@@ -24,7 +25,8 @@ class Reference:
 def _open_text(path: Path):
     with open(path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", newline="") if gzipped else open(path, newline="")
+    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name
+    return gzip.open(path, "rt", newline="", encoding="utf-8-sig") if gzipped else open(path, newline="", encoding="utf-8-sig")
 
 
 def read_reference(path: str | Path, option: str = "--real") -> Reference:
@@ -33,9 +35,7 @@ def read_reference(path: str | Path, option: str = "--real") -> Reference:
     Raises:
         UserError: missing file or an unrecognised layout.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"real sequences {path} not found: pass a FASTA file or a seq<TAB>label table to {option}")
+    path = require_file(path, "real sequences", f"pass a FASTA file or a seq<TAB>label table to {option}")
     try:
         with _open_text(path) as handle:
             first = handle.readline()
@@ -55,11 +55,21 @@ def read_reference(path: str | Path, option: str = "--real") -> Reference:
     column = next((c for c in ("seq", "sequence") if c in header), None)
     if column is None:
         raise UserError(f"{path} is neither FASTA nor a table with a 'seq' column: give FASTA or seq<TAB>label with a header")
+    wanted = [column] + (["label"] if "label" in header else [])
+    seqs, labels = [], []
     with _open_text(path) as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    seqs = [row[column].upper() for row in rows]
+        reader = csv.DictReader(handle, delimiter="\t")
+        for row in reader:
+            missing = [name for name in wanted if not (row.get(name) or "").strip()]
+            if missing:
+                raise UserError(f"{path} line {reader.line_num} has no {missing[0]!r} value: fill in or remove that "
+                                f"line ({option} needs every row to have {' and '.join(wanted)})")
+            seqs.append(row[column].strip().upper())
+            labels.append(row.get("label", "").strip())
+    if not seqs:
+        raise UserError(f"{path} has a header but no rows: give real sequences to {option}")
     if "label" in header:
-        return Reference(held_out=seqs, labelled=seqs, label_names=[row["label"] for row in rows])
+        return Reference(held_out=seqs, labelled=seqs, label_names=labels)
     return Reference(held_out=seqs)
 
 

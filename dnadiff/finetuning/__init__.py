@@ -32,7 +32,11 @@ def subsample(split: Split, max_examples: int | None, seed: int) -> Split:
         return split
     index = np.arange(len(split))
     counts = np.bincount(split.labels)
-    stratify = split.labels if counts[counts > 0].min() >= 2 and max_examples >= len(counts) else None
+    classes = int((counts > 0).sum())
+    # stratified only when every class has 2 examples and both parts can hold one of each class (else
+    # scikit-learn refuses: "test_size ... should be greater or equal to the number of classes")
+    can_stratify = counts[counts > 0].min() >= 2 and min(max_examples, len(split) - max_examples) >= classes
+    stratify = split.labels if can_stratify else None
     keep, _ = train_test_split(index, train_size=max_examples, stratify=stratify, random_state=seed)
     return split.subset(np.sort(keep))
 
@@ -43,7 +47,7 @@ def protocol_splits(data: TaskData, protocol: str, folds: int, seed: int) -> lis
         return stratified_folds(data.train.labels, folds, seed, data.class_names)
     if protocol == "caduceus":
         if data.test is None:
-            raise UserError(f"--protocol caduceus scores on the official test split, which this source lacks: "
+            raise UserError("--protocol caduceus scores on the official test split, which this source lacks: "
                             "give --test-data, the coordinates or the cache, or use --protocol cv")
         return caduceus_resplits(len(data.train), folds, seed)
     raise UserError(f"unknown protocol {protocol!r}: use cv or caduceus")

@@ -110,6 +110,7 @@ class Classifier:
         return (f"Classifier(task={task!r}, classes={self.class_names}, variant={self.variant!r}, "
                 f"max_length={self.max_length})")
 
+
 def _checked(seqs: Sequence[str]) -> list[str]:
     if isinstance(seqs, str):
         raise UserError("seqs is one string: pass a list of sequences, e.g. [seq]")

@@ -32,10 +32,11 @@ def check_class_counts(labels: np.ndarray, folds: int, class_names: list[str]) -
                         "needs examples of at least two classes in the label column")
     for name, count in zip(class_names, counts):
         if count < 2 * folds:
-            raise UserError(
-                f"class {name!r} has {count} example(s), fewer than 2 x {folds} folds: "
-                f"give at least {2 * folds} examples of it or lower --folds to at most {max(int(counts.min()) // 2, 2)}"
-            )
+            most = int(counts[counts > 0].min()) // 2  # the most folds every class allows
+            fix = (f"or lower --folds to at most {most}" if 2 <= most < folds else
+                   "(cross-validation needs at least 2 folds, so at least 4 examples per class)")
+            raise UserError(f"class {name!r} has {count} example(s), fewer than 2 x {folds} folds: "
+                            f"give at least {2 * folds} examples of it {fix}")
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int, class_names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -150,7 +150,8 @@ def aggregate(folder: str | Path) -> dict:
     """Merge the ``fold_K.json`` files of ``folder`` into one results dict (see :func:`dnadiff.finetuning.combine`).
 
     Raises:
-        UserError: no fold files, a file that is not a fold file, folds of different experiments (task, data,
+        UserError: no fold files, a file that is not a fold file or does not follow its schema (:func:`read_fold`:
+            truncated, headerless, hand-edited, of the wrong types; naming the file and the field), folds of different experiments (task, data,
             protocol, config, seed or model differ), a fold twice, or missing folds.
     """
     from dnadiff.errors import UserError
@@ -160,15 +161,7 @@ def aggregate(folder: str | Path) -> dict:
     files = sorted(folder.glob("fold_*.json")) if folder.is_dir() else []
     if not files:
         raise UserError(f"no fold files (fold_K.json) in {folder}: run `dnadiff finetune ... --fold K --out {folder}` first")
-    loaded = []
-    for path in files:
-        try:
-            payload = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"{path} is not readable JSON ({err}): rerun that fold with --force") from None
-        if not isinstance(payload, dict) or payload.get("format") != FOLD_FORMAT:
-            raise UserError(f"{path} is not a dnadiff fold file: remove it from {folder}")
-        loaded.append((path, payload))
+    loaded = [(path, read_fold(path)) for path in files]  # each checked against the fold file's schema
     first_path, first = loaded[0]
     for path, payload in loaded[1:]:
         for key in sorted(set(first["header"]) | set(payload["header"])):
@@ -192,3 +185,142 @@ def aggregate(folder: str | Path) -> dict:
     if notes:
         results["notes"] = notes
     return results
+
+
+# ------------------------------------------------------------------ the fold file's schema
+class _Bad(Exception):
+    def __init__(self, field: str, problem: str):
+        super().__init__(field, problem)
+        self.field, self.problem = field, problem
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _need(value, field: str, types, what: str):
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise _Bad(field, f"is {_kind(value)}, not {what}")
+    if not isinstance(value, types):
+        raise _Bad(field, f"is {_kind(value)}, not {what}")
+    return value
+
+
+def _int(value, field: str, low: int = 0, high: int | None = None) -> int:
+    _need(value, field, int, "an integer")
+    if value < low or (high is not None and value > high):
+        raise _Bad(field, f"is {value}, outside {low}..{high if high is not None else ''}")
+    return value
+
+
+def _metric(value, field: str) -> float:
+    """A metric: a finite number in [-1, 1] (MCC) or [0, 1], or null (NaN written as null) -> float."""
+    if value is None:
+        return float("nan")
+    _need(value, field, (int, float), "a number or null")
+    if not math.isfinite(value) or not -1 <= value <= 1:
+        raise _Bad(field, f"is {value}, not a metric in [-1, 1]")
+    return float(value)
+
+
+def _metrics(record, field: str, need_n: bool = True) -> dict:
+    _need(record, field, dict, "an object")
+    for m in METRICS:
+        if m not in record:
+            raise _Bad(f"{field}.{m}", "is missing")
+        record[m] = _metric(record[m], f"{field}.{m}")
+    if need_n:
+        _int(_get(record, "n", field), f"{field}.n")
+    return record
+
+
+def _get(obj: dict, key: str, field: str):
+    if key not in obj:
+        raise _Bad(f"{field}.{key}" if field else key, "is missing")
+    return obj[key]
+
+
+def _record(record, field: str, fold: int, header: dict, model: bool) -> dict:
+    _metrics(record, field)
+    if _int(_get(record, "fold", field), f"{field}.fold") != fold:
+        raise _Bad(f"{field}.fold", f"is {record['fold']}, not the file's fold {fold}")
+    if "seconds" in record and record["seconds"] is not None:
+        _need(record["seconds"], f"{field}.seconds", (int, float), "a number")
+    with_test = bool(header["num_test"]) and header["protocol"] == "cv"
+    if with_test or record.get("test") is not None:
+        _metrics(_get(record, "test", field), f"{field}.test")
+    if model:
+        _int(_get(record, "best_epoch", field), f"{field}.best_epoch")
+        _metrics(_get(record, "val", field), f"{field}.val")
+        curve = _need(_get(record, "val_accuracy_per_epoch", field), f"{field}.val_accuracy_per_epoch", list, "a list")
+        record["val_accuracy_per_epoch"] = [_metric(v, f"{field}.val_accuracy_per_epoch[{i}]") for i, v in enumerate(curve)]
+        if record.get("micro_batch") is not None:
+            _int(record["micro_batch"], f"{field}.micro_batch", 1)
+        if record.get("optimizer_steps") is not None:
+            _int(record["optimizer_steps"], f"{field}.optimizer_steps")
+    return record
+
+
+def check_fold(payload) -> dict:
+    """Validate one parsed fold file against its schema (what :func:`write_fold` writes) and return it with
+    null metrics read back as NaN. Raises ``_Bad(field, problem)`` for the first field that is missing or of
+    the wrong type or range: ``format`` ("dnadiff-finetune-fold/1"); ``header`` (task, protocol "cv" or
+    "caduceus", num_classes >= 1 and that many class_names, num_folds >= 1, num_train / num_test >= 0,
+    seed, config an object, summary_scope); ``model`` (description, init strings); ``run`` (fold in
+    0..num_folds-1; ``model`` null or a record; ``baselines`` an object of records). A record has the four
+    metrics (numbers in [-1, 1] or null), ``n`` and ``fold``; the model's also best_epoch, val metrics and
+    the per-epoch validation accuracies; with ``cv`` and a test split, ``test`` metrics."""
+    _need(payload, "the file", dict, "a JSON object")
+    if payload.get("format") != FOLD_FORMAT:
+        raise _Bad("format", f"is {payload.get('format')!r}, not {FOLD_FORMAT!r}")
+    header = _need(_get(payload, "header", ""), "header", dict, "an object")
+    _need(_get(header, "task", "header"), "header.task", str, "a string")
+    if _get(header, "protocol", "header") not in ("cv", "caduceus"):
+        raise _Bad("header.protocol", f"is {header['protocol']!r}, not 'cv' or 'caduceus'")
+    classes = _int(_get(header, "num_classes", "header"), "header.num_classes", 1)
+    names = _need(_get(header, "class_names", "header"), "header.class_names", list, "a list")
+    if len(names) != classes or not all(isinstance(n, str) for n in names):
+        raise _Bad("header.class_names", f"is not a list of {classes} names (header.num_classes)")
+    folds = _int(_get(header, "num_folds", "header"), "header.num_folds", 1)
+    _int(_get(header, "num_train", "header"), "header.num_train")
+    _int(_get(header, "num_test", "header"), "header.num_test")
+    _int(_get(header, "seed", "header"), "header.seed")
+    _need(_get(header, "config", "header"), "header.config", dict, "an object")
+    _need(_get(header, "summary_scope", "header"), "header.summary_scope", str, "a string")
+    model = _need(_get(payload, "model", ""), "model", dict, "an object")
+    for key in ("description", "init"):
+        _need(_get(model, key, "model"), f"model.{key}", str, "a string")
+    run = _need(_get(payload, "run", ""), "run", dict, "an object")
+    fold = _int(_get(run, "fold", "run"), "run.fold", 0, folds - 1)
+    if _get(run, "model", "run") is not None:
+        _record(run["model"], "run.model", fold, header, model=True)
+    baselines = _need(_get(run, "baselines", "run"), "run.baselines", dict, "an object")
+    for name, record in baselines.items():
+        _record(record, f"run.baselines.{name}", fold, header, model=False)
+    notes = _need(payload.get("notes", []), "notes", list, "a list")
+    if not all(isinstance(n, str) for n in notes):
+        raise _Bad("notes", "is not a list of strings")
+    return payload
+
+
+def read_fold(path: str | Path) -> dict:
+    """One fold file, parsed and validated (:func:`check_fold`); UserError naming the file and the field."""
+    from dnadiff.errors import UserError
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        payload = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        what = "is truncated or not JSON" if isinstance(err, ValueError) else f"is not readable ({err})"
+        raise UserError(f"{path} {what} ({str(err)[:100]}): rerun that fold (--fold K --force) or remove the "
+                        "file") from None
+    try:
+        return check_fold(payload)
+    except _Bad as bad:
+        if bad.field == "format" and isinstance(payload, dict) and "format" not in payload:
+            raise UserError(f"{path} is not a dnadiff fold file (no format field; header, model and run expected): "
+                            "remove it from the folder or rerun that fold (--fold K --force)") from None
+        raise UserError(f"{path}: {bad.field} {bad.problem} (the fold file is damaged or hand-edited): rerun that "
+                        "fold (--fold K --force) or restore the file") from None

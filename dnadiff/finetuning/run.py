@@ -65,6 +65,7 @@ class FinetuneResult:
                     f"{self.fold_paths[0]} (merge the folds with `dnadiff finetune --aggregate {self.out}`)")
         return summary_line(self.results, self.json_path)
 
+
 def finetune(
     task: str,
     *,
@@ -124,6 +125,7 @@ def finetune(
 
     with quiet_frameworks():
         return _finetune(**arguments)
+
 
 def _finetune(task, out, data, test_data, genome, coordinates, cache, download, checkpoint, from_scratch, model_size,
               folds, max_epochs, batch_size, max_length, protocol, selection, max_examples, baselines, seed, micro_batch, fold,
@@ -217,6 +219,7 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
     result.plot_path = finetune_plot(result.results, out)
     return result
 
+
 def aggregate(folder: str | os.PathLike) -> FinetuneResult:
     """Merge ``folder/fold_*.json`` into ``results.json`` / ``results.md`` (atomically); UserError for fold files
     of different experiments or missing folds."""
@@ -230,6 +233,7 @@ def aggregate(folder: str | os.PathLike) -> FinetuneResult:
                           sorted(folder.glob("classifier_fold_*.pt")), json_path, md_path,
                           plot_path=finetune_plot(results, folder))
 
+
 def summary_line(results: dict, json_path) -> str:
     """``task: accuracy 0.712 ± 0.013 over 5 folds (held-out folds); baselines: ...; results in PATH``."""
     acc = results["summary"]["accuracy"]
@@ -240,6 +244,7 @@ def summary_line(results: dict, json_path) -> str:
             else "baselines only")
     return (f"{results['task']}: {head} ({results['summary_scope']})" + (f"; baselines: {base}" if base else "")
             + f"; results in {json_path}")
+
 
 def classifier_factory(checkpoint, from_scratch: bool, model_size: str | None, num_classes: int, pooling: str,
                        download: bool = False):
@@ -274,6 +279,7 @@ def classifier_factory(checkpoint, from_scratch: bool, model_size: str | None, n
     return make_classifier, variant, {"spec": spec, "variant": variant, "init": init,
                                       "parameters": params, "description": description}
 
+
 def check_out(out, fold: int | None, force: bool) -> Path:
     """ParameterError, before any work, when ``out`` cannot take this run's results: an existing file, a folder
     that cannot be created or written, or (without ``force``) one holding results of a run (the fold's own
@@ -297,10 +303,12 @@ def check_out(out, fold: int | None, force: bool) -> Path:
                             "or add --force to overwrite them")
     return path
 
+
 def rank() -> int:
     """Global rank of this process in a multi-process (DDP) run, 0 otherwise."""
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
+
 
 def _baseline_names(baselines) -> tuple[str, ...]:
     known = ("kmer_logreg", "cnn")
@@ -314,6 +322,7 @@ def _baseline_names(baselines) -> tuple[str, ...]:
         raise ParameterError("baselines", f"baselines={list(names)} names unknown baselines {unknown}: use True, "
                                           f"False or a subset of {list(known)}")
     return names
+
 
 def plain_progress(task: str, protocol: str, folds: int, epochs: int, stream=None):
     """A progress callback printing one unwrapped line per event (for output that is no terminal):

@@ -25,7 +25,6 @@ from dnadiff.rc import COMPLEMENT
 LEGACY_KEYS = {"vocab_size": "embed_size", "rc_augment": "rc_aug"}
 
 
-
 def _strict_init(cls):
     """Wrap a dataclass ``__init__``: legacy keys renamed, unknown or missing keys as ConfigError."""
     init = cls.__init__

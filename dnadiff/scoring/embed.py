@@ -82,7 +82,8 @@ def embed(model, seqs: Sequence[str], layer: int | None = None, batch_size: int 
     """One RC-invariant vector per sequence: float32[S, D], rows in the order of ``seqs``.
 
     Sequences run in length-sorted batches of at most ``batch_size`` rows and ``max_tokens`` padded tokens,
-    each padded to its own longest sequence only (bounded memory). ``layer``: see :func:`hidden_states`.
+    each padded to its own longest sequence only (bounded memory; a non-Caduceus backbone, which would see the
+    padding, gets batches of equal lengths). ``layer``: see :func:`hidden_states`.
     """
     denoiser, _, _ = parts(model)
     device = device_of(denoiser)
@@ -95,6 +96,8 @@ def embed(model, seqs: Sequence[str], layer: int | None = None, batch_size: int 
     while i < len(order):
         longest = len(seqs[order[min(i + batch_size, len(order)) - 1]])
         rows = order[i : i + max(1, min(batch_size, max_tokens // longest))]
+        if variant_of(denoiser) is None:  # a backbone without lengths would see the padding: equal lengths only
+            rows = [j for j in rows if len(seqs[j]) == len(seqs[rows[0]])]
         tokens, valid = encode_batch([seqs[j] for j in rows])
         vec = pooled(denoiser, tokens.to(device), valid.to(device), layer).float().cpu().numpy()
         for j, v in zip(rows, vec):

@@ -351,17 +351,24 @@ def paired_elbo_difference(denoiser, diffusion, left: torch.Tensor, ref: torch.T
     return float(d.mean()), se
 
 
+#: tokens per denoiser call of the masked marginals (both strands counted): long windows get fewer rows, since
+#: on a CPU a call's activations (the selective scan's states) outgrow the caches and memory (benchmarks/scoring.py)
+MAX_TOKENS = 32_768
+
+
 def _marginals(denoiser, diffusion, items: Sequence[tuple[torch.Tensor, int]], strands: str,
-               batch_size: int) -> torch.Tensor:
-    """Masked-marginal log-probabilities FloatTensor[n, 4] of (window LongTensor[W], centre) items, batched by length."""
+               batch_size: int, max_tokens: int = MAX_TOKENS) -> torch.Tensor:
+    """Masked-marginal log-probabilities FloatTensor[n, 4] of (window LongTensor[W], centre) items, batched by length
+    (at most ``batch_size`` windows and ``max_tokens`` tokens, both strands counted, per call)."""
     device = device_of(denoiser)
     out = torch.empty(len(items), NUM_BASES, dtype=torch.float64)
     groups: dict[int, list[int]] = {}
     for i, (w, _) in enumerate(items):
         groups.setdefault(len(w), []).append(i)
-    for same in groups.values():
-        for s in range(0, len(same), batch_size):
-            rows = same[s : s + batch_size]
+    for width, same in groups.items():
+        per_call = max(1, min(batch_size, max_tokens // (width * (2 if strands == "both" else 1))))
+        for s in range(0, len(same), per_call):
+            rows = same[s : s + per_call]
             windows = torch.stack([items[i][0] for i in rows]).to(device)
             centers = torch.tensor([items[i][1] for i in rows], device=device)
             out[rows] = masked_logprobs(denoiser, diffusion, windows, centers, strands).double().cpu()

@@ -190,4 +190,7 @@ class WindowAudit(L.Callback):
             flat = torch.cat([p.detach().double().flatten().cpu() for p in pl_module.model.parameters()])
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "indices": self.indices,
                   "param_sum": float(flat.sum()), "param_sq_sum": float((flat**2).sum())}
-        (Path(self.out_dir) / f"audit_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+        from dnadiff.atomic import atomic_write
+
+        text = json.dumps(record).encode()
+        atomic_write(Path(self.out_dir) / f"audit_rank{trainer.global_rank}.json", lambda f: f.write(text))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -27,15 +28,29 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:160]
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``; UserError if missing or corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: check the path (a pretraining run writes "
-                        f"OUT/model.pt and OUT/checkpoints/last.ckpt)")
+    from dnadiff.paths import require_file
+
+    path = require_file(path, "checkpoint", "check the path (a pretraining run writes OUT/model.pt and "
+                                             "OUT/checkpoints/last.ckpt)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):  # a pickled object beyond tensors and plain values
+            found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(err))
+            what = f" ({found.group(1)})" if found else ""
+            raise UserError(f"checkpoint {path} holds pickled Python objects{what} that dnadiff never loads (they "
+                            "could run code): it is not a dnadiff or Lightning checkpoint, or it was tampered "
+                            "with; use a model.pt written by dnadiff or an original Caduceus folder") from None
+        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({_first_line(err)}): "
+                        "re-create it or point to another file") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({first[:160]}): "
                         f"re-create it or point to another file") from None

@@ -16,6 +16,7 @@ from dnadiff.errors import ParameterError, UserError
 #: checkout links here)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
+
 @dataclass(frozen=True)
 class Key:
     """One typed config value or command-line option with its bounds and meaning.

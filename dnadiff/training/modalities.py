@@ -113,6 +113,7 @@ def save_samples(data_info: dict, tokens: torch.Tensor, path: str | Path) -> Pat
                                 data_info["pixel_order"])
     decode = decode_text8 if data_info["text_level"] == "char" else decode_bytes
     path = Path(path).with_suffix(".txt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n\n".join(decode(row) for row in tokens) + "\n", encoding="utf-8")
-    return path
+    from dnadiff.atomic import atomic_write
+
+    text = ("\n\n".join(decode(row) for row in tokens) + "\n").encode("utf-8")
+    return atomic_write(path, lambda f: f.write(text))

@@ -42,7 +42,7 @@ from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepB
 from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
 from dnadiff.training.config import check_value, load_config, validate
 from dnadiff.training.data import build_data, genome_path
-from dnadiff.training.init import apply_init, check_modality, describe, init_model_spec
+from dnadiff.training.init import OPTION_KEYS, apply_init, check_modality, describe, init_model_spec
 from dnadiff.training.modalities import model_io, save_samples
 from dnadiff.training.module import DiffusionModule
 from dnadiff.training.run_folder import RunLock, appending_csv_logger, clean_start, holds_run, trim_metrics
@@ -78,6 +78,7 @@ class PretrainResult:
         bits = self.val_bits_per_token
         return (f"{self.steps} steps in {self.seconds} s, {self.parameters:,} parameters, val {bits:.4f} {self.unit} "
                 f"(perplexity {math.exp(bits * math.log(2)):.3f}), {self.tokens_per_s:,.0f} tokens/s -> {self.model_path}")
+
 
 def pretrain(
     genome: str | os.PathLike | None = None,
@@ -137,6 +138,7 @@ def pretrain(
     with quiet_frameworks():
         return _pretrain(**arguments)
 
+
 def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contigs, test_contigs, decompress,
               max_steps, seed, accelerator, devices, precision, strategy, num_nodes, resume, force, init, download,
               progress, logger="csv") -> PretrainResult:
@@ -162,7 +164,13 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
         from dnadiff.loading import load_payload  # (issue 21 moves the readers below training/)
 
         init_payload = load_payload(init, download=download)
+        asked = dict(cfg["model"])
         cfg["model"] = init_model_spec(cfg["model"], init_payload)
+        for key in _override_keys(overrides, "model"):  # an architecture override the source would silently replace
+            if key in asked and key not in OPTION_KEYS and cfg["model"].get(key, asked[key]) != asked[key]:
+                raise ParameterError("init", f"init={init} brings its own architecture (model.{key}="
+                                             f"{cfg['model'].get(key)}), so the override model.{key}={asked[key]} "
+                                             "cannot apply: drop it, or pretrain from scratch without init")
     out = check_out(Path(out), resuming=bool(resume), force=force)
     if cfg["data"].get("genome"):
         cfg["data"]["genome"] = str(genome_path(cfg["data"]["genome"], cfg["data"].get("decompress", False)))
@@ -213,6 +221,13 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
     return PretrainResult(out=out, model_path=out / "model.pt", steps=summary["steps"], seconds=summary["seconds"],
                           parameters=summary["parameters"], unit=data_info["unit"], metrics=metrics, config=cfg)
 
+
+def _override_keys(overrides, section: str) -> list[str]:
+    """The keys of ``section`` that ``overrides`` (``{"model.d_model": 8}`` or ``["model.d_model=8"]``) set."""
+    keys = overrides.keys() if isinstance(overrides, Mapping) else [str(item).split("=", 1)[0] for item in overrides]
+    return [k.strip().split(".", 1)[1] for k in keys if k.strip().startswith(f"{section}.") and "." in k.strip()]
+
+
 def resolve_config(config, overrides, *, genome=None, dhs=None, text=None, images=None, bed=None, val_contigs=None,
                    test_contigs=None, decompress=False, max_steps=None, seed=None) -> dict:
     """The checked config of a run: defaults <- the YAML (a path or a bundled name) <- ``overrides`` <- the
@@ -235,6 +250,7 @@ def resolve_config(config, overrides, *, genome=None, dhs=None, text=None, image
         cfg["train"]["seed"] = seed
     return validate(cfg)
 
+
 def check_out(out: Path, resuming: bool, force: bool) -> Path:
     """Check that ``out`` can hold this run, creating nothing (UserError otherwise).
 
@@ -253,6 +269,7 @@ def check_out(out: Path, resuming: bool, force: bool) -> Path:
                         f"or choose another --out")
     return out
 
+
 def resolve_resume(resume, out: Path) -> tuple[Path, dict] | None:
     """(checkpoint path, its contents) to resume from, checked to load safely (UserError if missing or corrupt)."""
 
@@ -263,6 +280,7 @@ def resolve_resume(resume, out: Path) -> tuple[Path, dict] | None:
     if "hyper_parameters" not in ckpt or "model_spec" not in (ckpt.get("hyper_parameters") or {}):
         raise UserError(f"{path} is not a `dnadiff pretrain` checkpoint: resume from OUT/checkpoints/last.ckpt")
     return path, ckpt
+
 
 def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
     """UserError (one line) when the checkpoint cannot continue this config: a different model,
@@ -285,6 +303,7 @@ def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
         if key in state and tuple(state[key].shape) != tuple(value.shape):
             raise UserError(f"{path} holds {key} of shape {tuple(value.shape)}, this model has "
                             f"{tuple(state[key].shape)}: resume with the run's own model settings (its config.yaml)")
+
 
 def build_module(cfg: dict, data_info: dict):
     """The :class:`DiffusionModule` of a checked config for this data (model sizes set from the data)."""
@@ -368,6 +387,7 @@ def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="b
                     log_every_n_steps=int(t["log_every"]), enable_model_summary=False,
                     enable_progress_bar=False, use_distributed_sampler=False)
 
+
 def _trainer(L, **options):
     """``L.Trainer(**options)``; Lightning's refusal of an option combination becomes one line."""
 
@@ -377,6 +397,7 @@ def _trainer(L, **options):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"Lightning refused --accelerator {options['accelerator']} --devices {options['devices']} "
                         f"--strategy {options['strategy']} ({first[:200]}): change these options") from None
+
 
 def write_curves(out: Path, dm, data_info: dict) -> Path | None:
     """``out/curves.png`` (:func:`dnadiff.plots.pretrain_curves`); for a genome, with the order-k Markov
@@ -395,6 +416,7 @@ def write_curves(out: Path, dm, data_info: dict) -> Path | None:
 def launching_process() -> bool:
     """True in the process the user started (not in a DDP worker Lightning launched, nor on another node)."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
 
 def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, verbose: bool = True) -> dict:
     """Train, save last.ckpt, model.pt (with ``original``: the original rows and config an ``init`` model came
@@ -422,6 +444,7 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
             if verbose:
                 print(f"samples -> {path}")
     return summary
+
 
 def write_samples(module, data_info: dict, out: Path, num: int = 16) -> Path:
     """A few samples of a text or pixel model (EMA weights): OUT/samples.txt or OUT/samples.png."""

@@ -3,9 +3,9 @@
 - :class:`RunLock`: ``OUT/.lock`` holds ``pid host`` of the run using the folder, created with
   ``O_CREAT | O_EXCL`` (exactly one process wins). A second run is refused in one line; a lock
   left by a killed process (same host, pid no longer alive) is detected and taken over.
-- :func:`clean_start`: removes the temporary files (``*.tmp``) a kill leaves behind and the step
-  checkpoints the resumed run no longer knows (written after the checkpoint it resumes from), so
-  superseded checkpoints never pile up.
+- :func:`clean_start`: removes the temporary files of dnadiff's atomic writer a kill leaves behind and
+  the step checkpoints the resumed run no longer knows (written after the checkpoint it resumes from), so
+  superseded checkpoints never pile up; only files named by dnadiff's own patterns, never a user's.
 - :class:`AppendingCSVLogger`: Lightning's CSV logger, except that a resumed run appends to
   ``logs/metrics.csv`` (rows past the resumed step are dropped) instead of deleting it.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -114,24 +115,45 @@ class RunLock:
         self.release()
 
 
+#: the checkpoints dnadiff's pretraining writes into ``OUT/checkpoints`` (Lightning's ``ModelCheckpoint`` with
+#: ``filename="step{step}"`` and ``save_last``; ``-vN`` when a name repeats): the only ``*.ckpt`` it ever removes
+CHECKPOINT_NAME = re.compile(r"^(last|step\d+)(-v\d+)?\.ckpt$")
+
+
+def own_temporaries(out: Path) -> list[Path]:
+    """The temporary files and folders of dnadiff's atomic writer (:data:`dnadiff.atomic.TEMP_PATTERN`) anywhere
+    under ``out`` whose writing process (on this host) is gone. A user's ``notes.tmp`` is not among them."""
+    from dnadiff.atomic import TEMP_PATTERN, clean_stale_temporaries
+
+    found = []
+    for folder, dirs, files in os.walk(out):
+        if any(TEMP_PATTERN.match(name) for name in files + dirs):
+            found += clean_stale_temporaries(folder)
+        dirs[:] = [d for d in dirs if not TEMP_PATTERN.match(d)]
+    return found
+
+
 def clean_start(out: Path, resume: Path | None, fresh: bool) -> list[Path]:
     """Tidy a run folder held under :class:`RunLock` before training starts.
 
-    Removes every ``*.tmp`` (half-written files of a killed run); when resuming, the step
-    checkpoints other than the resumed one (the resumed run writes its own); when starting afresh
-    (``fresh``, i.e. ``--force`` over an old run), the old checkpoints and metrics log.
-    Returns the removed paths.
+    Removes only what dnadiff itself wrote: the temporaries of its atomic writer left by a killed process
+    (:func:`own_temporaries`, by their naming pattern); when resuming, the step checkpoints other than the
+    resumed one (the resumed run writes its own); when starting afresh (``fresh``, i.e. ``--force`` over an old
+    run), the old checkpoints and metrics log. Checkpoints are dnadiff's by their names (:data:`CHECKPOINT_NAME`):
+    a user's ``checkpoints/keep_me.ckpt`` or ``mydata/notes.tmp`` is never touched. Returns the removed paths.
     """
-    removed = [p for p in out.rglob("*.tmp") if p.is_file()]
+    removed = own_temporaries(out)
     ckpts = out / "checkpoints"
+    ours = [p for p in ckpts.glob("*.ckpt") if CHECKPOINT_NAME.match(p.name) and p.is_file()]
+    stale: list[Path] = []
     if resume is not None:
         keep = {resume.resolve(), (ckpts / "last.ckpt").resolve()}
-        removed += [p for p in ckpts.glob("*.ckpt") if p.resolve() not in keep]
+        stale = [p for p in ours if p.resolve() not in keep]
     elif fresh:
-        removed += list(ckpts.glob("*.ckpt")) + [p for p in [out / "logs" / "metrics.csv"] if p.exists()]
-    for path in removed:
+        stale = ours + [p for p in [out / "logs" / "metrics.csv"] if p.exists()]
+    for path in stale:
         path.unlink(missing_ok=True)
-    return removed
+    return removed + stale
 
 
 def trim_metrics(path: Path, before_step: int) -> None:
