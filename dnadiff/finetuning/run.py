@@ -29,7 +29,7 @@ from dnadiff.errors import ParameterError, UserError
 from dnadiff.finetuning import protocol_splits, run_finetune, run_header, subsample, trainer
 from dnadiff.finetuning.batches import small_data_batch
 from dnadiff.finetuning.report import aggregate as merge_folds
-from dnadiff.finetuning.report import classifier_path, fold_path, write_fold, write_results
+from dnadiff.finetuning.report import classifier_path, fold_path, plural, write_fold, write_results
 from dnadiff.finetuning.trainer import load_finetune_config
 from dnadiff.models.config import caduceus_spec
 from dnadiff.provenance import write_provenance
@@ -178,9 +178,10 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
     if batch_size is None:
         batch = small_data_batch(fold_train, config.batch_size)
         if batch != config.batch_size:
-            notes.append(f"{fold_train} training examples per fold give {math.ceil(fold_train / config.batch_size)} "
-                         f"optimizer step(s) per epoch at batch {config.batch_size}: batch lowered to {batch} "
-                         f"({math.ceil(fold_train / batch)} steps per epoch); --batch-size overrides")
+            notes.append(f"{fold_train} training examples per fold give "
+                         f"{plural(math.ceil(fold_train / config.batch_size), 'optimizer step')} per epoch at batch "
+                         f"{config.batch_size}: batch lowered to {batch} "
+                         f"({plural(math.ceil(fold_train / batch), 'step')} per epoch); --batch-size overrides")
             config.batch_size = batch
     header = run_header(examples, config, protocol, folds, seed, selection)
     header["max_examples"] = max_examples
