@@ -116,7 +116,7 @@ def finetune_plot(results: dict, out: str | os.PathLike) -> Path | None:
                title=f"{metric.upper() if metric == 'auroc' else metric.capitalize()} per run (higher is better)",
                ylim=(0, 1))
         ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     fig.suptitle(f"{results.get('task', '')}: {results.get('protocol', '')} fine-tuning; {tag}", fontsize=10)
     return _save(fig, Path(out) / "folds.png")
 
