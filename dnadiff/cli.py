@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     from dnadiff.logs import configure
 
     configure(verbose=args.verbose)
+    from dnadiff.provenance import set_command
+
+    set_command(["dnadiff", *(sys.argv[1:] if argv is None else argv)])  # what provenance.json records
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

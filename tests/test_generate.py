@@ -161,7 +161,7 @@ def read_fasta(path):
     records = {}
     for line in path.read_text().splitlines():
         if line.startswith(">"):
-            name = line[1:]
+            name = line[1:].split()[0]  # the header's description (model, sampler, seed) follows a space
             records[name] = ""
         else:
             records[name] += line
@@ -183,12 +183,44 @@ def test_cli_writes_fasta_with_prefix_and_class(checkpoint, tmp_path, capsys):
     real = tmp_path / "real.fa"
     write_fasta(["ACGTTGCAAC" * 5, "GGGCCCATTA" * 5, "TTTTAAAACG" * 5], real)
     code = main(["sample", "--checkpoint", str(checkpoint), "--num", "4", "--length", "50", "--seed", "1",
-                 "--report", "--real", str(real), "--train", str(real), "--out", str(tmp_path / "r.fa")])
+                 "--report", "--json", "--real", str(real), "--train", str(real), "--out", str(tmp_path / "r.fa")])
     printed = capsys.readouterr().out
     assert code == 0
     for key in ("kmer_js_mean", "gc_wasserstein", "nn_identity_mean", "nn_identity_real_mean", "bits_per_base_generated"):
         assert key in printed
     assert '"nn_identity_real_mean": 1.0' in printed  # the real set is its own training set
+    assert len([line for line in printed.splitlines() if line.startswith("{")]) == 1  # JSON once, no table
+    assert "report (generated vs real)" not in printed
+
+
+def test_cli_fasta_headers_and_provenance_reproduce_the_run(checkpoint, tmp_path, capsys):
+    """A FASTA names its checkpoint, sampler, steps, class/guidance and seed; a drawn seed is printed and,
+    given back, repeats the sequences exactly; provenance.json beside it holds the versions and command."""
+    import json
+    import sys
+
+    from dnadiff.cli import main
+
+    out = tmp_path / "s.fa"
+    assert main(["sample", "--checkpoint", str(checkpoint), "--num", "3", "--length", "40", "--class", "K562",
+                 "--guidance", "2", "--steps", "16", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "drawn" in err
+    seed = int(err.split("seed ", 1)[1].split()[0])
+    headers = [line for line in out.read_text().splitlines() if line.startswith(">")]
+    assert headers == [f">sample_{i}_K562 model={checkpoint} sampler=cached steps=16 seed={seed} class=K562 guidance=2.0"
+                       for i in range(3)]
+    prov = json.loads((tmp_path / "s.fa.provenance.json").read_text())
+    import dnadiff
+    import torch
+    assert prov["dnadiff"] == dnadiff.__version__ and prov["torch"] == torch.__version__
+    assert prov["config"]["seed"] == seed and prov["config"]["steps"] == 16 and prov["device"].startswith("cpu")
+    assert prov["argv"][:3] == ["dnadiff", "sample", "--checkpoint"] and prov["command"].startswith("dnadiff sample")
+    again = tmp_path / "again.fa"
+    assert main(["sample", "--checkpoint", str(checkpoint), "--num", "3", "--length", "40", "--class", "K562",
+                 "--guidance", "2", "--steps", "16", "--seed", str(seed), "--out", str(again)]) == 0
+    assert "drawn" not in capsys.readouterr().err
+    assert read_fasta(again) == read_fasta(out)  # the recorded seed reproduces the sequences
 
 
 @pytest.mark.parametrize("sampler", ["first-hitting", "remdm", "confidence"])

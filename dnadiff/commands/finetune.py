@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), help="override the config's batch size")
     parser.add_argument("--max-length", type=option("int", lo=1), help="override the config's max length (longer sequences are cut)")
     parser.add_argument("--protocol", choices=("cv", "caduceus"), default="cv")
+    parser.add_argument("--selection", choices=("inner", "held-out"), default="inner", help="cv epoch selection: "
+                        "inner (default: a validation split of the training folds) or held-out (the papers' choice, optimistic)")
     parser.add_argument("--max-examples", type=option("int", lo=1), help="subsample each split to at most N examples (quick runs)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the k-mer and CNN baselines")
     parser.add_argument("--seed", type=option("int", lo=0, hi=2**32 - 1), default=0)
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                       coordinates=args.coordinates, cache=args.cache, download=args.download, checkpoint=args.checkpoint,
                       from_scratch=args.from_scratch, model_size=args.model_size, folds=args.folds,
                       max_epochs=args.max_epochs, batch_size=args.batch_size, max_length=args.max_length,
-                      protocol=args.protocol, max_examples=args.max_examples, baselines=not args.no_baselines,
+                      protocol=args.protocol, selection=args.selection, max_examples=args.max_examples, baselines=not args.no_baselines,
                       seed=args.seed, micro_batch=args.micro_batch, fold=args.fold, force=args.force,
                       save_model=args.save_model, **device_options(args))
     if rank() == 0:

@@ -33,11 +33,15 @@ def add_arguments(p) -> None:
     p.add_argument("--num-nodes", type=option("int", lo=1, hi=100_000), default=1, help="nodes for multi-node training")
     p.add_argument("--resume", nargs="?", const="last", help="resume from a checkpoint (default OUT/checkpoints/last.ckpt)")
     p.add_argument("--force", action="store_true", help="start over in an --out folder that holds a previous run "
-                                                             "(its checkpoints and metrics log are removed)")
+                                                             "(its checkpoints and metrics log are removed); run a CPU "
+                                                             "job estimated to take more than 12 hours")
     p.add_argument("--init", help="start from a model: an original Caduceus folder or hub id (MDLM's generative "
                                   "fine-tuning of the MLM; architecture from its config) or a dnadiff model.pt")
     p.add_argument("--download", action="store_true", help="fetch an --init hub id missing from the Hugging Face cache")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per validation)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: a plain line every 30 s and after each "
+                   "validation (the default when the output is no terminal)")
+    p.add_argument("--logger", choices=("csv", "tensorboard", "wandb"), default="csv", help="metrics logger "
+                   "(OUT/logs/metrics.csv is always written; tensorboard: OUT/tensorboard; wandb: Weights & Biases)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3 data.window=512")
 
 
@@ -51,7 +55,8 @@ def run(args) -> int:
                       out=args.out, overrides=args.overrides or [], bed=args.bed, val_contigs=args.val_contigs,
                       test_contigs=args.test_contigs, decompress=args.decompress, max_steps=args.max_steps,
                       seed=args.seed, num_nodes=args.num_nodes, resume=args.resume, force=args.force, init=args.init,
-                      download=args.download, progress="lines" if args.no_progress else "bar", **device_options(args))
+                      download=args.download, progress="lines" if args.no_progress else "bar", logger=args.logger,
+                      **device_options(args))
     if launching_process() and result.model_path.exists():
         print(f"pretrain done: {result.summary()}")
     return 0

@@ -19,6 +19,8 @@ import time
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
+from dnadiff.plots import report_plot
+from dnadiff.provenance import draw_seed, fasta_description, write_provenance
 from dnadiff.training.config import option
 
 #: a request estimated to take longer than this on the device is refused unless --force
@@ -50,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), default=256, help="sequences generated together")
     add_device_arguments(parser, training=False)
     parser.add_argument("--report", action="store_true", help="print quality metrics of the samples")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON line instead of a table")
     parser.add_argument("--real", default=None, help="real held-out sequences for --report: FASTA, seq<TAB>label table or the DHS table")
     parser.add_argument("--train", default=None, help="training sequences for the memorisation check of --report (FASTA or table)")
     parser.add_argument("--out", required=True, help="output FASTA (written atomically; an existing file needs --force)")
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if reference is not None and not comparable_pieces(reference.held_out, length):
         raise UserError(f"--real {args.real} has no stretch of {length} bp that is not mostly N: give real "
                         "sequences (not assembly gaps) to compare with")
+    seed = args.seed if args.seed is not None else draw_seed()
     started = time.perf_counter()
     inner = model.denoiser
     if estimate > PROGRESS_AFTER_SECONDS:
@@ -98,18 +102,30 @@ def run(args: argparse.Namespace) -> int:
         seqs = model.generate(args.num, length=args.length, steps=args.steps, sampler=args.sampler,
                               temperature=args.temperature, top_p=args.top_p, prefix=args.prefix,
                               template=args.template, class_name=args.class_name, guidance=args.guidance,
-                              seed=args.seed, batch_size=args.batch_size, **options)
+                              seed=seed, batch_size=args.batch_size, **options)
     finally:
         model.denoiser = inner
     seconds = time.perf_counter() - started
     suffix = f"_{args.class_name}" if args.class_name else ""
-    write_fasta(seqs, args.out, names=[f"sample_{i}{suffix}" for i in range(len(seqs))])
     stats = model.last_stats
+    description = fasta_description(args.checkpoint, args.sampler, stats.get("steps"), seed, args.class_name,
+                                    args.guidance, temperature=args.temperature if args.temperature != 1.0 else None,
+                                    top_p=args.top_p if args.top_p != 1.0 else None)
+    write_fasta(seqs, args.out, names=[f"sample_{i}{suffix} {description}" for i in range(len(seqs))])
+    write_provenance(f"{args.out}.provenance.json", config={**vars(args), "seed": seed, "length": stats["length"],
+                     "steps": stats.get("steps")}, device=device)
+    if args.seed is None:  # said once the run succeeded (a refused request prints only its error)
+        print(f"seed {seed} (drawn; --seed {seed} repeats this run)", file=sys.stderr, flush=True)
     print(f"wrote {len(seqs)} sequences of {stats['length']} bp to {args.out} "
           f"({stats['denoiser_calls']} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
     if args.report:
         metrics = build_report(model, seqs, args.class_name, reference, train)
-        print("report (generated vs real):" if reference else "report (no --real given: reference-free figures only):")
-        _print_report(metrics)
-        print(json.dumps(metrics, default=str))
+        picture = report_plot(metrics, f"{args.out}.report.png")
+        if args.json:
+            print(json.dumps(metrics, default=str))
+        else:
+            print("report (generated vs real):" if reference else "report (no --real given: reference-free figures only):")
+            _print_report(metrics)
+        if picture is not None:
+            print(f"figure -> {picture}", file=sys.stderr)
     return 0

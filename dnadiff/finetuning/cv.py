@@ -1,7 +1,9 @@
 """Train / validation index splits for the two fine-tuning protocols.
 
 ``cv``: scikit-learn ``StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)``;
-fold i trains on the other folds and selects its best epoch on fold i.
+fold i trains on the other folds and is scored on fold i; its epoch is picked on an inner validation
+split carved from the other folds (:func:`inner_split`, ``selection="inner"``) or, as the Caduceus and
+HyenaDNA papers do, on fold i itself (``selection="held-out"``: optimistic).
 ``caduceus``: the Caduceus paper's protocol, ``runs`` seeds (seed, seed+1, ...), each a random
 90/10 re-split of the train split; the best-validation model is scored on the test split.
 """
@@ -13,6 +15,11 @@ from sklearn.model_selection import StratifiedKFold
 from dnadiff.errors import UserError
 
 PROTOCOLS = ("cv", "caduceus")
+#: how a ``cv`` fold picks its epoch: "inner" (honest: on a validation split carved from the training folds,
+#: the held-out fold scored once) or "held-out" (the papers' selection on the scored fold itself: optimistic)
+SELECTIONS = ("inner", "held-out")
+#: share of a fold's training examples held back for the inner (epoch-selection) validation split
+INNER_FRACTION = 0.1
 
 
 def check_class_counts(labels: np.ndarray, folds: int, class_names: list[str]) -> None:
@@ -58,3 +65,27 @@ def caduceus_resplits(num_examples: int, runs: int, seed: int, val_fraction: flo
         order = np.random.default_rng(seed + run).permutation(num_examples)
         splits.append((np.sort(order[num_val:]), np.sort(order[:num_val])))
     return splits
+
+
+def inner_split(labels: np.ndarray, train_idx: np.ndarray, seed: int,
+                fraction: float = INNER_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Carve an inner validation split from a fold's training indices: ``(fit_idx int[M], inner_idx int[K])``,
+    disjoint, sorted, together ``train_idx``; class-stratified with ``random_state=seed``.
+
+    ``K = max(num_classes, round(fraction * len(train_idx)))``, so each class can appear in it; the same
+    inputs always give the same split. The model (and the baselines) train on ``fit_idx`` and pick their
+    epoch on ``inner_idx``; the fold's held-out examples are never seen before they are scored.
+    """
+    from sklearn.model_selection import train_test_split
+
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    sub = np.asarray(labels)[train_idx]
+    classes = np.unique(sub)
+    size = max(len(classes), int(round(fraction * len(train_idx))))
+    if size >= len(train_idx):
+        raise UserError(f"{len(train_idx)} training example(s) per fold leave none to train on after the inner "
+                        "validation split: give more examples or use --selection held-out")
+    counts = np.bincount(sub)
+    stratify = sub if counts[counts > 0].min() >= 2 else None
+    fit, inner = train_test_split(train_idx, test_size=size, stratify=stratify, random_state=seed)
+    return np.sort(fit), np.sort(inner)

@@ -31,13 +31,33 @@ def _summary_table(rows: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+def plural(count, word: str, many: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``, ``1,000 steps``: a count with its noun in the right number."""
+    text = f"{count:,}" if isinstance(count, int) else str(count)
+    return f"{text} {word if count == 1 else (many or word + 's')}"
+
+
+#: what results.md says about each epoch selection
+SELECTION_TEXT = {
+    "inner": "Epoch selection: each fold picks its epoch on an inner validation split (10%, stratified, seeded) "
+             "of its training folds; the held-out fold is scored once, never seen before (honest).",
+    "held-out": "Epoch selection: held-out (optimistic). Each fold reports the epoch that scored best on that "
+                "same held-out fold, as the Caduceus and HyenaDNA papers do on their validation split; the "
+                "figures are biased upwards. Use --selection inner for an unbiased estimate.",
+    "validation": "Epoch selection: on each run's 10% validation re-split; the official test split is scored once.",
+}
+
+
 def render_markdown(results: dict) -> str:
     """A markdown report: one row per fold (validation / held-out fold and test metrics of the model),
     then mean ± std [min, max] of the model and the baselines over the runs."""
     held = "held-out fold" if results["protocol"] == "cv" else "validation"
     has_test = bool(results.get("num_test"))
+    selection = results.get("selection")
+    optimistic = " (optimistic selection)" if selection == "held-out" else ""
+    runs = plural(len(results["folds"]), "run") if results["folds"] else "baselines only"
     lines = [
-        f"# {results['task']}: {results['protocol']} fine-tuning, {len(results['folds']) or 'baseline-only'} runs",
+        f"# {results['task']}: {results['protocol']} fine-tuning, {runs}{optimistic}",
         "",
         f"{results['num_classes']} classes ({', '.join(results['class_names'])}), {results['num_train']} train"
         + (f" / {results['num_test']} test" if has_test else "")
@@ -48,7 +68,9 @@ def render_markdown(results: dict) -> str:
     if cfg:
         micro = sorted({f.get("micro_batch") for f in results["folds"] if f.get("micro_batch")})
         lines += [f"Batch {cfg.get('batch_size')}" + (f" (micro-batches of {', '.join(map(str, micro))})" if micro else "")
-                  + f", lr {cfg.get('lr')}, {cfg.get('epochs')} epochs, max length {cfg.get('max_length')}.", ""]
+                  + f", lr {cfg.get('lr')}, {plural(cfg.get('epochs'), 'epoch')}, max length {cfg.get('max_length')}.", ""]
+    if selection in SELECTION_TEXT:
+        lines += [SELECTION_TEXT[selection], ""]
     for note in results.get("notes", []):
         lines += [f"Note: {note}", ""]
     if results["folds"]:
@@ -66,7 +88,7 @@ def render_markdown(results: dict) -> str:
     model_name = "dnadiff (" + results["model"]["init"] + ")"
     rows = [(model_name, results["summary"])] if results["folds"] else []
     rows += [(name, base["summary"]) for name, base in results["baselines"].items()]
-    lines += [f"Over the {results['summary_scope']}:", ""] + _summary_table(rows)
+    lines += [f"Over the {results['summary_scope']}{optimistic}:", ""] + _summary_table(rows)
     if "test_summary" in results:
         rows = [(model_name, results["test_summary"])] if results["folds"] else []
         rows += [(name, base["test_summary"]) for name, base in results["baselines"].items()]

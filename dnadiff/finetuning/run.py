@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,10 @@ from dnadiff.errors import ParameterError, UserError
 from dnadiff.finetuning import protocol_splits, run_finetune, run_header, subsample, trainer
 from dnadiff.finetuning.batches import small_data_batch
 from dnadiff.finetuning.report import aggregate as merge_folds
-from dnadiff.finetuning.report import classifier_path, fold_path, write_fold, write_results
+from dnadiff.finetuning.report import classifier_path, fold_path, plural, write_fold, write_results
 from dnadiff.finetuning.trainer import load_finetune_config
 from dnadiff.models.config import caduceus_spec
+from dnadiff.provenance import write_provenance
 from dnadiff.training.config import check_value
 from dnadiff.training.run_folder import LOCK_NAME, RunLock
 
@@ -38,6 +40,7 @@ from dnadiff.training.run_folder import LOCK_NAME, RunLock
 #: paper's Genomic Benchmarks model (d_model 118, 4 layers); "demo" a CPU-sized one.
 MODEL_SIZES = ("demo", "470k")
 PROTOCOLS = ("cv", "caduceus")
+SELECTIONS = ("inner", "held-out")
 
 
 @dataclass
@@ -52,6 +55,7 @@ class FinetuneResult:
     json_path: Path | None = None
     markdown_path: Path | None = None
     fold: int | None = None
+    plot_path: Path | None = None
 
     def summary(self) -> str:
         """One line: accuracy mean ± std over the runs beside the baselines, where the results are."""
@@ -81,6 +85,7 @@ def finetune(
     batch_size: int | None = None,
     max_length: int | None = None,
     protocol: str = "cv",
+    selection: str = "inner",
     max_examples: int | None = None,
     baselines: bool | Sequence[str] = True,
     seed: int = 0,
@@ -103,7 +108,10 @@ def finetune(
         checkpoint: the backbone (model.pt, .ckpt, an original Caduceus folder or hub id), or from_scratch
             (random weights of ``model_size``: "demo" or "470k", default 470k).
         folds: folds (cv) or seeds (caduceus); protocol: "cv" (stratified k-fold) or "caduceus" (90/10 re-splits
-            scored on the official test split). max_epochs, batch_size, max_length, micro_batch: override the
+            scored on the official test split). selection (cv): "inner" (default, honest: each fold picks its epoch on
+            a stratified, seeded inner validation split of its training folds and scores the held-out fold once) or
+            "held-out" (the Caduceus/HyenaDNA papers' choice: the epoch that scores best on the reported fold,
+            optimistic; marked so in results.md); the CNN baseline is selected the same way. max_epochs, batch_size, max_length, micro_batch: override the
             task's config (configs/finetune/<task>.yaml). max_examples: subsample each split. baselines: True,
             False or a subset of ("kmer_logreg", "cnn"). fold: run only fold K (one job of an array).
         force: overwrite results already in ``out``. save_model: write ``OUT/classifier_fold_K.pt`` per fold.
@@ -121,7 +129,7 @@ def finetune(
 
 
 def _finetune(task, out, data, test_data, genome, coordinates, cache, download, checkpoint, from_scratch, model_size,
-              folds, max_epochs, batch_size, max_length, protocol, max_examples, baselines, seed, micro_batch, fold,
+              folds, max_epochs, batch_size, max_length, protocol, selection, max_examples, baselines, seed, micro_batch, fold,
               force, save_model, accelerator, devices, precision, strategy, progress) -> FinetuneResult:
 
     folds = check_value(folds, "folds", "int", lo=1, hi=100)
@@ -134,6 +142,12 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
             overrides[name] = check_value(value, name, "int", lo=1, **({"hi": hi} if hi else {}))
     if protocol not in PROTOCOLS:
         raise ParameterError("protocol", f"protocol={protocol!r} is unknown: use cv or caduceus")
+    if selection not in SELECTIONS:
+        raise ParameterError("selection", f"selection={selection!r} is unknown: use inner (honest) or held-out "
+                                          "(the papers' optimistic selection)")
+    if protocol == "caduceus" and selection != "inner":
+        raise ParameterError("selection", f"selection={selection!r} applies to protocol='cv' only: the caduceus "
+                                          "protocol picks its epoch on its 10% validation split; drop the selection")
     if model_size is not None and model_size not in MODEL_SIZES:
         raise ParameterError("model_size", f"model_size={model_size!r} is unknown: use one of {', '.join(MODEL_SIZES)}")
     if fold is not None:
@@ -165,11 +179,12 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
     if batch_size is None:
         batch = small_data_batch(fold_train, config.batch_size)
         if batch != config.batch_size:
-            notes.append(f"{fold_train} training examples per fold give {math.ceil(fold_train / config.batch_size)} "
-                         f"optimizer step(s) per epoch at batch {config.batch_size}: batch lowered to {batch} "
-                         f"({math.ceil(fold_train / batch)} steps per epoch); --batch-size overrides")
+            notes.append(f"{fold_train} training examples per fold give "
+                         f"{plural(math.ceil(fold_train / config.batch_size), 'optimizer step')} per epoch at batch "
+                         f"{config.batch_size}: batch lowered to {batch} "
+                         f"({plural(math.ceil(fold_train / batch), 'step')} per epoch); --batch-size overrides")
             config.batch_size = batch
-    header = run_header(examples, config, protocol, folds, seed)
+    header = run_header(examples, config, protocol, folds, seed, selection)
     header["max_examples"] = max_examples
     if force and fold is None:  # a full rerun replaces the folder's earlier results
         for stale in [*out.glob("fold_*.json"), *out.glob("classifier_fold_*.pt"), out / "results.json",
@@ -190,15 +205,21 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
                 clf = Classifier(classifier, examples.class_names, config.max_length, variant, record)
                 saved.append(clf.save(classifier_path(out, index)))
 
+        if rank() == 0:
+            target = out / ("provenance.json" if fold is None else f"provenance_fold_{fold}.json")
+            write_provenance(target, config={**header, "model": model_info}, device=device)
         with _progress_display(progress, task, protocol, folds, fold, config.epochs, notes_shown + notes) as callback:
             run_finetune(examples, make_classifier, config, variant, protocol=protocol, folds=folds, seed=seed,
                          baselines=names, cnn_epochs=config.epochs, progress=callback, splits=splits, only=fold,
-                         device=device, on_fold=on_fold, on_model=on_model)
+                         device=device, on_fold=on_fold, on_model=on_model, selection=selection)
         result = FinetuneResult(task, out, None, written, saved, fold=fold)
         if rank() != 0 or fold is not None:
             return result
         result.results = merge_folds(out)  # the fold files just written: the same merge a SLURM array uses
         result.json_path, result.markdown_path = write_results(out, result.results)
+        from dnadiff.plots import finetune_plot
+
+        result.plot_path = finetune_plot(result.results, out)
         return result
     finally:
         if lock is not None:
@@ -225,8 +246,11 @@ def aggregate(folder: str | os.PathLike) -> FinetuneResult:
     folder = Path(folder)
     results = merge_folds(folder)
     json_path, md_path = write_results(folder, results)
+    from dnadiff.plots import finetune_plot
+
     return FinetuneResult(results["task"], folder, results, sorted(folder.glob("fold_*.json")),
-                          sorted(folder.glob("classifier_fold_*.pt")), json_path, md_path)
+                          sorted(folder.glob("classifier_fold_*.pt")), json_path, md_path,
+                          plot_path=finetune_plot(results, folder))
 
 
 def summary_line(results: dict, json_path) -> str:
@@ -319,12 +343,31 @@ def _baseline_names(baselines) -> tuple[str, ...]:
     return names
 
 
+def plain_progress(task: str, protocol: str, folds: int, epochs: int, stream=None):
+    """A progress callback printing one unwrapped line per event (for output that is no terminal):
+    ``human_enhancers_cohn cv run 2/5: epoch 1/2, selection accuracy 0.655``."""
+
+    def callback(event: str, index: int, epoch: int, value: float) -> None:
+        head = f"{task} {protocol} run {index + 1}/{folds}"
+        text = {"fold": f"{head}: started", "baselines": f"{head}: baselines",
+                "epoch": f"{head}: epoch {epoch + 1}/{epochs}, selection accuracy {value:.3f}"}.get(event)
+        if text:
+            print(text, file=stream or sys.stderr, flush=True)
+
+    return callback
+
+
 @contextmanager
 def _progress_display(progress, task: str, protocol: str, folds: int, fold: int | None, epochs: int,
                       notes: list[str]):
     """The progress callback of a run: a rich bar on stderr (``"bar"``), the caller's callable, or none."""
     if progress != "bar":
         yield progress
+        return
+    if not sys.stderr.isatty():  # a log file, SLURM, nohup: unwrapped notes and one plain line per epoch
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        yield plain_progress(task, protocol, folds, epochs)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -7,8 +7,9 @@
 Every input is checked before the run folder is created or touched (a refused call writes nothing); the
 folder is locked while the run uses it; ``resume`` continues the step count, optimizer, EMA, data stream and
 masking noise exactly; multi-GPU and multi-node go through Lightning's strategies (``strategy="ddp"``).
-Writes ``OUT/config.yaml`` (the resolved config), ``OUT/checkpoints/`` (Lightning checkpoints, ``last.ckpt``),
-``OUT/logs/metrics.csv``, ``OUT/model.pt`` (EMA weights, what :func:`dnadiff.load` reads) and
+Writes ``OUT/config.yaml`` (the resolved config), ``OUT/provenance.json`` (config, versions, device, command
+line: :mod:`dnadiff.provenance`), ``OUT/checkpoints/`` (Lightning checkpoints, ``last.ckpt``),
+``OUT/logs/metrics.csv``, ``OUT/curves.png`` (with matplotlib), ``OUT/model.pt`` (EMA weights, what :func:`dnadiff.load` reads) and
 ``OUT/summary.json``; text and pixel runs also a few samples.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +27,19 @@ from typing import Callable, Mapping, Sequence
 import lightning as L
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dnadiff.atomic import atomic_write
 from dnadiff.devices import lightning_devices
 from dnadiff.errors import ParameterError, UserError
+
+#: a plain progress line at most this often when the output is no terminal (``progress="lines"``)
+PROGRESS_LINE_SECONDS = 30.0
 from dnadiff.models.config import model_config
-from dnadiff.training.callbacks import AtomicCheckpointIO, ProgressLines, StepCallback, Throughput, WindowAudit
+from dnadiff.provenance import write_provenance
+from dnadiff.training.estimate import estimate_run, warmup_warning
+from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepBar, StepCallback, Throughput,
+                                        WindowAudit)
 from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
 from dnadiff.training.config import check_value, load_config, validate
 from dnadiff.training.data import build_data, genome_path
@@ -99,6 +107,7 @@ def pretrain(
     init: str | os.PathLike | None = None,
     download: bool = False,
     progress: str | None | Callable[[int, dict], None] = "bar",
+    logger: str = "csv",
 ) -> PretrainResult:
     """Pretrain a masked-diffusion model; returns a :class:`PretrainResult` (``.model_path`` for :func:`dnadiff.load`).
 
@@ -113,11 +122,15 @@ def pretrain(
         accelerator, devices, precision, strategy, num_nodes: Lightning's (``precision="auto"``: the config's,
             else bf16-mixed on a GPU and 32-true on the CPU).
         resume: continue the run in ``out`` (True: from ``out/checkpoints/last.ckpt``, or a checkpoint path);
-            force: start over in a folder that holds a run.
+            force: start over in a folder that holds a run; run a CPU job estimated to take over 12 hours (timed on
+                a few real steps first, see :mod:`dnadiff.training.estimate`).
         init: start from a model (an original Caduceus folder or hub id: MDLM's generative fine-tuning of the
             MLM; or a dnadiff model.pt); download: fetch a hub id missing from the cache.
-        progress: ``"bar"``, ``"lines"`` (a line per validation), None, or ``callable(step, metrics)`` called
-            every ``train.log_every`` steps.
+        progress: ``"bar"`` (one bar: step/total, tokens/s, bits/token, ETA; plain lines when stderr is no
+            terminal), ``"lines"`` (a plain line every 30 s and after each validation), None, or
+            ``callable(step, metrics)`` called every ``train.log_every`` steps.
+        logger: "csv" (``OUT/logs/metrics.csv`` only, the default), "tensorboard" or "wandb" (also Lightning's
+            logger of that name; the CSV log is always kept).
     Raises:
         UserError / ParameterError (one line naming the parameter or file and the fix), before anything is written.
     """
@@ -130,7 +143,7 @@ def pretrain(
 
 def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contigs, test_contigs, decompress,
               max_steps, seed, accelerator, devices, precision, strategy, num_nodes, resume, force, init, download,
-              progress) -> PretrainResult:
+              progress, logger="csv") -> PretrainResult:
 
     # every input is checked before the run folder is created or touched
     if max_steps is not None:
@@ -138,6 +151,7 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
     if seed is not None:
         seed = check_value(seed, "seed", "int", lo=0, hi=2**63 - 1)
     num_nodes = check_value(num_nodes, "num_nodes", "int", lo=1, hi=100_000)
+    check_logger(logger)
     if progress not in ("bar", "lines", None) and not callable(progress):
         raise ParameterError("progress", f"progress={progress!r} is not a progress mode: use 'bar', 'lines', None "
                                          "or a callable(step, metrics)")
@@ -180,10 +194,19 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
             print(describe(init_payload, str(init)), flush=True)
     if resumed is not None:
         check_resume(*resumed, module, data_info)
-    trainer = make_trainer(cfg, device, num_nodes, out, progress)
+    trainer = make_trainer(cfg, device, num_nodes, out, progress, logger)
     memory_line = prepare_memory(cfg, module.model, trainer)  # activation checkpointing; refuses a run that cannot fit
     if trainer.is_global_zero and progress is not None:
         print(memory_line, flush=True)
+    estimate = None
+    if launching_process():  # a few real steps on the device, before the run folder is touched
+        warning = warmup_warning(cfg)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        start_step = int(resumed[1].get("global_step", 0)) if resumed else 0
+        estimate = estimate_run(cfg, module, device, start_step, force)
+        if progress is not None:
+            print(estimate["line"], file=sys.stderr, flush=True)
     lock = RunLock(out) if trainer.is_global_zero and launching_process() else None
     try:
         if lock is not None:
@@ -192,6 +215,9 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
             if resumed is not None:
                 trim_metrics(out / "logs" / "metrics.csv", int(resumed[1].get("global_step", 0)))
             atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
+            write_provenance(out, config=cfg, device=device,
+                             extra={"resumed_from": str(resumed[0]) if resumed else None, "init": str(init) if init else None,
+                                    "estimate": {k: v for k, v in (estimate or {}).items() if k != "line"} or None})
         summary = fit(trainer, module, dm, resumed, out, (init_payload or {}).get("original"), progress is not None)
     finally:
         if lock is not None:
@@ -312,31 +338,51 @@ def build_module(cfg: dict, data_info: dict):
         assert module.diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
     return module
 
+LOGGERS = ("csv", "tensorboard", "wandb")
 
-def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="bar"):
+
+def check_logger(logger: str) -> None:
+    """ParameterError for an unknown logger, or one whose package is missing (with the pip command)."""
+    if logger not in LOGGERS:
+        raise ParameterError("logger", f"logger={logger!r} is unknown: use one of {', '.join(LOGGERS)}")
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(logger)
+    if package:
+        import importlib.util
+
+        if importlib.util.find_spec(package) is None:
+            raise ParameterError("logger", f"logger={logger} needs the {package} package: pip install {package}, "
+                                           "or use logger=csv")
+
+
+def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="bar", logger: str = "csv"):
     """The Lightning ``Trainer`` of a run: step checkpoints into ``out/checkpoints`` (atomic), the appending CSV
-    log (and TensorBoard when installed), throughput, the chosen progress display."""
+    log ``out/logs/metrics.csv`` always (the curves come from it), plus ``logger="tensorboard"``
+    (``out/tensorboard``) or ``"wandb"`` (Lightning's loggers; offline unless wandb is logged in), throughput,
+    the chosen progress display."""
 
     t = cfg["train"]
     max_steps = int(t["max_steps"])
     loggers = [appending_csv_logger(out)]
-    try:
-        import tensorboard  # noqa: F401
+    if logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
-    except ImportError:
-        pass
+    elif logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(save_dir=str(out), project="dnadiff", name=out.name))
     callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", auto_insert_metric_name=False,
                                  every_n_train_steps=int(t["ckpt_every"]), save_last=True, save_top_k=1,
                                  enable_version_counter=False),
                  Throughput()]
     if t.get("audit"):
         callbacks.append(WindowAudit(out))
+    if progress == "bar" and not sys.stderr.isatty():  # a log file, SLURM, nohup: plain lines, time-based
+        progress = "lines"
     if progress == "bar":
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepBar())
     elif progress == "lines":
-        callbacks.append(ProgressLines())
+        callbacks.append(ProgressLines(PROGRESS_LINE_SECONDS))
     elif callable(progress):
         callbacks.append(StepCallback(progress, int(t["log_every"])))
     return _trainer(L, max_steps=max_steps, val_check_interval=min(int(t["val_every"]), max_steps),
@@ -344,7 +390,7 @@ def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="b
                     gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None, logger=loggers,
                     callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=out,
                     log_every_n_steps=int(t["log_every"]), enable_model_summary=False,
-                    enable_progress_bar=progress == "bar", use_distributed_sampler=False)
+                    enable_progress_bar=False, use_distributed_sampler=False)
 
 
 def _trainer(L, **options):
@@ -356,6 +402,20 @@ def _trainer(L, **options):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"Lightning refused --accelerator {options['accelerator']} --devices {options['devices']} "
                         f"--strategy {options['strategy']} ({first[:200]}): change these options") from None
+
+
+def write_curves(out: Path, dm, data_info: dict) -> Path | None:
+    """``out/curves.png`` (:func:`dnadiff.plots.pretrain_curves`); for a genome, with the order-k Markov
+    baseline fitted on 256 training windows and scored on the validation windows the model was scored on."""
+    from dnadiff.plots import pretrain_curves
+
+    markov = None
+    if data_info.get("modality") == "dna" and hasattr(dm, "eval_dataloader"):
+        from dnadiff.eval.markov import fit_markov
+
+        _, markov = fit_markov(dm.eval_dataloader("train", num_windows=256), dm.val_dataloader(), max_order=6)
+    return pretrain_curves(out, markov.bits_per_nt if markov else None, markov.order if markov else None,
+                           unit="bits/" + ("nt" if data_info.get("modality") == "dna" else "token"))
 
 
 def launching_process() -> bool:
@@ -387,6 +447,9 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
             payload["original"] = original
         save_checkpoint(out / "model.pt", payload)
         atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+        curves = write_curves(out, dm, module.hparams.data_info)
+        if verbose and curves is not None:
+            print(f"curves -> {curves}")
         data_info = module.hparams.data_info
         if data_info["modality"] != "dna":
             path = write_samples(module, data_info, out)
