@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from dnadiff.devices import torch_device
+from dnadiff.diffusion import evaluate as score_batches
 from dnadiff.errors import ParameterError, UserError
+from dnadiff.loading import load_model
 from dnadiff.training.config import check_value
+from dnadiff.training.data import build_dna, genome_path
+from dnadiff.training.modalities import build_datamodule
 
 
 @dataclass
@@ -71,7 +76,6 @@ class EvaluateResult:
                 f"(uniform {self.uniform_bits:.4f})",
                 f"on {self.num_positions:,} tokens in {self.num_sequences} sequences ({self.where})"]
 
-
 def evaluate(
     checkpoint: str | os.PathLike,
     *,
@@ -104,9 +108,6 @@ def evaluate(
     Raises:
         UserError / ParameterError, before any scoring.
     """
-    from dnadiff.devices import torch_device
-    from dnadiff.diffusion import evaluate as score_batches
-    from dnadiff.loading import load_model
 
     if split not in ("val", "test"):
         raise ParameterError("split", f"split={split!r} is not a held-out split: use val or test")
@@ -145,7 +146,6 @@ def evaluate(
         return EvaluateResult(str(checkpoint), modality, region or split, "bits/nt", rep.bits_per_token,
                               rep.bits_stderr, rep.perplexity, rep.perplexity_stderr, rep.num_tokens,
                               rep.num_sequences, num_t, 2.0, mk.order, mk.bits_per_nt, mk.perplexity)
-    from dnadiff.training.modalities import build_datamodule
 
     data = {**info, "batch_size": batch_size}
     if text:
@@ -161,7 +161,6 @@ def evaluate(
                           rep.perplexity, rep.perplexity_stderr, rep.num_tokens, rep.num_sequences, num_t,
                           info["uniform_bits"])
 
-
 def materialise(loader, limit: int | None = None) -> list[dict]:
     """The batches of a loader as a list (so the network and the baseline see the same windows)."""
     out, n = [], 0
@@ -174,9 +173,7 @@ def materialise(loader, limit: int | None = None) -> list[dict]:
         raise UserError("no windows to evaluate: the region or split is shorter than the window or all N")
     return out
 
-
 def _dna_batches(info: dict, genome, region, split, max_windows, batch_size, markov_train_windows, decompress, seed):
-    from dnadiff.training.data import build_dna, genome_path
 
     genome = genome or info.get("genome")
     if not genome:
@@ -188,4 +185,3 @@ def _dna_batches(info: dict, genome, region, split, max_windows, batch_size, mar
     train = dm.eval_dataloader("train", markov_train_windows)
     val = materialise(dm.eval_dataloader("val", min(max_windows, 256)))
     return batches, train, val
-

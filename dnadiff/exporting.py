@@ -14,13 +14,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import safetensors.torch
+
 from dnadiff.errors import ParameterError
+from dnadiff.loading import is_hub_id, load_payload, model_from_payload
+from dnadiff.models.original import original_from_denoiser
 
 #: the remote-code classes of the released Caduceus repos
 AUTO_MAP = {"AutoConfig": "configuration_caduceus.CaduceusConfig", "AutoModel": "modeling_caduceus.Caduceus",
             "AutoModelForMaskedLM": "modeling_caduceus.CaduceusForMaskedLM",
             "AutoModelForSequenceClassification": "modeling_caduceus.CaduceusForSequenceClassification"}
-
 
 def check_out(out: Path) -> Path:
     """ParameterError when ``out`` exists (other than as an empty folder) or its parent folder is missing."""
@@ -30,16 +33,11 @@ def check_out(out: Path) -> Path:
         raise ParameterError("out", f"out={out}: its folder {out.parent} does not exist: create it or choose another")
     return out
 
-
 def export(source: str | os.PathLike, out: str | os.PathLike, format: str = "hf", code_repo: str | None = None,
            download: bool = False) -> tuple[Path, dict]:
     """Export any model source (model.pt, .ckpt, original folder, hub id) to the folder ``out`` in the original
     Caduceus format (``format="hf"``); returns (out, the config.json written). UserError before anything is
     written when ``out`` exists (other than empty) or ``code_repo`` is not ``owner/name``."""
-    from safetensors.torch import save_file
-
-    from dnadiff.loading import is_hub_id, load_payload, model_from_payload
-    from dnadiff.models.original import original_from_denoiser
 
     if format != "hf":
         raise ParameterError("format", f"format={format!r} is not an export format: use hf")
@@ -60,7 +58,7 @@ def export(source: str | os.PathLike, out: str | os.PathLike, format: str = "hf"
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        safetensors.torch.save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if out.is_dir():
             out.rmdir()  # empty (checked): replaced by the complete folder
         os.rename(tmp, out)

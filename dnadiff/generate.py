@@ -25,9 +25,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from dnadiff import scoring
 from dnadiff.atomic import atomic_write
 from dnadiff.data.tokenizer import MASK, NUM_BASES, decode_batch, encode
+from dnadiff.diffusion.confidence import ConfidenceOptions
+from dnadiff.diffusion.remdm import ReMDMOptions
+from dnadiff.diffusion.sampling import SAMPLERS, state_independent
 from dnadiff.errors import UserError
+from dnadiff.loading import load_model
+from dnadiff.progress import planned_calls, seconds_per_call
 
 _BASES = set("ACGTacgt")
 
@@ -173,7 +179,6 @@ class DNAModel:
             raise UserError(f"--num {num} is not positive: ask for at least 1 sequence")
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size} is not positive: generate at least 1 sequence at a time")
-        from dnadiff.diffusion.sampling import SAMPLERS, state_independent
 
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
@@ -236,7 +241,6 @@ class DNAModel:
     def score(self, seqs: Sequence[str], num_t: int = 8, **options):
         """Per-sequence NELBO in bits per base with its standard error over ``num_t`` draws
         (:func:`dnadiff.scoring.score`: a ``SequenceScores``)."""
-        from dnadiff import scoring
 
         return scoring.score(self, seqs, num_t=num_t, **options)
 
@@ -244,14 +248,12 @@ class DNAModel:
         """One vector per sequence, float32[S, d]: the pooled hidden state (``layer``: which block, default the
         last), reverse-complement invariant (both strands averaged for Ph, invariant pooling for PS);
         :func:`dnadiff.scoring.embed`."""
-        from dnadiff import scoring
 
         return scoring.embed(self, seqs, layer=layer, **options)
 
     def variant_effects(self, variants, genome, **options):
         """Zero-shot variant effects (log-likelihood ratios) of a VCF / TSV / records against ``genome``;
         :func:`dnadiff.scoring.variant_effects`."""
-        from dnadiff import scoring
 
         return scoring.variant_effects(self, variants, genome, **options)
 
@@ -259,7 +261,6 @@ class DNAModel:
                  guidance: float = 0.0, template: str | None = None) -> tuple[int, float]:
         """(denoiser calls at most, estimated seconds) of a :meth:`generate` request on this model's device: the
         calls counted from the windows and steps, one call timed on the device."""
-        from dnadiff.progress import planned_calls, seconds_per_call
 
         length = length or (len(template) if template else self.window)
         steps = steps or min(length, self.window)
@@ -307,14 +308,12 @@ class DNAModel:
                           f"their bits_per_base is NaN", stacklevel=2)
         return bits
 
-
 def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:
     """Indices of ``seqs`` grouped by sequence length."""
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(seqs):
         groups.setdefault(len(s), []).append(i)
     return list(groups.values())
-
 
 #: the former name of :class:`DNAModel` (it shadowed ``torch.Generator``)
 Generator = DNAModel
@@ -324,22 +323,17 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None, downl
     """Load a generative model into a :class:`DNAModel` (on ``device``, default CPU): a dnadiff ``model.pt`` or
     ``.ckpt``, an original Caduceus folder or a Hugging Face hub id (``download`` allows fetching it), see
     :func:`dnadiff.loading.load_model`. :func:`dnadiff.load` also reads fine-tuned classifiers."""
-    from dnadiff.loading import load_model
 
     denoiser, diffusion, payload = load_model(checkpoint, download=download)
     return DNAModel(denoiser.to(device or "cpu"), diffusion, payload)
 
-
 def sampler_options(remdm_strategy: str = "loop", eta: float | None = None, block_length: int | None = None) -> dict:
     """The ReMDM and confidence options of :meth:`DNAModel.generate` (``remdm=``, ``confidence=``), checked."""
-    from dnadiff.diffusion.confidence import ConfidenceOptions
-    from dnadiff.diffusion.remdm import ReMDMOptions
 
     try:
         return {"remdm": ReMDMOptions(remdm_strategy, eta), "confidence": ConfidenceOptions(block_length=block_length)}
     except ValueError as err:
         raise UserError(f"{err}: fix --eta / --block-length") from None
-
 
 def check_writable(path: str | Path, overwrite: bool = True) -> Path:
     """Fail early, before any work, when ``path`` cannot be written as a file.
@@ -359,7 +353,6 @@ def check_writable(path: str | Path, overwrite: bool = True) -> Path:
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"output {path} is not writable: choose another --out")
     return path
-
 
 def write_fasta(seqs: Sequence[str], path: str | Path, names: Sequence[str] | None = None, width: int = 80) -> Path:
     """Write sequences as FASTA atomically (a temporary file in the same folder, then a rename).

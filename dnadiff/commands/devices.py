@@ -29,3 +29,10 @@ def device_options(args: argparse.Namespace) -> dict:
         if hasattr(args, name):
             options[name] = getattr(args, name)
     return options
+
+
+def torch_device(args: argparse.Namespace):
+    """The ``torch.device`` of a single-device command (evaluate, sample, score, ...) from its options."""
+    from dnadiff.devices import torch_device as resolve  # imports torch: only when a command runs
+
+    return resolve(args.accelerator, args.devices)

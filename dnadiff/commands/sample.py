@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from dnadiff.commands.devices import add_device_arguments
+from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
 from dnadiff.training.config import option
 
@@ -89,12 +89,11 @@ def _classifier(path: str, option_name: str):
 
 def run(args: argparse.Namespace) -> int:
     from dnadiff.data.reference import read_reference
-    from dnadiff.devices import torch_device
     from dnadiff.eval.sample_report import build_report, comparable_pieces
     from dnadiff.generate import check_writable, load, sampler_options, write_fasta
     from dnadiff.progress import CallProgress, human
 
-    device = torch_device(args.accelerator, args.devices)  # a bad device option fails before any work
+    device = torch_device(args)  # a bad device option fails before any work
     check_writable(args.out, overwrite=args.force)
     options = sampler_options(args.remdm_strategy, args.eta, args.block_length)
     reference = read_reference(args.real) if args.report and args.real else None

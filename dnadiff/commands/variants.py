@@ -42,8 +42,8 @@ def run(args) -> int:
     from dnadiff.data.fasta import open_genome
     from dnadiff.errors import UserError
     from dnadiff.generate import load
-    from dnadiff.scoring import variants as V
     from dnadiff.scoring import io
+    from dnadiff.scoring import variants as V
 
     device = torch_device(args)
     out_vcf = str(args.out).lower().endswith(".vcf")

@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 from dnadiff.errors import UserError
+from dnadiff.finetuning.trainer import build_classifier, predict_proba
+from dnadiff.models import build_model
+from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
 
 CLASSIFIER_FORMAT = "dnadiff-classifier/1"
 
@@ -55,7 +58,6 @@ class Classifier:
     def predict_proba(self, seqs: Sequence[str], budget_tokens: int | None = None) -> np.ndarray:
         """Class probabilities float64[N, K] of N sequences (any lengths; cut to ``max_length``), in
         length-sorted batches of at most ``budget_tokens`` padded tokens on the classifier's device."""
-        from dnadiff.finetuning.trainer import predict_proba
 
         seqs = _checked(seqs)
         return predict_proba(self.module, seqs, self.max_length, self.variant == "ph", budget_tokens)
@@ -75,15 +77,12 @@ class Classifier:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the classifier atomically to ``path`` (read it back with :func:`dnadiff.load`)."""
-        from dnadiff.training.checkpoint import save_checkpoint
 
         return save_checkpoint(path, self.payload())
 
     @classmethod
     def from_payload(cls, payload: dict, where: str = "the classifier file") -> "Classifier":
         """The classifier of a ``dnadiff-classifier/1`` dict; UserError when it does not describe one."""
-        from dnadiff.finetuning.trainer import build_classifier
-        from dnadiff.models import build_model
 
         missing = [k for k in ("backbone", "num_classes", "pooling", "state_dict", "class_names", "max_length",
                                "variant") if k not in payload]
@@ -104,7 +103,6 @@ class Classifier:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Classifier":
         """Read a ``classifier.pt`` (``weights_only=True``)."""
-        from dnadiff.training.checkpoint import load_checkpoint
 
         return cls.from_payload(load_checkpoint(path), str(path))
 
@@ -112,7 +110,6 @@ class Classifier:
         task = self.info.get("task", "?")
         return (f"Classifier(task={task!r}, classes={self.class_names}, variant={self.variant!r}, "
                 f"max_length={self.max_length})")
-
 
 def _checked(seqs: Sequence[str]) -> list[str]:
     if isinstance(seqs, str):

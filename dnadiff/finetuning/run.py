@@ -20,7 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from lightning.pytorch.utilities import rank_zero_only
+
+from dnadiff.data.genomic_benchmarks import load_task, resolve_task
+from dnadiff.devices import lightning_devices
 from dnadiff.errors import ParameterError, UserError
+from dnadiff.finetuning import protocol_splits, run_finetune, run_header, subsample, trainer
+from dnadiff.finetuning.batches import small_data_batch
+from dnadiff.finetuning.report import aggregate as merge_folds
+from dnadiff.finetuning.report import classifier_path, fold_path, write_fold, write_results
+from dnadiff.finetuning.trainer import load_finetune_config
+from dnadiff.models.config import caduceus_spec
 from dnadiff.training.config import check_value
 
 #: model_size choices (Caduceus-Ph presets of dnadiff.models.config.CaduceusConfig): "470k" is the Caduceus
@@ -50,7 +60,6 @@ class FinetuneResult:
             return (f"{self.task}: fold {self.fold} accuracy {'n/a' if acc is None else f'{acc:.3f}'}; wrote "
                     f"{self.fold_paths[0]} (merge the folds with `dnadiff finetune --aggregate {self.out}`)")
         return summary_line(self.results, self.json_path)
-
 
 def finetune(
     task: str,
@@ -115,12 +124,6 @@ def finetune(
 def _finetune(task, out, data, test_data, genome, coordinates, cache, download, checkpoint, from_scratch, model_size,
               folds, max_epochs, batch_size, max_length, protocol, max_examples, baselines, seed, micro_batch, fold,
               force, save_model, noisy, accelerator, devices, precision, strategy, progress) -> FinetuneResult:
-    from dnadiff.data.genomic_benchmarks import load_task, resolve_task
-    from dnadiff.devices import lightning_devices
-    from dnadiff.finetuning import protocol_splits, run_finetune, run_header, subsample
-    from dnadiff.finetuning.batches import small_data_batch
-    from dnadiff.finetuning.report import aggregate as merge_folds, classifier_path, write_fold, write_results
-    from dnadiff.finetuning.trainer import load_finetune_config
 
     folds = check_value(folds, "folds", "int", lo=1, hi=100)
     seed = check_value(seed, "seed", "int", lo=0, hi=2**32 - 1)
@@ -201,18 +204,15 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
     result.json_path, result.markdown_path = write_results(out, result.results)
     return result
 
-
 def aggregate(folder: str | os.PathLike) -> FinetuneResult:
     """Merge ``folder/fold_*.json`` into ``results.json`` / ``results.md`` (atomically); UserError for fold files
     of different experiments or missing folds."""
-    from dnadiff.finetuning.report import aggregate as merge_folds, write_results
 
     folder = Path(folder)
     results = merge_folds(folder)
     json_path, md_path = write_results(folder, results)
     return FinetuneResult(results["task"], folder, results, sorted(folder.glob("fold_*.json")),
                           sorted(folder.glob("classifier_fold_*.pt")), json_path, md_path)
-
 
 def summary_line(results: dict, json_path) -> str:
     """``task: accuracy 0.712 ± 0.013 over 5 folds (held-out folds); baselines: ...; results in PATH``."""
@@ -225,12 +225,9 @@ def summary_line(results: dict, json_path) -> str:
     return (f"{results['task']}: {head} ({results['summary_scope']})" + (f"; baselines: {base}" if base else "")
             + f"; results in {json_path}")
 
-
 def classifier_factory(checkpoint, from_scratch: bool, model_size: str | None, num_classes: int, pooling: str,
                        download: bool = False):
     """(make_classifier, variant, model description) from ``checkpoint`` / ``from_scratch`` / ``model_size``."""
-    from dnadiff.finetuning import trainer
-    from dnadiff.models.config import caduceus_spec
 
     if checkpoint and from_scratch:
         raise ParameterError("from_scratch", "from_scratch=True and a checkpoint given: choose one backbone source")
@@ -261,12 +258,10 @@ def classifier_factory(checkpoint, from_scratch: bool, model_size: str | None, n
     return make_classifier, variant, {"spec": spec, "variant": variant, "init": init,
                                       "parameters": params, "description": description}
 
-
 def check_out(out, fold: int | None, force: bool) -> Path:
     """ParameterError, before any work, when ``out`` cannot take this run's results: an existing file, a folder
     that cannot be created or written, or (without ``force``) one holding results of a run (the fold's own
     file for ``fold=K``; any results or fold file otherwise). Creates nothing."""
-    from dnadiff.finetuning.report import fold_path
 
     if out is None:
         raise ParameterError("out", "out=None: give a folder for the results")
@@ -286,13 +281,10 @@ def check_out(out, fold: int | None, force: bool) -> Path:
                             "or add --force to overwrite them")
     return path
 
-
 def rank() -> int:
     """Global rank of this process in a multi-process (DDP) run, 0 otherwise."""
-    from lightning.pytorch.utilities import rank_zero_only
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
-
 
 def _baseline_names(baselines) -> tuple[str, ...]:
     known = ("kmer_logreg", "cnn")
@@ -306,7 +298,6 @@ def _baseline_names(baselines) -> tuple[str, ...]:
         raise ParameterError("baselines", f"baselines={list(names)} names unknown baselines {unknown}: use True, "
                                           f"False or a subset of {list(known)}")
     return names
-
 
 @contextmanager
 def _progress_display(progress, task: str, protocol: str, folds: int, fold: int | None, epochs: int,

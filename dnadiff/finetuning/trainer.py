@@ -12,7 +12,6 @@ Reverse-complement handling per Caduceus variant:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

@@ -21,8 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import lightning as L
+import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+from dnadiff.atomic import atomic_write
+from dnadiff.devices import lightning_devices
 from dnadiff.errors import ParameterError, UserError
-from dnadiff.training.config import check_value
+from dnadiff.models.config import model_config
+from dnadiff.training.callbacks import AtomicCheckpointIO, ProgressLines, StepCallback, Throughput, WindowAudit
+from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
+from dnadiff.training.config import check_value, load_config, validate
+from dnadiff.training.data import build_data, genome_path
+from dnadiff.training.init import apply_init, check_modality, describe, init_model_spec
+from dnadiff.training.modalities import model_io, save_samples
+from dnadiff.training.module import DiffusionModule
+from dnadiff.training.run_folder import RunLock, appending_csv_logger, clean_start, holds_run, trim_metrics
 
 
 @dataclass
@@ -55,7 +70,6 @@ class PretrainResult:
         bits = self.val_bits_per_token
         return (f"{self.steps} steps in {self.seconds} s, {self.parameters:,} parameters, val {bits:.4f} {self.unit} "
                 f"(perplexity {math.exp(bits * math.log(2)):.3f}), {self.tokens_per_s:,.0f} tokens/s -> {self.model_path}")
-
 
 def pretrain(
     genome: str | os.PathLike | None = None,
@@ -110,18 +124,9 @@ def pretrain(
     with quiet_frameworks():
         return _pretrain(**arguments)
 
-
 def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contigs, test_contigs, decompress,
               max_steps, seed, accelerator, devices, precision, strategy, num_nodes, resume, force, init, download,
               progress) -> PretrainResult:
-    import lightning as L
-    import yaml
-
-    from dnadiff.atomic import atomic_write
-    from dnadiff.devices import lightning_devices
-    from dnadiff.training.data import build_data, genome_path
-    from dnadiff.training.init import apply_init, check_modality, describe, init_model_spec
-    from dnadiff.training.run_folder import RunLock, clean_start, trim_metrics
 
     # every input is checked before the run folder is created or touched
     if max_steps is not None:
@@ -182,12 +187,10 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
     return PretrainResult(out=out, model_path=out / "model.pt", steps=summary["steps"], seconds=summary["seconds"],
                           parameters=summary["parameters"], unit=data_info["unit"], metrics=metrics, config=cfg)
 
-
 def resolve_config(config, overrides, *, genome=None, dhs=None, text=None, images=None, bed=None, val_contigs=None,
                    test_contigs=None, decompress=False, max_steps=None, seed=None) -> dict:
     """The checked config of a run: defaults <- the YAML (a path or a bundled name) <- ``overrides`` <- the
     explicit arguments (data source, contigs, ``max_steps``, ``seed``)."""
-    from dnadiff.training.config import load_config, validate
 
     default = ("text8_tiny" if text else "digits_tiny" if images else "dhs_conditional" if dhs else "470k")
     cfg = load_config(str(config) if config else default, overrides)
@@ -206,13 +209,11 @@ def resolve_config(config, overrides, *, genome=None, dhs=None, text=None, image
         cfg["train"]["seed"] = seed
     return validate(cfg)
 
-
 def check_out(out: Path, resuming: bool, force: bool) -> Path:
     """Check that ``out`` can hold this run, creating nothing (UserError otherwise).
 
     A folder holding a previous run is refused unless resuming or starting over (``force``).
     """
-    from dnadiff.training.run_folder import holds_run
 
     if out.exists() and not out.is_dir():
         raise ParameterError("out", f"out={out} is a file, not a folder: choose a folder for the run")
@@ -226,10 +227,8 @@ def check_out(out: Path, resuming: bool, force: bool) -> Path:
                         f"or choose another --out")
     return out
 
-
 def resolve_resume(resume, out: Path) -> tuple[Path, dict] | None:
     """(checkpoint path, its contents) to resume from, checked to load safely (UserError if missing or corrupt)."""
-    from dnadiff.training.checkpoint import load_checkpoint
 
     if not resume:
         return None
@@ -239,11 +238,9 @@ def resolve_resume(resume, out: Path) -> tuple[Path, dict] | None:
         raise UserError(f"{path} is not a `dnadiff pretrain` checkpoint: resume from OUT/checkpoints/last.ckpt")
     return path, ckpt
 
-
 def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
     """UserError (one line) when the checkpoint cannot continue this config: a different model,
     diffusion process or window, or weights of other shapes."""
-    from dnadiff.models.config import model_config
 
     hp = ckpt["hyper_parameters"]
     for section, old, new in (("model", model_config(hp.get("model_spec", {})).to_spec(),
@@ -263,12 +260,8 @@ def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
             raise UserError(f"{path} holds {key} of shape {tuple(value.shape)}, this model has "
                             f"{tuple(state[key].shape)}: resume with the run's own model settings (its config.yaml)")
 
-
 def build_module(cfg: dict, data_info: dict):
     """The :class:`DiffusionModule` of a checked config for this data (model sizes set from the data)."""
-    from dnadiff.models.config import model_config
-    from dnadiff.training.modalities import model_io
-    from dnadiff.training.module import DiffusionModule
 
     model = dict(cfg["model"])
     io = model_io(data_info)
@@ -295,15 +288,9 @@ def build_module(cfg: dict, data_info: dict):
         assert module.diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
     return module
 
-
 def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="bar"):
     """The Lightning ``Trainer`` of a run: step checkpoints into ``out/checkpoints`` (atomic), the appending CSV
     log (and TensorBoard when installed), throughput, the chosen progress display."""
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-
-    from dnadiff.training.callbacks import AtomicCheckpointIO, ProgressLines, StepCallback, Throughput, WindowAudit
-    from dnadiff.training.run_folder import appending_csv_logger
 
     t = cfg["train"]
     max_steps = int(t["max_steps"])
@@ -334,10 +321,8 @@ def make_trainer(cfg: dict, device: dict, num_nodes: int, out: Path, progress="b
                     log_every_n_steps=int(t["log_every"]), enable_model_summary=False,
                     enable_progress_bar=progress == "bar", use_distributed_sampler=False)
 
-
 def _trainer(L, **options):
     """``L.Trainer(**options)``; Lightning's refusal of an option combination becomes one line."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         return L.Trainer(**options)
@@ -346,17 +331,13 @@ def _trainer(L, **options):
         raise UserError(f"Lightning refused --accelerator {options['accelerator']} --devices {options['devices']} "
                         f"--strategy {options['strategy']} ({first[:200]}): change these options") from None
 
-
 def launching_process() -> bool:
     """True in the process the user started (not in a DDP worker Lightning launched, nor on another node)."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
-
 def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, verbose: bool = True) -> dict:
     """Train, save last.ckpt, model.pt (with ``original``: the original rows and config an ``init`` model came
     from, for :func:`dnadiff.export`) and summary.json; returns the summary."""
-    from dnadiff.atomic import atomic_write
-    from dnadiff.training.checkpoint import save_checkpoint
 
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume[0]) if resume else None)
@@ -378,10 +359,8 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
                 print(f"samples -> {path}")
     return summary
 
-
 def write_samples(module, data_info: dict, out: Path, num: int = 16) -> Path:
     """A few samples of a text or pixel model (EMA weights): OUT/samples.txt or OUT/samples.png."""
-    from dnadiff.training.modalities import save_samples
 
     model = module.model.cpu().eval()
     if module.ema is not None:
