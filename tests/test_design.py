@@ -62,21 +62,20 @@ def test_guide_adapter_equals_the_classifier_and_guided_generation(parts, tmp_pa
     assert build_guidance(guide, target).fill == "mask" and build_guidance(oracle, target).fill == "x0"
 
     template = "ACGTAC" + "N" * 52 + "TTGACA"
-    opts = dict(template=template, steps=16, seed=5, sampler="cached")
+    opts = dict(template=template, steps=8, seed=5, sampler="cached")
     plain = model.generate(6, **opts)
     zero = model.generate(6, guide=guide, target=target, gamma=0.0, **opts)
     assert zero == plain  # gamma = 0: exactly the unguided draws
-    for form, sampler in (("exact", "cached"), ("exact", "ancestral"), ("exact", "first-hitting"),
-                          ("first-order", "cached")):
+    for form, sampler in (("exact", "cached"), ("exact", "first-hitting"), ("first-order", "ancestral")):
         if True:
-            out = model.generate(6, guide=guide, target=target, gamma=5.0, guide_form=form,
+            out = model.generate(3, guide=guide, target=target, gamma=5.0, guide_form=form,
                                  **{**opts, "sampler": sampler})
             assert all(s[:6] == "ACGTAC" and s[-6:] == "TTGACA" and len(s) == 64 for s in out)
             stats = model.last_stats
             assert stats["classifier_calls"] > 0 and stats["guide_fill"] == "mask"
             if form == "exact":
                 # 4 candidates per base revealed (a log-linear schedule starts a few bases from the uniform prior)
-                assert stats["classifier_rows"] % 4 == 0 and 0.8 * 6 * 52 * 4 <= stats["classifier_rows"] <= 6 * 52 * 4
+                assert stats["classifier_rows"] % 4 == 0 and 0.8 * 3 * 52 * 4 <= stats["classifier_rows"] <= 3 * 52 * 4
     scores = oracle_scores(oracle, plain, target)
     assert 0 <= scores["oracle_target_rate"] <= 1 and scores["num_scored"] == 6
     with pytest.raises(ParameterError, match="target"):
