@@ -166,7 +166,7 @@ def main():
     for r in rows:
         ci = r["oracle_target_rate_ci"]
 
-        def f(key):
+        def f(key, r=r):
             v, c = r.get(key), r.get(key + "_ci")
             if v is None:
                 return "-"

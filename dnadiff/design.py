@@ -19,7 +19,7 @@ predicted x0 instead (``fill="x0"``): an approximation, stated in the stats.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -156,7 +156,7 @@ def check_guide_length(classifier, length: int) -> None:
                         f"generate at most --length {classifier.max_length} or fine-tune the guide with a larger max_length")
 
 
-__all__ = ["ClassifierGuide", "build_guidance", "oracle_scores", "check_guide_length"]
+__all__ = ["ClassifierGuide", "build_guidance", "check_guide_length", "oracle_comparison", "oracle_scores"]
 
 
 def oracle_comparison(model, oracle, designs: Sequence[str], target: str, options: dict) -> dict:

@@ -9,9 +9,9 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 import dnadiff
-from conftest import REPO
 from dnadiff.data.tokenizer import MASK, encode
 from dnadiff.errors import ParameterError, UserError
 

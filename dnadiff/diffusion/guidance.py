@@ -37,8 +37,8 @@ draws (same random numbers). Fixed (unmasked) positions are never revealed, so n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +80,7 @@ class ClassifierGuidance:
         if self.chunk < 1:
             raise ValueError("chunk must be >= 1")
 
-    def around(self, left: torch.Tensor | None, right: torch.Tensor | None) -> "ClassifierGuidance":
+    def around(self, left: torch.Tensor | None, right: torch.Tensor | None) -> ClassifierGuidance:
         """The same guidance for a window with ``left`` / ``right`` context tokens (LongTensor[N, *])."""
         return dataclasses.replace(self, left=left, right=right)
 
@@ -96,7 +96,7 @@ class ClassifierGuidance:
         base = mu[reveal]
         if self.gamma == 0 or base.shape[0] == 0:
             return base
-        N, L = z.shape
+        N = z.shape[0]
         t = t.to(device=z.device, dtype=torch.float32) if isinstance(t, torch.Tensor) \
             else torch.full((N,), float(t), device=z.device)
         rows = reveal.any(-1).nonzero().squeeze(-1)  # sequences that reveal something
