@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--gammas", type=float, nargs="+", default=[0, 1, 2, 5, 10])
     ap.add_argument("--target", default="HepG2")
     ap.add_argument("--n-boot", type=int, default=100)
+    ap.add_argument("--held-out", type=int, default=1000, help="test sequences scoring the classifiers' accuracy")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="benchmarks/design.png")
     args = ap.parse_args()
@@ -129,10 +130,10 @@ def main():
                                         args.classifier_steps, noisy=False, seed=2)
     print(f"# classifiers trained in {guide_s:.0f} + {oracle_s:.0f} s", flush=True)
     acc = {}
-    held = rng.permutation(len(test.sequences))[:1000]
+    held = rng.permutation(len(test.sequences))[: args.held_out]
     for name, clf in (("guide", guide), ("oracle", oracle)):
         acc[name] = float((clf.predict([test.sequences[i] for i in held]) == test.labels[held]).mean())
-    print(f"# test accuracy on 1000 held-out: {acc}", flush=True)
+    print(f"# test accuracy on {len(held)} held-out: {acc}", flush=True)
     real_target = [s for s, y in zip(test.sequences, test.labels) if y == k]
     labelled = test.sequences
     labels = list(test.labels)
