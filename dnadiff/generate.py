@@ -140,6 +140,10 @@ class DNAModel:
         batch_size: int = 256,
         remdm=None,
         confidence=None,
+        guide=None,
+        target: str | None = None,
+        gamma: float = 1.0,
+        guide_form: str = "exact",
     ) -> list[str] | torch.Tensor:
         """Generate ``num`` sequences.
 
@@ -160,6 +164,12 @@ class DNAModel:
                 classifier-free guidance weight w >= 0.
             seed: seed of the draws (the same seed gives the same sequences).
             batch_size: sequences generated together.
+            guide, target, gamma, guide_form: classifier guidance (:mod:`dnadiff.design`): a saved
+                :class:`~dnadiff.finetuning.classifier.Classifier`, the class to design toward, the
+                strength gamma and the form (``"exact"``: the classifier on the 4 candidate bases of
+                every position revealed, 4 rows each; ``"first-order"``: one gradient per step).
+                Exact samplers only (cached, ancestral, first-hitting); composes with templates,
+                CFG and windows. ``last_stats`` counts ``classifier_calls`` / ``classifier_rows``.
         Returns:
             ``num`` strings over A/C/G/T, or LongTensor[num, L] of ids 0..3 with ``as_strings=False``.
         Raises:
@@ -191,8 +201,20 @@ class DNAModel:
             raise UserError(f"--steps {steps} is not positive: use at least 1 (about the window length is exact-quality)")
         labels, null = self._labels(num, class_name, guidance)
         device = self.device
+        guiding = None
+        if guide is not None:
+            from dnadiff.design import build_guidance, check_guide_length
+
+            if sampler not in ("cached", "ancestral", "first-hitting"):
+                raise UserError(f"classifier guidance needs an exact sampler: use --sampler cached, ancestral or "
+                                f"first-hitting, not {sampler}")
+            if not state_independent(self.diffusion):
+                raise UserError("classifier guidance needs a state-independent schedule and this checkpoint uses "
+                                "GenMD4's learned per-base schedule")
+            guiding = build_guidance(guide.to(device), target, gamma, guide_form)
+            check_guide_length(guide, length)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-        outputs, stats = [], {"denoiser_calls": 0, "rows_evaluated": 0}
+        outputs, stats = [], {"denoiser_calls": 0, "rows_evaluated": 0, "classifier_calls": 0, "classifier_rows": 0}
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
             tokens, batch_stats = self.diffusion.sample(
@@ -202,12 +224,17 @@ class DNAModel:
                 fixed_mask=None if fixed_mask is None else fixed_mask.expand(n, -1).to(device),
                 labels=None if labels is None else labels[start : start + n].to(device),
                 guidance=guidance, null_label=null, max_context=self.window, generator=generator,
-                return_stats=True, remdm=remdm, confidence=confidence,
+                return_stats=True, remdm=remdm, confidence=confidence, guide=guiding,
             )
             outputs.append(tokens.cpu())
             stats["denoiser_calls"] += batch_stats["denoiser_calls"]
             stats["rows_evaluated"] += batch_stats["rows_evaluated"]
+            stats["classifier_calls"] += batch_stats.get("classifier_calls", 0)
+            stats["classifier_rows"] += batch_stats.get("classifier_rows", 0)
         self.last_stats = {**stats, "num": num, "length": length, "steps": steps, "sampler": sampler}
+        if guiding is not None:
+            self.last_stats.update(guide_target=target, gamma=float(gamma), guide_form=guide_form,
+                                   guide_fill=guiding.fill)
         tokens = torch.cat(outputs)
         return decode_batch(tokens) if as_strings else tokens
 

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micro-batch", type=option("int", lo=1, hi=65_536), help="sequences per forward/backward (gradient accumulation up to "
                         "the batch size); default bounded by memory")
     parser.add_argument("--fold", type=option("int", lo=0, hi=99), help="run only fold (or seed) K, 0-based, writing OUT/fold_K.json")
+    parser.add_argument("--noisy", action="store_true", help="train on sequences masked at a random level: a guide "
+                        "for `sample --guide` valid at every step")
     parser.add_argument("--save-model", action="store_true", help="write OUT/classifier_fold_K.pt (each fold's selected "
                         "classifier; dnadiff.load reads it, predict_proba scores new sequences)")
     parser.add_argument("--aggregate", metavar="DIR", help="merge DIR/fold_*.json into DIR/results.json and results.md")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                       max_epochs=args.max_epochs, batch_size=args.batch_size, max_length=args.max_length,
                       protocol=args.protocol, selection=args.selection, max_examples=args.max_examples, baselines=not args.no_baselines,
                       seed=args.seed, micro_batch=args.micro_batch, fold=args.fold, force=args.force,
-                      save_model=args.save_model, **device_options(args))
+                      save_model=args.save_model, noisy=args.noisy, **device_options(args))
     if rank() == 0:
         print(result.summary())
     return 0

@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=option("float", lo=0, hi=1000), default=0.0, help="classifier-free guidance weight (needs --class)")
     parser.add_argument("--seed", type=option("int", lo=0, hi=2**63 - 1), default=None)
     parser.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), default=256, help="sequences generated together")
+    parser.add_argument("--guide", default=None, help="classifier guidance: a classifier_fold_K.pt from "
+                        "`dnadiff finetune --save-model` (--noisy for one valid at every step)")
+    parser.add_argument("--target", default=None, help="the guide's class to design toward")
+    parser.add_argument("--gamma", type=option("float", lo=0), default=1.0, help="classifier guidance strength")
+    parser.add_argument("--guide-form", choices=("exact", "first-order"), default="exact",
+                        help="exact: the classifier on the 4 bases of every revealed position; first-order: one gradient per step")
+    parser.add_argument("--oracle", default=None, help="--report: an independent classifier (trained on data disjoint "
+                        "from the guide's) scoring the designs beside unguided samples and CFG")
     add_device_arguments(parser, training=False)
     parser.add_argument("--report", action="store_true", help="print quality metrics of the samples")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line instead of a table")
@@ -71,6 +79,17 @@ def _print_report(metrics: dict) -> None:
         print(f"  {key:<26} {value}")
 
 
+def _classifier(path: str, option_name: str):
+    from dnadiff.api import load as load_any
+    from dnadiff.finetuning.classifier import Classifier
+
+    clf = load_any(path)
+    if not isinstance(clf, Classifier):
+        raise UserError(f"{option_name} {path} is a generative model, not a classifier: give a classifier_fold_K.pt "
+                        "written by `dnadiff finetune --save-model`")
+    return clf
+
+
 def run(args: argparse.Namespace) -> int:
     from dnadiff.data.reference import read_reference
     from dnadiff.eval.sample_report import build_report, comparable_pieces
@@ -83,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train, "--train").held_out if args.report and args.train else None
     model = load(args.checkpoint, device=device, download=args.download)
+    guide = _classifier(args.guide, "--guide") if args.guide else None
+    oracle = _classifier(args.oracle, "--oracle") if args.oracle and args.report else None
+    if args.target is not None and guide is None and oracle is None:
+        raise UserError("--target needs --guide (or --report --oracle): give the classifier to design toward")
+    if oracle is not None and args.target is None:
+        raise UserError("--oracle needs --target: name the class the oracle should score")
+    guided = dict(guide=guide, target=args.target, gamma=args.gamma, guide_form=args.guide_form) if guide else {}
     length = args.length or (len(args.template) if args.template else model.window)
     calls, estimate = model.estimate(args.num, length, args.steps, args.batch_size, args.guidance)
     if estimate > MAX_ESTIMATED_SECONDS and not args.force:
@@ -102,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         seqs = model.generate(args.num, length=args.length, steps=args.steps, sampler=args.sampler,
                               temperature=args.temperature, top_p=args.top_p, prefix=args.prefix,
                               template=args.template, class_name=args.class_name, guidance=args.guidance,
-                              seed=seed, batch_size=args.batch_size, **options)
+                              seed=seed, batch_size=args.batch_size, **options, **guided)
     finally:
         model.denoiser = inner
     seconds = time.perf_counter() - started
@@ -118,8 +144,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"seed {seed} (drawn; --seed {seed} repeats this run)", file=sys.stderr, flush=True)
     print(f"wrote {len(seqs)} sequences of {stats['length']} bp to {args.out} "
           f"({stats['denoiser_calls']} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
+    if guide is not None:
+        print(f"guided toward {args.target} (gamma {args.gamma}, {args.guide_form}, fill {stats['guide_fill']}): "
+              f"{stats['classifier_calls']} classifier calls, {stats['classifier_rows']} rows")
     if args.report:
         metrics = build_report(model, seqs, args.class_name, reference, train)
+        if oracle is not None:
+            from dnadiff.design import oracle_comparison
+
+            same = dict(length=args.length, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
+                        top_p=args.top_p, prefix=args.prefix, template=args.template, class_name=args.class_name,
+                        guidance=args.guidance, seed=seed, batch_size=args.batch_size, **options)
+            for group, figures in oracle_comparison(model, oracle, seqs, args.target, same).items():
+                metrics.update({f"{group}_{k}": v for k, v in figures.items()})
         picture = report_plot(metrics, f"{args.out}.report.png")
         if args.json:
             print(json.dumps(metrics, default=str))

@@ -7,6 +7,7 @@ from .build import build_diffusion
 from .denoiser import call_denoiser
 from .ema import EMA
 from .genmd4 import GenMD4
+from .guidance import ClassifierGuidance
 from .likelihood import LikelihoodReport, evaluate, summarize
 from .masked import MaskedDiffusion
 from .confidence import ConfidenceOptions
@@ -21,4 +22,5 @@ __all__ = [
     "GenMD4", "MaskedDiffusion", "LikelihoodReport", "evaluate", "summarize", "sample", "time_grid", "top_p_filter",
     "SCHEDULES", "MaskingSchedule", "LinearSchedule", "CosineSchedule", "PolynomialSchedule", "GeometricSchedule",
     "LogLinearSchedule", "get_schedule", "ClippedSchedule", "SAMPLERS", "ReMDMOptions", "ConfidenceOptions",
+    "ClassifierGuidance",
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from .guidance import guided_tokens
 from .reverse import MuCache, categorical, state_independent, time_grid
 
 
@@ -43,7 +44,7 @@ def hitting_times(schedule, level: torch.Tensor, iters: int = 60) -> torch.Tenso
 def first_hitting_window(process, denoiser, z: torch.Tensor, steps: int | None = None, grid: str = "uniform",
                          cached: bool = True, labels=None, guidance: float = 0.0, null_label=None,
                          temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-                         stats: dict | None = None) -> torch.Tensor:
+                         stats: dict | None = None, guide=None) -> torch.Tensor:
     """Reveal the masked positions of z event by event: LongTensor[N, L] -> LongTensor[N, L].
 
     Args:
@@ -51,6 +52,8 @@ def first_hitting_window(process, denoiser, z: torch.Tensor, steps: int | None =
         steps: None (one position per event) or T (positions grouped by the T-step ``grid``).
         cached: unused (every event changes the state, so nothing could be reused); kept for a
             uniform signature.
+        guide: a :class:`~.guidance.ClassifierGuidance` reweighting each reveal (exact draws from
+            p(x | y) with ``steps=None``, gamma = 1 and a noisy classifier).
     """
     del cached
     if not state_independent(process):
@@ -87,7 +90,8 @@ def first_hitting_window(process, denoiser, z: torch.Tensor, steps: int | None =
         else:
             t = grid_t[current.clamp(0, steps - 1)]
         mu = cache.get(z, t, active)
+        probs = guided_tokens(guide, z, mu, reveal, t, stats)
         z = z.clone()
-        z[reveal] = categorical(mu[reveal], generator)
+        z[reveal] = categorical(probs, generator)
         pending &= ~reveal
     return torch.where(never, uniform, z)

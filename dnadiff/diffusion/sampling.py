@@ -30,6 +30,7 @@ import torch
 
 from .confidence import ConfidenceOptions, confidence_window
 from .first_hitting import first_hitting_window
+from .guidance import ClassifierGuidance, guided_tokens
 from .remdm import ReMDMOptions, remdm_window
 from .reverse import (MuCache, categorical, decode_remaining, denoiser_probs, device_of, reverse_draw,  # noqa: F401
                       start_from_prior, state_independent, time_grid, top_p_filter)
@@ -39,7 +40,7 @@ from .reverse import (MuCache, categorical, decode_remaining, denoiser_probs, de
 def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, grid: str = "uniform",
                   labels=None, guidance: float = 0.0, null_label=None, temperature: float = 1.0,
                   top_p: float = 1.0, generator: torch.Generator | None = None, stats: dict | None = None,
-                  reuse: bool | None = None) -> torch.Tensor:
+                  reuse: bool | None = None, guide: ClassifierGuidance | None = None) -> torch.Tensor:
     """Ancestral (``cached=False``) or cached reverse process on a partially masked batch z:
     LongTensor[N, L] -> LongTensor[N, L].
 
@@ -47,7 +48,8 @@ def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, 
     reveal something (state-independent schedules) and, with ``reuse`` (default: ``cached``; only
     valid for denoisers that ignore t), reuse the last mu of rows that did not change. Both paths
     consume the same random numbers, so they give the same samples. ``stats`` (if given)
-    accumulates ``denoiser_calls`` (batched calls) and ``rows_evaluated``.
+    accumulates ``denoiser_calls`` (batched calls) and ``rows_evaluated``. ``guide``: classifier
+    guidance of the reveals (:mod:`.guidance`; state-independent schedules only).
     """
     reuse = cached if reuse is None else reuse
     ts = time_grid(steps, grid)
@@ -58,6 +60,8 @@ def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, 
     stale = torch.ones(N, dtype=torch.bool, device=z.device)  # rows whose cached mu is out of date
     is_masked = z == mask_id
     two_stage = state_independent(process)
+    if guide is not None and not two_stage:
+        raise ValueError("classifier guidance needs a state-independent schedule (not GenMD4)")
     for k in range(steps):
         t, s = ts[k], ts[k + 1]
         active = is_masked.any(-1)
@@ -73,8 +77,9 @@ def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, 
             mu = cache.get(z, t, need) if need.any() else cache.mu
             stale &= ~need
             if reveal.any():
+                probs = guided_tokens(guide, z, mu, reveal, t, stats)
                 z = z.clone()
-                z[reveal] = categorical(mu[reveal], generator)
+                z[reveal] = categorical(probs, generator)
                 is_masked &= ~reveal
                 stale |= reveal.any(-1)
             continue
@@ -101,7 +106,7 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
            labels: torch.Tensor | None = None, guidance: float = 0.0, null_label: int | None = None,
            max_context: int | None = None, block: int | None = None,
            generator: torch.Generator | None = None, device=None, time_conditioned: bool | None = None,
-           return_stats: bool = False, remdm=None, confidence=None):
+           return_stats: bool = False, remdm=None, confidence=None, guide: ClassifierGuidance | None = None):
     """Generate sequences: LongTensor[num, length] (and a stats dict if ``return_stats``).
 
     Args:
@@ -122,6 +127,10 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
         max_context: the model's context; longer ``length`` is generated in semi-autoregressive
             windows of this size, each conditioned on the previous ``max_context - block`` tokens.
         block: new tokens per window after the first (default max_context // 2).
+        guide: classifier guidance (:class:`~.guidance.ClassifierGuidance`: a callable log p(y | x),
+            gamma, exact or first-order form) applied at every reveal of the exact samplers (cached,
+            ancestral, first-hitting); composes with ``fixed``, CFG and ``max_context`` windows (the
+            classifier sees the whole sequence, the window in its place).
         time_conditioned: override ``denoiser.time_conditioned`` (default True when absent, i.e.
             caching only when the denoiser declares it is safe).
     """
@@ -131,6 +140,8 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
         raise ValueError("classifier-free guidance needs labels and null_label")
     if steps is None and sampler != "first-hitting":
         raise ValueError(f"sampler {sampler!r} needs a number of steps")
+    if guide is not None and sampler not in ("cached", "ancestral", "first-hitting"):
+        raise ValueError(f"classifier guidance needs an exact sampler (cached, ancestral, first-hitting), not {sampler!r}")
     if time_conditioned is None:
         time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
     cached = sampler in ("cached", "first-hitting", "remdm") and not time_conditioned  # mu may be reused
@@ -145,7 +156,7 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
         z = torch.where(fm, fixed.to(device), z)
     if labels is not None:
         labels = labels.to(device)
-    stats: dict = {"denoiser_calls": 0, "rows_evaluated": 0, "steps": steps, "sampler": sampler, "cached": cached}
+    stats: dict = {"denoiser_calls": 0, "rows_evaluated": 0, "classifier_calls": 0, "classifier_rows": 0, "steps": steps, "sampler": sampler, "cached": cached}
     common = dict(labels=labels, guidance=guidance, null_label=null_label, temperature=temperature, top_p=top_p,
                   generator=generator, stats=stats)
     if sampler in ("cached", "ancestral"):
@@ -159,6 +170,11 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
     else:
         window_fn = functools.partial(confidence_window, steps=steps, grid=grid,
                                       options=confidence or ConfidenceOptions(), **common)
+    if guide is not None:
+        plain_fn = window_fn
+
+        def window_fn(process, denoiser, zw, left=None, right=None):
+            return plain_fn(process, denoiser, zw, guide=guide.around(left, right))
     try:
         if max_context is None or length <= max_context:
             z = window_fn(process, denoiser, z)
@@ -169,7 +185,11 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
             start = 0
             while True:
                 window = slice(start, start + max_context)
-                z[:, window] = window_fn(process, denoiser, z[:, window].clone())
+                if guide is None:
+                    z[:, window] = window_fn(process, denoiser, z[:, window].clone())
+                else:
+                    z[:, window] = window_fn(process, denoiser, z[:, window].clone(), z[:, :start],
+                                             z[:, start + max_context:])
                 if start + max_context >= length:
                     break
                 start = min(start + block, length - max_context)

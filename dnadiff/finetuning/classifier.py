@@ -7,7 +7,8 @@
 ``dnadiff finetune --save-model`` writes one ``classifier_fold_K.pt`` per fold (the fold's selected epoch: the
 same weights that fold's figures describe). The file is a plain dict (``weights_only=True`` loads it):
 ``{"format": "dnadiff-classifier/1", "backbone": <model spec>, "num_classes", "pooling", "state_dict",
-"class_names", "max_length", "variant", "task", "fold", "metrics"}``.
+"class_names", "max_length", "variant", "task", "fold", "metrics"}`` and ``"noisy": True`` for a classifier
+trained on partially masked sequences (``finetune(noisy=True)``: a valid guide of masked diffusion at every step).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ class Classifier:
                 "num_classes": len(self.class_names), "pooling": self.module.pooling,
                 "state_dict": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
                 "class_names": self.class_names, "max_length": self.max_length, "variant": self.variant,
-                **{k: v for k, v in self.info.items() if k in ("task", "fold", "metrics", "description")}}
+                **{k: v for k, v in self.info.items() if k in ("task", "fold", "metrics", "description", "noisy")}}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the classifier atomically to ``path`` (read it back with :func:`dnadiff.load`)."""
@@ -96,7 +97,7 @@ class Classifier:
             detail = (str(err).strip().splitlines() or [""])[-1].strip()[:160]
             raise UserError(f"weights do not fit the classifier described in {where} ({detail}): the file is "
                             "damaged or from another version") from None
-        info = {k: payload[k] for k in ("task", "fold", "metrics", "description") if k in payload}
+        info = {k: payload[k] for k in ("task", "fold", "metrics", "description", "noisy") if k in payload}
         return cls(module, payload["class_names"], payload["max_length"], payload["variant"], info)
 
     @classmethod

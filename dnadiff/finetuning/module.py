@@ -44,13 +44,16 @@ class FinetuneModule(L.LightningModule):
             val_budget: padded tokens per validation batch.
         seed: seed of the shuffling (per epoch) and of the augmentation draws (per step and rank).
         on_epoch: optional ``on_epoch(epoch, val_accuracy)`` called after each validation (progress).
+        noisy: train on partially masked sequences (:func:`mask_at_random_level`), the classifier p(y | z_t)
+            that guides masked diffusion at every step; validation (model selection) stays on clean sequences.
     With several processes (DDP) each takes its share of every global batch (:class:`RankBatches`) and of
     the validation batches; validation predictions are gathered, gradients all-reduced once per step.
     """
 
     def __init__(self, classifier: nn.Module, train, val, batch_size: int, micro: int, max_length: int,
                  val_budget: int, lr: float, weight_decay: float, warmup: int, total_steps: int,
-                 min_lr_ratio: float, grad_clip: float, augment: bool, conjoin: bool, seed: int = 0, on_epoch=None):
+                 min_lr_ratio: float, grad_clip: float, augment: bool, conjoin: bool, seed: int = 0, on_epoch=None,
+                 noisy: bool = False):
         super().__init__()
         self.automatic_optimization = False
         self.classifier = classifier
@@ -62,6 +65,7 @@ class FinetuneModule(L.LightningModule):
         self.grad_clip, self.augment, self.conjoin, self.seed = grad_clip, augment, conjoin, int(seed)
         self.val_labels = np.asarray(val_labels)
         self.on_epoch = on_epoch
+        self.noisy = bool(noisy)
         self.best = {"accuracy": -1.0, "epoch": -1, "state": None, "probs": None}
         self.history: list[float] = []
         self._probs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -102,8 +106,13 @@ class FinetuneModule(L.LightningModule):
         n, B = len(self.train_split), self.batch_size
         size = min(B, n - batch_idx * B) / world  # this rank's share of the global batch's mean (DDP averages ranks)
         flips = self.flips(int(batch["size"])) if self.augment else None
+        noise = None
+        if self.noisy:
+            noise = torch.Generator().manual_seed((self.seed * 1_000_033 + self.global_step * 7_927
+                                                   + self.global_rank * 104_723 + 1) % (2**63))
         no_sync = self.trainer.strategy.block_backward_sync if world > 1 else None
-        total = accumulate_gradients(self.classifier, batch["micro"], size, self.manual_backward, flips, no_sync)
+        total = accumulate_gradients(self.classifier, batch["micro"], size, self.manual_backward, flips, no_sync,
+                                     noise)
         if self.grad_clip:
             self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
@@ -133,8 +142,24 @@ class FinetuneModule(L.LightningModule):
         return mb.index.cpu(), probs.cpu()
 
 
+def mask_at_random_level(tokens: torch.Tensor, valid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mask each sequence at its own level: LongTensor[b, l] -> LongTensor[b, l] with MASK ids.
+
+    Each row draws t ~ U(0, 1) and masks each valid position independently with probability t: z_t of the
+    linear schedule (1 - alpha(t) = t). Under masking diffusion p(y | z_t) does not depend on t given z_t
+    (the mask pattern is independent of x), so a classifier trained this way serves every schedule; the
+    schedule only weights which mask levels it sees most. Draws on the CPU ``generator``."""
+    from dnadiff.data.tokenizer import MASK
+
+    b, l = tokens.shape
+    level = torch.rand(b, 1, generator=generator)
+    hit = (torch.rand(b, l, generator=generator) < level).to(tokens.device) & valid
+    return torch.where(hit, torch.full_like(tokens, MASK), tokens)
+
+
 def accumulate_gradients(classifier: nn.Module, micro: list[MicroBatch], size: float, backward,
-                         flips: torch.Tensor | None = None, no_sync=None) -> float:
+                         flips: torch.Tensor | None = None, no_sync=None,
+                         noise: torch.Generator | None = None) -> float:
     """Backward pass of one effective batch of ``size`` examples, micro-batch by micro-batch.
 
     Each micro-batch contributes ``sum of its cross-entropies / size``, so the accumulated gradient is the
@@ -142,6 +167,7 @@ def accumulate_gradients(classifier: nn.Module, micro: list[MicroBatch], size: f
     complements those examples within their valid length first (RC augmentation). ``backward(loss)`` runs
     the backward pass (``loss.backward`` or Lightning's ``manual_backward``); ``no_sync`` (a context-manager
     factory, DDP's) wraps every micro-batch but the last, so gradients are all-reduced once per step.
+    ``noise`` (a CPU generator): mask each example at a random level first (:func:`mask_at_random_level`).
     Returns the batch's mean loss.
     """
     import contextlib
@@ -150,16 +176,18 @@ def accumulate_gradients(classifier: nn.Module, micro: list[MicroBatch], size: f
     for i, mb in enumerate(micro):
         context = no_sync() if no_sync is not None and i < len(micro) - 1 else contextlib.nullcontext()
         with context:
-            total += _micro_step(classifier, mb, size, backward, flips, seen)
+            total += _micro_step(classifier, mb, size, backward, flips, seen, noise)
         seen += len(mb.tokens)
     return total
 
 
-def _micro_step(classifier, mb: MicroBatch, size: float, backward, flips, seen: int) -> float:
+def _micro_step(classifier, mb: MicroBatch, size: float, backward, flips, seen: int, noise=None) -> float:
     tokens = mb.tokens
     if flips is not None:
         flip = flips[seen : seen + len(tokens)].to(tokens.device)
         tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, mb.valid), tokens)
+    if noise is not None:
+        tokens = mask_at_random_level(tokens, mb.valid, noise)
     logits = _wide(classifier(tokens, mb.valid))
     loss = nn.functional.cross_entropy(logits, mb.labels, reduction="sum") / size
     backward(loss)

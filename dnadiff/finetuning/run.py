@@ -93,6 +93,7 @@ def finetune(
     fold: int | None = None,
     force: bool = False,
     save_model: bool = False,
+    noisy: bool = False,
     accelerator: str = "auto",
     devices: int | str | Sequence[int] = 1,
     precision: str = "auto",
@@ -115,6 +116,8 @@ def finetune(
             task's config (configs/finetune/<task>.yaml). max_examples: subsample each split. baselines: True,
             False or a subset of ("kmer_logreg", "cnn"). fold: run only fold K (one job of an array).
         force: overwrite results already in ``out``. save_model: write ``OUT/classifier_fold_K.pt`` per fold.
+        noisy: train on sequences masked at a random level (the classifier reads partially masked sequences:
+            a guide of masked diffusion at every step, :mod:`dnadiff.design`); stated in the saved file.
         accelerator, devices, precision, strategy: Lightning's (one fold across several GPUs with ddp).
         progress: "bar" (rich, on stderr), None, or ``callable(event, fold, epoch, value)`` with events "fold",
             "epoch" (value = the epoch's validation accuracy) and "baselines".
@@ -130,7 +133,7 @@ def finetune(
 
 def _finetune(task, out, data, test_data, genome, coordinates, cache, download, checkpoint, from_scratch, model_size,
               folds, max_epochs, batch_size, max_length, protocol, selection, max_examples, baselines, seed, micro_batch, fold,
-              force, save_model, accelerator, devices, precision, strategy, progress) -> FinetuneResult:
+              force, save_model, noisy, accelerator, devices, precision, strategy, progress) -> FinetuneResult:
 
     folds = check_value(folds, "folds", "int", lo=1, hi=100)
     seed = check_value(seed, "seed", "int", lo=0, hi=2**32 - 1)
@@ -166,6 +169,7 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
                        ("micro_batch", "micro_batch")):
         if name in overrides:
             setattr(config, attr, overrides[name])
+    config.noisy = bool(noisy)
     examples = load_task(task, data=data, test_data=test_data, genome=genome, coordinates=coordinates, cache=cache,
                          download=download)
     examples.train = subsample(examples.train, max_examples, seed)
@@ -202,6 +206,8 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
                 from dnadiff.finetuning.classifier import Classifier
 
                 record = {"task": task, "fold": index, "description": model_info["description"]}
+                if config.noisy:
+                    record["noisy"] = True
                 clf = Classifier(classifier, examples.class_names, config.max_length, variant, record)
                 saved.append(clf.save(classifier_path(out, index)))
 

@@ -43,6 +43,8 @@ class FinetuneConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     micro_batch: int | None = None
+    #: train on sequences masked at a random level (``finetune(noisy=True)``): a guide for masked diffusion
+    noisy: bool = False
 
 
 #: the keys of a fine-tuning config, typed and bounded like the pretraining schema's
@@ -201,7 +203,8 @@ def train_fold(
                             max(64, INFERENCE_BUDGET // (width * depth)), lr=config.lr,
                             weight_decay=config.weight_decay, warmup=warmup_steps(total, config.warmup_fraction),
                             total_steps=total, min_lr_ratio=config.min_lr_ratio, grad_clip=config.grad_clip,
-                            augment=variant == "ph", conjoin=variant == "ph", seed=seed, on_epoch=on_epoch)
+                            augment=variant == "ph", conjoin=variant == "ph", seed=seed, on_epoch=on_epoch,
+                            noisy=config.noisy)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Your `IterableDataset` has `__len__`.*")

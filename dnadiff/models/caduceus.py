@@ -19,7 +19,7 @@ from dnadiff.models.bimamba import BiMamba
 from dnadiff.models.checkpointing import run_blocks
 from dnadiff.models.conditioning import Conditioned
 from dnadiff.models.config import CaduceusConfig
-from dnadiff.models.rcps import RCPSEmbedding, rcps_add_norm, rcps_logits, rcps_mixer
+from dnadiff.models.rcps import RCPSEmbedding, rcps_logits, rcps_mixer
 from dnadiff.rc import COMPLEMENT, conjoin, random_rc, rc_logits
 
 VARIANTS = ("ph", "ps")

@@ -27,9 +27,7 @@ import torch
 from dnadiff.data.tokenizer import MASK, NUM_BASES, encode
 from dnadiff.diffusion.process import stratified_times
 from dnadiff.errors import UserError
-from dnadiff.rc import reverse_complement
-from dnadiff.scoring.common import (device_of, masked_logprobs, parts, resolve_strands, strand_logprobs,
-                                    window_around)
+from dnadiff.scoring.common import (device_of, masked_logprobs, parts, resolve_strands, strand_logprobs)
 
 REF_MISMATCH = ("refuse", "skip", "flag")
 _BASE_INDEX = {"A": 0, "C": 1, "G": 2, "T": 3}
