@@ -23,8 +23,8 @@ def check_accelerator(accelerator: str) -> str:
     if accelerator == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ParameterError("accelerator", "accelerator=gpu but PyTorch sees no CUDA GPU here: use cpu (or auto), "
-                                            "or install a CUDA build of PyTorch")
+        raise ParameterError("accelerator", "accelerator=gpu but PyTorch sees no CUDA GPU here: use cpu "
+                                            "(--accelerator cpu, or auto), or install a CUDA build of PyTorch")
     return "gpu" if accelerator == "cuda" else accelerator
 
 

@@ -186,7 +186,8 @@ def test_folds_as_jobs_then_aggregate_equals_the_whole_run(capsys, tmp_path):
     jobs = tmp_path / "jobs"
     for k in (1, 0):  # any order, as array jobs finish
         assert main([*common, "--fold", str(k), "--out", str(jobs)]) == 0
-    assert sorted(p.name for p in jobs.iterdir()) == ["fold_0.json", "fold_1.json"]
+    assert sorted(p.name for p in jobs.iterdir() if not p.name.startswith("provenance_")) == ["fold_0.json", "fold_1.json"]
+    assert sorted(p.name for p in jobs.glob("provenance_*")) == ["provenance_fold_0.json", "provenance_fold_1.json"]
     out = capsys.readouterr()
     assert "batch lowered to 8" in out.err  # 20 training examples per fold: small-data batch, said once per job
     assert main(["finetune", "--aggregate", str(jobs)]) == 0

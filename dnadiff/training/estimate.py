@@ -68,7 +68,8 @@ def estimate_run(cfg: dict, module, device: dict, start_step: int = 0, force: bo
     to print. Raises UserError, naming a smaller config, when a CPU run would take more than
     :data:`MAX_CPU_SECONDS` and ``force`` is not set."""
     torch_device = run_device(device)
-    window, batch = int(cfg["data"]["window"]), int(cfg["data"]["batch_size"])
+    info = dict(getattr(module, "hparams", {}).get("data_info") or {})  # the data's own length (text, pixels, DHS)
+    window, batch = int(info.get("window") or cfg["data"]["window"]), int(cfg["data"]["batch_size"])
     if seconds_per_step is None:
         seconds_per_step = time_steps(module, batch, window, torch_device, precision=device.get("precision", "32-true"))
     steps = max(0, int(cfg["train"]["max_steps"]) - int(start_step))
