@@ -58,7 +58,7 @@ def test_pretrain_refuses_a_long_cpu_run_unless_forced(shared_data, tmp_path, ca
     assert not out.exists()  # refused before the run folder is created
     assert main([*argv[:-len(TINY)], "--force", *TINY[:-2], "optim.warmup_steps=5", TINY[-1]]) == 0
     captured = capsys.readouterr()
-    assert "estimate: 2 steps at" in captured.err and "warmup_steps=5 exceeds the run's 2 steps" in captured.err
+    assert "estimate: 2 steps at" in captured.out and "warmup_steps=5 exceeds the run's 2 steps" in captured.err
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["config"]["train"]["max_steps"] == 2 and prov["config"]["model"]["d_model"] == 16
     assert prov["estimate"]["steps"] == 2 and prov["device"].startswith("cpu") and prov["argv"][:2] == ["dnadiff", "pretrain"] and "--force" in prov["argv"]

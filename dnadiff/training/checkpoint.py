@@ -42,13 +42,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):  # a pickled object beyond tensors and plain values
-            found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(err))
-            what = f" ({found.group(1)})" if found else ""
+        found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(err))
+        if "Weights only load failed" in str(err) and found:  # a pickled object beyond tensors and plain values
+            what = f" ({found.group(1)})"
             raise UserError(f"checkpoint {path} holds pickled Python objects{what} that dnadiff never loads (they "
                             "could run code): it is not a dnadiff or Lightning checkpoint, or it was tampered "
                             "with; use a model.pt written by dnadiff or an original Caduceus folder") from None
-        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({_first_line(err)}): "
+        detail = "its pickled data cannot be read" if "Weights only load failed" in str(err) else _first_line(err)
+        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({detail}): "
                         "re-create it or point to another file") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

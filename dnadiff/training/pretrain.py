@@ -206,7 +206,7 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
         start_step = int(resumed[1].get("global_step", 0)) if resumed else 0
         estimate = estimate_run(cfg, module, device, start_step, force)
         if progress is not None:
-            print(estimate["line"], file=sys.stderr, flush=True)
+            print(estimate["line"], flush=True)  # information, on stdout (stderr is for warnings and errors)
     lock = RunLock(out) if trainer.is_global_zero and launching_process() else None
     try:
         if lock is not None:
