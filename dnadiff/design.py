@@ -25,10 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnadiff.alphabet import COMPLEMENT, MASK
 from dnadiff.errors import ParameterError, UserError
+from dnadiff.training.config import check_value
 
 #: DNA one-hot columns A C G T MASK -> those of the reverse complement
-_RC_COLUMNS = [3, 2, 1, 0, 4]
+_RC_COLUMNS = COMPLEMENT[: MASK + 1]
+#: the largest guidance strength (a larger one overflows the reweighted probabilities)
+MAX_GAMMA = 1000.0
 
 
 def _token_embedding(module: nn.Module) -> nn.Embedding:
@@ -109,14 +113,13 @@ def build_guidance(classifier, target: str | None, gamma: float = 1.0, form: str
     from dnadiff.diffusion.guidance import FILLS, FORMS, ClassifierGuidance
     from dnadiff.finetuning.classifier import Classifier
 
+    gamma = check_value(gamma, "gamma", "float", lo=0, hi=MAX_GAMMA)  # finite and bounded: no NaN, no overflow
     if not isinstance(classifier, Classifier):
         raise ParameterError("guide", "guide is not a classifier: pass dnadiff.load('classifier_fold_K.pt') "
                              "(written by `dnadiff finetune --save-model`)")
     if target is None:
         raise ParameterError("target", f"a guide needs a target class: add target=NAME, one of "
                              f"{', '.join(map(str, classifier.class_names))}")
-    if not gamma >= 0:
-        raise ParameterError("gamma", f"gamma={gamma} is negative: use 0 (no guidance) or a positive strength such as 2")
     if form not in FORMS:
         raise ParameterError("guide_form", f"guide_form={form!r} is unknown: use one of {', '.join(FORMS)}")
     fill = fill or ("mask" if classifier.info.get("noisy") else "x0")

@@ -269,7 +269,7 @@ for base, options in ((P, {"--max-steps": ["0", "-3", "abc", "1.5"], "--seed": [
                            "--temperature": ["0", "-1", "abc", "nan", "inf"], "--top-p": ["0", "-0.5", "1.5", "abc"],
                            "--guidance": ["-1", "abc", "nan", "1e308"], "--seed": ["-1", "abc"],
                            "--batch-size": ["0", "-1", "abc"], "--eta": ["-1", "abc", "nan", "inf"],
-                           "--block-length": ["0", "abc"]}),
+                           "--block-length": ["0", "abc"], "--gamma": ["-1", "abc", "nan", "1e308"]}),
                       (F, {"--folds": ["0", "-1", "abc"], "--max-epochs": ["0", "-1", "abc"], "--batch-size": ["0", "abc"],
                            "--max-length": ["0", "abc"], "--max-examples": ["0", "-4", "abc"], "--seed": ["-1", "abc"]})):
     for option, values in options.items():

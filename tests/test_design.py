@@ -105,3 +105,14 @@ def test_sample_cli_with_guide_and_oracle(parts, tmp_path, capsys):
                "--target", "nope", "--out", str(tmp_path / "e.fa")])
     err = capsys.readouterr().err
     assert rc == 2 and "--target" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_guidance_strength_is_finite_and_bounded():
+    """gamma goes through the one value checker: NaN, infinity and overflowing strengths are refused, naming it."""
+    from dnadiff.design import build_guidance
+    from dnadiff.errors import ParameterError
+
+    for gamma in (float("nan"), float("inf"), 1e308, -1.0):
+        with pytest.raises(ParameterError, match=r"^gamma=") as err:
+            build_guidance(object(), "x", gamma=gamma)
+        assert err.value.parameter == "gamma"

@@ -116,3 +116,23 @@ def test_logger_choice(tmp_path):
 
     trainer = make_trainer(cfg, device, 1, tmp_path, None, "tensorboard")
     assert isinstance(trainer.loggers[0], CSVLogger) and isinstance(trainer.loggers[1], TensorBoardLogger)
+
+
+def test_long_runs_are_timed_on_a_bounded_step_and_scaled(monkeypatch):
+    """A step of more than TIMED_TOKENS tokens is timed on fewer rows, then a shorter window, and scaled by the
+    token ratio: the estimate of a 131k-token window costs seconds, not the minutes of one real step."""
+    from dnadiff.training import estimate as est
+
+    assert est.timed_shape(16, 1024) == (16, 1024)  # the 470k recipe step: timed as it is
+    assert est.timed_shape(64, 512) == (32, 512)
+    assert est.timed_shape(8, 131_072) == (1, 16_384)
+    seen = []
+
+    def fake(module, rows, length, device, precision="32-true"):
+        seen.append((rows, length))
+        return 2.0
+
+    cfg = {"data": {"window": 131_072, "batch_size": 8}, "train": {"max_steps": 10}}
+    monkeypatch.setattr(est, "time_steps", fake)
+    e = est.estimate_run(cfg, None, {"accelerator": "cpu"}, force=True)
+    assert seen == [(1, 16_384)] and e["seconds_per_step"] == pytest.approx(2.0 * 8 * 131_072 / 16_384)

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guide", default=None, help="classifier guidance: a classifier_fold_K.pt from "
                         "`dnadiff finetune --save-model` (--noisy for one valid at every step)")
     parser.add_argument("--target", default=None, help="the guide's class to design toward")
-    parser.add_argument("--gamma", type=option("float", lo=0), default=1.0, help="classifier guidance strength")
+    parser.add_argument("--gamma", type=option("float", lo=0, hi=1000), default=1.0, help="classifier guidance strength")
     parser.add_argument("--guide-form", choices=("exact", "first-order"), default="exact",
                         help="exact: the classifier on the 4 bases of every revealed position; first-order: one gradient per step")
     parser.add_argument("--oracle", default=None, help="--report: an independent classifier (trained on data disjoint "
@@ -79,20 +79,10 @@ def _print_report(metrics: dict) -> None:
         print(f"  {key:<26} {value}")
 
 
-def _classifier(path: str, option_name: str):
-    from dnadiff.api import load as load_any
-    from dnadiff.finetuning.classifier import Classifier
-
-    clf = load_any(path)
-    if not isinstance(clf, Classifier):
-        raise UserError(f"{option_name} {path} is a generative model, not a classifier: give a classifier_fold_K.pt "
-                        "written by `dnadiff finetune --save-model`")
-    return clf
-
-
 def run(args: argparse.Namespace) -> int:
     from dnadiff.data.reference import read_reference
     from dnadiff.eval.sample_report import build_report, comparable_pieces
+    from dnadiff.finetuning.classifier import Classifier
     from dnadiff.generate import check_writable, load, sampler_options, write_fasta
     from dnadiff.progress import CallProgress, human
 
@@ -102,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     reference = read_reference(args.real) if args.report and args.real else None
     train = read_reference(args.train, "--train").held_out if args.report and args.train else None
     model = load(args.checkpoint, device=device, download=args.download)
-    guide = _classifier(args.guide, "--guide") if args.guide else None
-    oracle = _classifier(args.oracle, "--oracle") if args.oracle and args.report else None
+    guide = Classifier.load(args.guide) if args.guide else None  # refuses a file that is not a saved classifier
+    oracle = Classifier.load(args.oracle) if args.oracle and args.report else None
     if args.target is not None and guide is None and oracle is None:
         raise UserError("--target needs --guide (or --report --oracle): give the classifier to design toward")
     if oracle is not None and args.target is None:

@@ -17,6 +17,9 @@ from dnadiff.progress import human
 MAX_CPU_SECONDS = 12 * 3600.0
 #: steps timed (the first of them, warm-up and first-use compilation, is not counted)
 TIMED_STEPS = 3
+#: tokens of a timed step at most: a run's larger batch x window is timed on this many and scaled (a 131k-token
+#: window of the 7M model would otherwise take minutes per timed step on a CPU before the run even starts)
+TIMED_TOKENS = 16_384
 
 
 def run_device(device: dict) -> torch.device:
@@ -61,6 +64,17 @@ def time_steps(module, batch_size: int, window: int, device: torch.device, steps
     return float(sorted(times[1:])[len(times[1:]) // 2])
 
 
+def timed_shape(batch: int, window: int, budget: int = TIMED_TOKENS) -> tuple[int, int]:
+    """(rows, length) of the timed step: the run's own batch x window when it holds at most ``budget`` tokens, else
+    fewer rows, then a shorter window (time per token is nearly flat in the length for the Mamba backbones, and
+    exactly linear in the rows)."""
+    if batch * window <= budget:
+        return batch, window
+    if window <= budget:
+        return max(1, budget // window), window
+    return 1, budget
+
+
 def estimate_run(cfg: dict, module, device: dict, start_step: int = 0, force: bool = False,
                  seconds_per_step: float | None = None) -> dict:
     """``{"seconds_per_step", "steps", "seconds", "device", "line"}`` for the remaining ``train.max_steps -
@@ -71,7 +85,9 @@ def estimate_run(cfg: dict, module, device: dict, start_step: int = 0, force: bo
     info = dict(getattr(module, "hparams", {}).get("data_info") or {})  # the data's own length (text, pixels, DHS)
     window, batch = int(info.get("window") or cfg["data"]["window"]), int(cfg["data"]["batch_size"])
     if seconds_per_step is None:
-        seconds_per_step = time_steps(module, batch, window, torch_device, precision=device.get("precision", "32-true"))
+        rows, length = timed_shape(batch, window)
+        measured = time_steps(module, rows, length, torch_device, precision=device.get("precision", "32-true"))
+        seconds_per_step = measured * (batch * window) / (rows * length)
     steps = max(0, int(cfg["train"]["max_steps"]) - int(start_step))
     seconds = seconds_per_step * steps
     tokens = batch * window / seconds_per_step if seconds_per_step > 0 else math.inf
