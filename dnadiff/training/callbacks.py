@@ -41,14 +41,15 @@ class Throughput(L.Callback):
             pl_module.log("train/tokens_per_s", self.tokens / self.seconds, prog_bar=False, rank_zero_only=True)
 
 
-def _scalars(trainer) -> dict:
+def scalar_metrics(trainer) -> dict:
+    """The scalar metrics Lightning logged last, as floats (``train/bits_per_token``, ``val/bits_per_token``, ...)."""
     return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
 def progress_fields(trainer, elapsed: float, start_step: int = 0) -> dict:
     """What a progress display shows: ``{"step", "total", "tokens_per_s", "train", "val", "eta"}`` (bits per
     token; ``eta`` in seconds from the steps of this session, None before the first)."""
-    metrics = _scalars(trainer)
+    metrics = scalar_metrics(trainer)
     step, total = int(trainer.global_step), int(trainer.max_steps)
     done = step - start_step
     eta = elapsed / done * (total - step) if done > 0 else None
@@ -156,8 +157,7 @@ class StepCallback(L.Callback):
 
     def _call(self, trainer) -> None:
         if trainer.is_global_zero:
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-            self.fn(int(trainer.global_step), metrics)
+            self.fn(int(trainer.global_step), scalar_metrics(trainer))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every == 0:

@@ -37,12 +37,12 @@ from dnadiff.errors import ParameterError, UserError
 PROGRESS_LINE_SECONDS = 30.0
 from dnadiff.models.config import model_config
 from dnadiff.provenance import write_provenance
-from dnadiff.training.estimate import estimate_run, warmup_warning
 from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepBar, StepCallback, Throughput,
-                                        WindowAudit)
+                                        WindowAudit, scalar_metrics)
 from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
 from dnadiff.training.config import check_value, load_config, validate
 from dnadiff.training.data import build_data, genome_path
+from dnadiff.training.estimate import estimate_run, warmup_warning
 from dnadiff.training.init import OPTION_KEYS, apply_init, check_modality, describe, init_model_spec
 from dnadiff.training.memory import prepare_memory
 from dnadiff.training.modalities import model_io, save_samples
@@ -438,7 +438,7 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
         raise KeyboardInterrupt(interrupted_message(out, int(trainer.global_step))) from None
     # the end state, whatever ckpt_every was (the full training state: resume continues from it)
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    metrics = scalar_metrics(trainer)
     summary = {"steps": int(trainer.global_step), "seconds": round(time.time() - start, 1),
                "parameters": sum(p.numel() for p in module.model.parameters()), **metrics}
     if trainer.is_global_zero:
