@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+from dnadiff.version import __version__
 
 #: public name -> module that defines it
 _API = {
@@ -36,7 +36,7 @@ _API = {
     "Classifier": "dnadiff.finetuning.classifier",
     "load": "dnadiff.api",
     "DNAModel": "dnadiff.generate",
-    "export": "dnadiff.exporting",
+    "export": "dnadiff.checkpoints.export",
     "UserError": "dnadiff.errors",
     "ConfigError": "dnadiff.errors",
 }

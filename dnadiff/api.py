@@ -13,8 +13,8 @@ import torch
 
 from dnadiff.finetuning.classifier import CLASSIFIER_FORMAT, Classifier
 from dnadiff.generate import DNAModel
-from dnadiff.loading import load_model, load_payload, model_and_process
-from dnadiff.training.checkpoint import MODEL_FORMAT, load_checkpoint
+from dnadiff.checkpoints.sources import load_model, load_payload, model_and_process
+from dnadiff.checkpoints.format import MODEL_FORMAT, load_checkpoint
 
 
 def load(source: str | os.PathLike, device: str | torch.device | None = None, download: bool = False):

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from dnadiff import __version__
+from dnadiff.version import __version__
 from dnadiff.errors import ParameterError, UserError
 
 COMMANDS = {

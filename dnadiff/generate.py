@@ -31,7 +31,7 @@ from dnadiff.diffusion.confidence import ConfidenceOptions
 from dnadiff.diffusion.remdm import ReMDMOptions
 from dnadiff.diffusion.sampling import SAMPLERS, state_independent
 from dnadiff.errors import ParameterError, UserError
-from dnadiff.loading import load_model
+from dnadiff.checkpoints.sources import load_model
 from dnadiff.paths import check_writable  # noqa: F401 (the one output-file check; re-exported)
 from dnadiff.progress import planned_calls, seconds_per_call
 from dnadiff.training.config import check_value
@@ -329,7 +329,7 @@ Generator = DNAModel
 def load(checkpoint: str | Path, device: str | torch.device | None = None, download: bool = False) -> DNAModel:
     """Load a generative model into a :class:`DNAModel` (on ``device``, default CPU): a dnadiff ``model.pt`` or
     ``.ckpt``, an original Caduceus folder or a Hugging Face hub id (``download`` allows fetching it), see
-    :func:`dnadiff.loading.load_model`. :func:`dnadiff.load` also reads fine-tuned classifiers."""
+    :func:`dnadiff.checkpoints.sources.load_model`. :func:`dnadiff.load` also reads fine-tuned classifiers."""
 
     denoiser, diffusion, payload = load_model(checkpoint, download=download)
     return DNAModel(denoiser.to(device or "cpu"), diffusion, payload)

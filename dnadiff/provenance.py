@@ -49,7 +49,7 @@ def provenance(config: dict | None = None, device=None, extra: dict | None = Non
     (``argv``, default: the CLI's, else ``sys.argv``) and the UTC time."""
     import torch
 
-    import dnadiff
+    from dnadiff.version import __version__
 
     try:
         import lightning
@@ -64,7 +64,7 @@ def provenance(config: dict | None = None, device=None, extra: dict | None = Non
         "command": " ".join(argv),
         "argv": argv,
         "config": config,
-        "dnadiff": dnadiff.__version__,
+        "dnadiff": __version__,
         "torch": torch.__version__,
         "lightning": lightning_version,
         "python": platform.python_version(),

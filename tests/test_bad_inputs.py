@@ -51,7 +51,7 @@ def _bgzip(text: str, path: Path) -> None:
 def assets(tmp_path_factory) -> Path:
     """Every input file the cases point at (written once; the cases must leave them as they are)."""
     from dnadiff.data.fasta import open_genome
-    from dnadiff.training.checkpoint import save_checkpoint
+    from dnadiff.checkpoints.format import save_checkpoint
     from dnadiff.training.module import DiffusionModule
 
     a = tmp_path_factory.mktemp("assets")
@@ -162,7 +162,7 @@ def _hf_folders(a: Path) -> None:
 
     from safetensors.torch import save_file
 
-    from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, default_config, original_state_dict
+    from dnadiff.checkpoints.huggingface import OriginalCaduceusMLM, backbone_from_config, default_config, original_state_dict
 
     def stored_once(state):  # save_pretrained's alias removal: the first name per shared storage is kept
         seen, out = set(), {}

@@ -24,7 +24,7 @@ def test_conditional_samples_recognised_as_requested_cell_type(shared_data, tmp_
     from dnadiff.data.dhs import DHSDataModule
     from dnadiff.eval.sequence_metrics import KmerClassifier
     from dnadiff.generate import load
-    from dnadiff.training.checkpoint import save_checkpoint
+    from dnadiff.checkpoints.format import save_checkpoint
     from dnadiff.training.module import DiffusionModule
 
     data = DHSDataModule(shared_data / "dna_diffusion" / DHS_FILE, batch_size=64, seed=0)

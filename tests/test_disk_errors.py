@@ -16,7 +16,7 @@ import torch
 import dnadiff.atomic as atomic
 from dnadiff.atomic import atomic_write
 from dnadiff.errors import UserError
-from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
+from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 
 DISK_ERRNOS = [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT]
 WHAT = {errno.ENOSPC: "disk is full", errno.EROFS: "read-only", errno.EACCES: "permission denied",
@@ -61,12 +61,12 @@ def test_a_checkpoint_on_a_full_tmpfs_is_one_line_and_the_old_one_survives(small
 
 
 def test_an_export_to_a_full_or_read_only_tmpfs_is_one_line_and_leaves_nothing(small_tmpfs, shared_fixtures, tmp_path):
-    from dnadiff.exporting import export as export_hf
+    from dnadiff.checkpoints.export import export as export_hf
     from hf_cache import original_files, reference
 
     config, state, _ = reference(shared_fixtures, "ph")
     big = {**config, "d_model": 128}  # about 0.9 MB of weights: does not fit in 192 KiB
-    from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, original_state_dict
+    from dnadiff.checkpoints.huggingface import OriginalCaduceusMLM, backbone_from_config, original_state_dict
 
     folder = tmp_path / "orig"
     folder.mkdir()

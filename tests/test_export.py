@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from dnadiff.cli import main
-from dnadiff.exporting import export as export_hf
+from dnadiff.checkpoints.export import export as export_hf
 from dnadiff.data.tokenizer import CADUCEUS_IDS
 from dnadiff.errors import UserError
-from dnadiff.loading import load_model, load_payload, read_original
-from dnadiff.models import load_original_caduceus, original_state_dict
-from dnadiff.models.original import OriginalCaduceusMLM, backbone_from_config, default_config, resolve_ties
-from dnadiff.training.checkpoint import save_checkpoint
+from dnadiff.checkpoints.sources import load_model, load_payload, read_original
+from dnadiff.checkpoints.huggingface import load_original_caduceus, original_state_dict
+from dnadiff.checkpoints.huggingface import OriginalCaduceusMLM, backbone_from_config, default_config, resolve_ties
+from dnadiff.checkpoints.format import save_checkpoint
 from hf_cache import bin_bytes, original_files, reference
 
 BASES = [CADUCEUS_IDS[k] for k in range(4)]
@@ -94,9 +94,9 @@ def test_a_differently_sized_original_model_round_trips(tmp_path, variant):
 def test_a_dnadiff_model_exports_with_the_fixture_config_fields(shared_fixtures, tmp_path, variant):
     """A model trained by dnadiff alone (no original rows): the config has exactly the fixture's keys and values
     (but the size), the unmapped rows are zero, and A/C/G/T/N/[MASK]/[PAD] rows are dnadiff's."""
-    from dnadiff.loading import ORIGINAL_DATA, ORIGINAL_DIFFUSION
+    from dnadiff.checkpoints.sources import ORIGINAL_DATA, ORIGINAL_DIFFUSION
     from dnadiff.models import build_model
-    from dnadiff.training.checkpoint import model_payload
+    from dnadiff.checkpoints.format import model_payload
 
     fixture_config, _, _ = reference(shared_fixtures, variant)
     spec = {"name": "caduceus", "vocab_size": 7, "num_outputs": 4, "d_model": 24, "n_layer": 2, "variant": variant}
@@ -143,7 +143,7 @@ def test_export_refuses_to_overwrite_and_what_it_cannot_hold(shared_fixtures, tm
     monkeypatch.undo()
     # what the original format cannot hold
     from dnadiff.models import build_model
-    from dnadiff.training.checkpoint import model_payload
+    from dnadiff.checkpoints.format import model_payload
 
     spec = {"name": "caduceus", "d_model": 16, "n_layer": 1, "time_conditioning": True}
     save_checkpoint(tmp_path / "t.pt", model_payload(spec, {"vocab_size": 4}, build_model(spec).state_dict(),

@@ -14,7 +14,7 @@ from dnadiff.eval.classification import METRICS
 from dnadiff.finetuning.trainer import FinetuneConfig, build_classifier, predict_proba, train_fold
 from dnadiff.models import build_model
 from dnadiff.models.config import caduceus_spec
-from dnadiff.training.checkpoint import save_checkpoint
+from dnadiff.checkpoints.format import save_checkpoint
 
 
 def _tsv(shared_data, task="human_enhancers_cohn"):

@@ -142,7 +142,7 @@ def test_write_fasta_atomic_and_refuses_bad_paths(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A saved dnadiff-model/1 checkpoint of a small random class-conditional transformer."""
-    from dnadiff.training.checkpoint import MODEL_FORMAT, save_checkpoint
+    from dnadiff.checkpoints.format import MODEL_FORMAT, save_checkpoint
 
     spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 32, "n_layer": 1, "n_head": 2,
             "max_len": 32, "num_classes": 2}
@@ -258,7 +258,7 @@ def test_cli_bad_input_one_line_and_no_output(checkpoint, tmp_path, capsys, args
 
 def test_cli_unconditional_checkpoint_and_unwritable_output(tmp_path, capsys):
     from dnadiff.cli import main
-    from dnadiff.training.checkpoint import MODEL_FORMAT, save_checkpoint
+    from dnadiff.checkpoints.format import MODEL_FORMAT, save_checkpoint
 
     spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 32, "n_layer": 1, "n_head": 2,
             "max_len": 32}

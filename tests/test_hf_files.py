@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 
 from dnadiff.errors import UserError
-from dnadiff.loading import load_model, load_payload, read_original
-from dnadiff.models import load_original_caduceus, original_state_dict
-from dnadiff.models.original import (MAX_PARAMETERS, OriginalCaduceusMLM, backbone_from_config, check_config,
+from dnadiff.checkpoints.sources import load_model, load_payload, read_original
+from dnadiff.checkpoints.huggingface import load_original_caduceus, original_state_dict
+from dnadiff.checkpoints.huggingface import (MAX_PARAMETERS, OriginalCaduceusMLM, backbone_from_config, check_config,
                                      default_config, estimate_parameters, resolve_ties)
 from hf_cache import bin_bytes, reference
 
@@ -303,9 +303,9 @@ def test_rcps_must_agree_with_the_weights(shared_fixtures):
 def test_the_export_stores_tied_tensors_once_under_the_umask_and_keeps_dnadiff_settings(tmp_path, variant):
     from safetensors import safe_open
 
-    from dnadiff.exporting import export as export_hf
+    from dnadiff.checkpoints.export import export as export_hf
     from dnadiff.models import build_model
-    from dnadiff.training.checkpoint import model_payload, save_checkpoint
+    from dnadiff.checkpoints.format import model_payload, save_checkpoint
 
     spec = {"name": "caduceus", "vocab_size": 7, "num_outputs": 4, "d_model": 24, "n_layer": 2, "variant": variant,
             "conjoin": variant == "ph"}
@@ -344,7 +344,7 @@ def test_the_export_stores_tied_tensors_once_under_the_umask_and_keeps_dnadiff_s
 
 def test_an_export_killed_midway_leaves_a_temporary_that_the_next_export_removes(tmp_path, shared_fixtures):
     from dnadiff.atomic import TEMP_PATTERN, _host
-    from dnadiff.exporting import export as export_hf
+    from dnadiff.checkpoints.export import export as export_hf
 
     config, state, _ = reference(shared_fixtures, "ph")
     folder = write_folder(tmp_path / "orig", config, {"pytorch_model.bin": bin_bytes(state, tmp_path)})

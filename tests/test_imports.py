@@ -94,7 +94,7 @@ def test_no_import_cycle_in_dnadiff():
 def test_bad_diffusion_settings_are_a_value_error_in_the_core_and_a_user_error_outside():
     from dnadiff.diffusion import GenMD4, MaskedDiffusion, build_diffusion
     from dnadiff.errors import UserError
-    from dnadiff.training.checkpoint import build_process
+    from dnadiff.checkpoints.format import build_process
 
     with pytest.raises(ValueError, match="bad diffusion settings"):
         build_diffusion({"vocab_size": 4, "schedule": "nope"})
@@ -105,3 +105,52 @@ def test_bad_diffusion_settings_are_a_value_error_in_the_core_and_a_user_error_o
     genmd4 = build_diffusion({"vocab_size": 4, "schedule": "genmd4", "init_w": 2.0})
     assert isinstance(genmd4, GenMD4)
     assert genmd4.w.detach().tolist() == pytest.approx([2.0] * 4)
+
+
+#: The layer order of README's "Layout" section, bottom first: a module may import its own package and
+#: anything in its layer or below (a layer's members import each other only without a cycle, checked
+#: above), never a layer above it. Every top-level module or package of dnadiff must be placed here.
+LAYERS = [
+    {"version", "errors", "alphabet", "atomic", "paths", "devices", "logs", "plots", "provenance"},
+    {"diffusion"},
+    {"rc", "progress"},
+    {"data"},
+    {"models", "eval"},
+    {"checkpoints"},
+    {"training"},
+    {"finetuning", "scoring"},
+    {"design"},
+    {"generate", "evaluation"},
+    {"api", ""},  # "" is dnadiff/__init__.py, the public API (imported lazily)
+    {"commands", "cli", "demo"},
+]
+
+
+def top_level(module: str) -> str:
+    """'dnadiff.training.pretrain' -> 'training'; 'dnadiff' -> ''."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def layer_violations(graph: dict[str, set[str]], layers: list[set[str]]) -> list[str]:
+    rank = {name: i for i, layer in enumerate(layers) for name in layer}
+    bad = []
+    for module, deps in sorted(graph.items()):
+        here = top_level(module)
+        for dep in sorted(deps):
+            there = top_level(dep)
+            if there != here and rank[there] > rank[here]:
+                bad.append(f"{module} imports {dep} (layer {rank[there]} above {rank[here]})")
+    return bad
+
+
+def test_layer_checker_flags_an_upward_import():
+    graph = {"dnadiff.models.caduceus": {"dnadiff.training.module"}, "dnadiff.training.module": {"dnadiff.models"}}
+    assert layer_violations(graph, LAYERS) == [
+        "dnadiff.models.caduceus imports dnadiff.training.module (layer 6 above 4)"]
+
+
+def test_every_package_has_a_layer_and_no_import_runs_up():
+    graph = import_graph()
+    placed = set().union(*LAYERS)
+    assert {top_level(m) for m in graph} <= placed, f"unplaced: {sorted({top_level(m) for m in graph} - placed)}"
+    assert layer_violations(graph, LAYERS) == []

@@ -14,8 +14,8 @@ import torch
 
 from dnadiff.data.tokenizer import CADUCEUS_IDS, EMBED_SIZE
 from dnadiff.errors import UserError
-from dnadiff.loading import load_model, load_payload, read_original, resolve
-from dnadiff.training.checkpoint import save_checkpoint
+from dnadiff.checkpoints.sources import load_model, load_payload, read_original, resolve
+from dnadiff.checkpoints.format import save_checkpoint
 from hf_cache import add_repo, original_files, reference
 
 REPO = Path(__file__).resolve().parents[1]

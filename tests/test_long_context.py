@@ -234,7 +234,7 @@ def pretrain(args):
 @pytest.mark.slow
 def test_checkpointed_training_resumes_exactly_and_equals_plain_training(shared_data, tmp_path, capsys):
     """6 plain steps == 4 checkpointed steps + a checkpointed resume to 6, weight for weight and EMA too."""
-    from dnadiff.training.checkpoint import load_checkpoint
+    from dnadiff.checkpoints.format import load_checkpoint
 
     genome = hg38(shared_data)
     full, part = tmp_path / "full", tmp_path / "part"

@@ -11,7 +11,7 @@ from dnadiff import progress
 from dnadiff.diffusion import MaskedDiffusion
 from dnadiff.generate import Generator
 from dnadiff.models.transformer import DiffusionTransformer
-from dnadiff.training.checkpoint import save_checkpoint
+from dnadiff.checkpoints.format import save_checkpoint
 
 
 def tiny_generator(window: int = 16) -> Generator:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnadiff.loading import load_model
+from dnadiff.checkpoints.sources import load_model
 
 DATA = Path(__file__).parent / "data"
 

@@ -10,7 +10,7 @@ import torch
 from dnadiff.data.tokenizer import CADUCEUS_IDS, encode, to_caduceus_ids
 from dnadiff.rc import COMPLEMENT
 from dnadiff.errors import UserError
-from dnadiff.models import denoiser_from_original, load_original_caduceus, original_state_dict
+from dnadiff.checkpoints.huggingface import denoiser_from_original, load_original_caduceus, original_state_dict
 
 
 def load_reference(shared_fixtures, variant):

@@ -11,7 +11,7 @@ import torch
 from dnadiff.atomic import atomic_write
 from dnadiff.cli import main
 from dnadiff.generate import write_fasta
-from dnadiff.training.checkpoint import save_checkpoint
+from dnadiff.checkpoints.format import save_checkpoint
 
 
 @pytest.fixture

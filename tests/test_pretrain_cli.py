@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dnadiff.cli import main
-from dnadiff.loading import load_model
-from dnadiff.training.checkpoint import load_checkpoint
+from dnadiff.checkpoints.sources import load_model
+from dnadiff.checkpoints.format import load_checkpoint
 
 TINY = ["model.d_model=16", "model.n_layer=1", "data.window=128", "data.batch_size=4", "data.max_eval_windows=8",
         "train.val_every=3", "train.ckpt_every=2", "optim.warmup_steps=2", "train.ema_decay=0.9"]

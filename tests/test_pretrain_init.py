@@ -14,8 +14,8 @@ import torch
 from dnadiff.training.pretrain import build_module
 from dnadiff.data.tokenizer import CADUCEUS_IDS, MASK, to_caduceus_ids
 from dnadiff.errors import UserError
-from dnadiff.loading import load_payload
-from dnadiff.models import load_original_caduceus
+from dnadiff.checkpoints.sources import load_payload
+from dnadiff.checkpoints.huggingface import load_original_caduceus
 from dnadiff.training.config import load_config
 from dnadiff.training.init import apply_init, init_model_spec
 from hf_cache import add_repo, original_files, reference
@@ -75,7 +75,7 @@ def test_first_step_is_the_original_mlm_at_masked_positions(shared_fixtures, tmp
 
 
 def test_init_refuses_other_modalities_and_misfits(shared_fixtures, tmp_path):
-    from dnadiff.training.checkpoint import model_payload, save_checkpoint
+    from dnadiff.checkpoints.format import model_payload, save_checkpoint
     from dnadiff.training.init import check_modality
 
     config, state, _ = reference(shared_fixtures, "ph")
@@ -101,7 +101,7 @@ def run_cli(args, env_extra, timeout=600):
 @pytest.mark.slow
 def test_generative_finetuning_from_a_hub_id_lowers_the_loss_quietly(shared_fixtures, shared_data, tmp_path):
     from dnadiff.diffusion import evaluate
-    from dnadiff.loading import load_model
+    from dnadiff.checkpoints.sources import load_model
     from dnadiff.training.data import build_dna
 
     config, state, _ = reference(shared_fixtures, "ph")

@@ -80,7 +80,7 @@ def test_genmd4_discrete_nelbo_upper_bounds_and_converges_with_exact_denoiser():
 @pytest.mark.slow
 def test_evaluate_works_on_a_genmd4_checkpoint(shared_data, tmp_path, capsys):
     from dnadiff.cli import main
-    from dnadiff.loading import load_model
+    from dnadiff.checkpoints.sources import load_model
 
     genome = str(shared_data / "hg38" / "hg38_chr2_1-2333275.fa.gz")
     out = tmp_path / "run"
@@ -106,8 +106,8 @@ def test_evaluate_works_on_a_genmd4_checkpoint(shared_data, tmp_path, capsys):
 
 def test_lightning_checkpoints_with_the_old_genmd4_key_still_load(tmp_path):
     """Before issue 13 the learnable process sat under ``genmd4.`` in the Lightning state dict; now ``diffusion.``."""
-    from dnadiff.loading import load_model
-    from dnadiff.training.checkpoint import save_checkpoint
+    from dnadiff.checkpoints.sources import load_model
+    from dnadiff.checkpoints.format import save_checkpoint
     from dnadiff.training.module import DiffusionModule
 
     spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 8, "n_layer": 1, "n_head": 2,

@@ -15,7 +15,7 @@ import pytest
 
 from dnadiff.cli import main
 from dnadiff.errors import UserError
-from dnadiff.training.checkpoint import load_checkpoint
+from dnadiff.checkpoints.format import load_checkpoint
 from dnadiff.training.run_folder import LOCK_NAME, RunLock
 
 TINY = ["--config", "demo", "--no-progress", "model.d_model=8", "model.n_layer=1", "data.window=64",

@@ -19,7 +19,7 @@ BASES = "ACGT"
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
     from dnadiff.data.fasta import open_genome
-    from dnadiff.training.checkpoint import save_checkpoint
+    from dnadiff.checkpoints.format import save_checkpoint
     from dnadiff.training.module import DiffusionModule
 
     a = tmp_path_factory.mktemp("scoring")

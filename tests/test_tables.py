@@ -191,7 +191,7 @@ def test_a_fifo_a_device_or_a_folder_is_named_not_called_missing(tmp_path, kind)
     import os
 
     from dnadiff.data.fasta import open_genome
-    from dnadiff.training.checkpoint import load_checkpoint
+    from dnadiff.checkpoints.format import load_checkpoint
 
     path = tmp_path / "thing"
     if kind == "fifo":

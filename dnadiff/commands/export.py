@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dnadiff.exporting import export
+    from dnadiff.checkpoints.export import export
 
     out, config = export(args.checkpoint, args.out, args.format, args.code_repo, args.download)
     load = ("load with AutoModelForMaskedLM.from_pretrained(DIR, trust_remote_code=True)" if "auto_map" in config

@@ -65,6 +65,7 @@ class GenomeDataModule(L.LightningDataModule):
         self.max_eval_windows = max_eval_windows
         self.genome = open_genome(self.genome_path)
         self.genome.check_window(self.window)
+        self.holdout_frac = float(holdout_frac)
         self.splits: dict[str, Intervals] = make_splits(self.genome, bed, val_contigs, test_contigs, holdout_frac)
         self.start_index = 0  # global index of the first training window of this run's stream
         self._train_batches_seen = 0  # training batches handed to the model since start_index
@@ -88,6 +89,11 @@ class GenomeDataModule(L.LightningDataModule):
             intervals = self.splits[split]
             if len(intervals) == 0:
                 raise UserError(f"the {split} split is empty: name --{split}-contigs or give a BED with {split} lines")
+            longest = int(intervals.lengths.max())
+            if split != "train" and longest < self.window:
+                raise UserError(f"the {split} split's longest piece has {longest:,} bp, shorter than the "
+                                f"{self.window:,}-bp window: use a shorter data.window, a larger data.holdout_frac "
+                                f"(now {self.holdout_frac:g} of each contig) or name --{split}-contigs")
         else:
             intervals = split
         return GenomeWindows(self.genome_path, intervals, self.window, mode=mode, seed=self.seed,

@@ -23,7 +23,7 @@ from torch import nn
 from dnadiff.errors import UserError
 from dnadiff.finetuning.trainer import build_classifier, predict_proba
 from dnadiff.models import build_model
-from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
+from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 
 CLASSIFIER_FORMAT = "dnadiff-classifier/1"
 

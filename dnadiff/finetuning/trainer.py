@@ -79,13 +79,13 @@ def load_finetune_config(task: str, config_dir: Path | None = None) -> FinetuneC
 
 # ------------------------------------------------------------------ backbones
 def backbone_from_checkpoint(path: str | Path, spec: dict | None = None, download: bool = False) -> tuple[nn.Module, dict]:
-    """A denoiser and its model spec from any source :func:`dnadiff.loading.load_payload` reads: a dnadiff
+    """A denoiser and its model spec from any source :func:`dnadiff.checkpoints.sources.load_payload` reads: a dnadiff
     ``model.pt`` or ``.ckpt``, an original Caduceus folder or a hub id (``download`` allows fetching it).
 
     ``spec`` (the requested model size), when given, must match the checkpoint's width and depth. A
     checkpoint for another vocabulary (text, pixels) is a UserError.
     """
-    from dnadiff.loading import load_payload, model_from_payload
+    from dnadiff.checkpoints.sources import load_payload, model_from_payload
 
     payload = load_payload(path, download=download)
     ckpt_spec = dict(payload["model"])

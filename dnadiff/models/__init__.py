@@ -10,10 +10,9 @@ import torch.nn as nn
 
 from dnadiff.models.caduceus import CaduceusDenoiser
 from dnadiff.models.config import CaduceusConfig, ModelConfig, TransformerConfig, model_config
-from dnadiff.models.original import denoiser_from_original, load_original_caduceus, original_state_dict
 
 __all__ = ["build_model", "count_parameters", "CaduceusDenoiser", "CaduceusConfig", "TransformerConfig",
-           "ModelConfig", "model_config", "load_original_caduceus", "original_state_dict", "denoiser_from_original"]
+           "ModelConfig", "model_config"]
 
 
 def build_model(spec: dict | ModelConfig) -> nn.Module:

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
+from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,7 +1,7 @@
 """Start pretraining from a trained model: ``dnadiff pretrain --init SOURCE``.
 
 With an original Caduceus MLM (folder or hub id) this is MDLM's generative fine-tuning: the checkpoint is
-converted into dnadiff's DNA vocabulary by :func:`dnadiff.loading.load_payload` (A/C/G/T, N and PAD rows
+converted into dnadiff's DNA vocabulary by :func:`dnadiff.checkpoints.sources.load_payload` (A/C/G/T, N and PAD rows
 re-indexed; the MLM's ``[MASK]`` row becomes the diffusion's mask embedding, so a model that never saw time
 starts from its own mask), the architecture comes from the checkpoint, and training continues with the
 diffusion loss. Any other source (a dnadiff ``model.pt`` or ``.ckpt``) continues the same way.

@@ -14,7 +14,7 @@ import torch
 from dnadiff.diffusion import EMA
 from dnadiff.models import build_model
 from dnadiff.models.conditioning import upgrade_state_keys
-from dnadiff.training.checkpoint import build_process, model_payload
+from dnadiff.checkpoints.format import build_process, model_payload
 from dnadiff.training.optim import build_optimizer
 
 OPTIM_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 100,

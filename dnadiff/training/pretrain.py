@@ -39,7 +39,7 @@ from dnadiff.models.config import model_config
 from dnadiff.provenance import write_provenance
 from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepBar, StepCallback, Throughput,
                                         WindowAudit, scalar_metrics)
-from dnadiff.training.checkpoint import load_checkpoint, save_checkpoint
+from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 from dnadiff.training.config import check_value, load_config, validate
 from dnadiff.training.data import build_data, genome_path
 from dnadiff.training.estimate import estimate_run, warmup_warning
@@ -163,7 +163,7 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
         device["precision"] = cfg["train"]["precision"]  # the config's choice unless precision says otherwise
     init_payload = None
     if init:
-        from dnadiff.loading import load_payload  # (issue 21 moves the readers below training/)
+        from dnadiff.checkpoints.sources import load_payload  # (issue 21 moves the readers below training/)
 
         init_payload = load_payload(init, download=download)
         asked = dict(cfg["model"])

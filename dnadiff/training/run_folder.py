@@ -167,7 +167,7 @@ def clean_start(out: Path, resume: Path | None, fresh: bool) -> list[Path]:
 def trim_metrics(path: Path, before_step: int) -> None:
     """Keep the rows of a CSV metrics log with ``step < before_step`` (rows a killed run wrote past the
     checkpoint being resumed would otherwise appear twice); atomic."""
-    from dnadiff.training.checkpoint import atomic_write
+    from dnadiff.checkpoints.format import atomic_write
 
     if not path.is_file():
         return

@@ -9,7 +9,7 @@ same outputs. Do not regenerate them with newer code: they stand for files users
 """
 import torch
 
-from dnadiff.training.checkpoint import save_checkpoint
+from dnadiff.checkpoints.format import save_checkpoint
 from dnadiff.training.module import DiffusionModule
 
 SPECS = {

@@ -1,7 +1,7 @@
 """Export any model source in the original Caduceus Hugging Face format: :func:`export` (``dnadiff export``).
 
 ``out`` gets ``config.json`` + ``model.safetensors`` with ``CaduceusForMaskedLM``'s key names, the LM head tied
-to the embedding and the complement map (see :func:`dnadiff.models.original.original_from_denoiser`).
+to the embedding and the complement map (see :func:`dnadiff.checkpoints.huggingface.original_from_denoiser`).
 With ``code_repo`` (or when the source is a hub id) the config's ``auto_map`` points at that repo's
 remote code, so ``AutoModelForMaskedLM.from_pretrained(out, trust_remote_code=True)`` loads it.
 ``out`` is written atomically (a temporary folder renamed into place) and never overwritten.
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from dnadiff.errors import ParameterError
-from dnadiff.loading import is_hub_id, load_payload, model_from_payload
-from dnadiff.models.original import SETTINGS_KEY, dnadiff_settings, original_from_denoiser, write_hf_folder
+from dnadiff.checkpoints.sources import is_hub_id, load_payload, model_from_payload
+from dnadiff.checkpoints.huggingface import SETTINGS_KEY, dnadiff_settings, original_from_denoiser, write_hf_folder
 
 #: the remote-code classes of the released Caduceus repos
 AUTO_MAP = {"AutoConfig": "configuration_caduceus.CaduceusConfig", "AutoModel": "modeling_caduceus.Caduceus",

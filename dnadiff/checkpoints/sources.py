@@ -1,15 +1,15 @@
 """One model loader for every command: a dnadiff ``model.pt``, a pretraining Lightning ``.ckpt``, an original
 Caduceus folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), or a Hugging Face hub id.
 
-    from dnadiff.loading import load_model
+    from dnadiff.checkpoints.sources import load_model
     model, process, payload = load_model("kuleshov-group/caduceus-ph_seqlen-131k_d_model-256_n_layer-16")
 
 Hub ids resolve through ``huggingface_hub``'s own cache resolution (``HF_HOME``, ``HF_HUB_CACHE``,
 ``HF_HUB_OFFLINE`` as it reads them), offline unless ``download=True``. Weights are read without pickle
 (``safetensors``) or with ``torch.load(weights_only=True)``. This module imports no Lightning.
 
-Every source becomes a ``dnadiff-model/1`` payload (see :mod:`dnadiff.training.checkpoint`). An original
-checkpoint is converted into dnadiff's DNA vocabulary (:func:`dnadiff.models.original.denoiser_from_original`)
+Every source becomes a ``dnadiff-model/1`` payload (see :mod:`dnadiff.checkpoints.format`). An original
+checkpoint is converted into dnadiff's DNA vocabulary (:func:`dnadiff.checkpoints.huggingface.denoiser_from_original`)
 with MDLM's log-linear masked diffusion, and its original config and full embedding are kept under
 ``payload["original"]`` so that ``dnadiff export`` can write every original row back.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from dnadiff.errors import UserError
-from dnadiff.training.checkpoint import (MODEL_FORMAT, build_process, load_checkpoint, model_payload,
+from dnadiff.checkpoints.format import (MODEL_FORMAT, build_process, load_checkpoint, model_payload,
                                         model_payload_from_lightning)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
@@ -148,7 +148,7 @@ def read_sharded(index: Path) -> dict[str, torch.Tensor]:
 def read_original(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, state dict) of an original Caduceus folder: ``config.json`` + ``model.safetensors`` (preferred),
     ``pytorch_model.bin`` or a sharded checkpoint (``*.index.json`` + shards). The config is checked field by
-    field (:func:`dnadiff.models.original.check_config`) before any weight is read. UserError naming what is
+    field (:func:`dnadiff.checkpoints.huggingface.check_config`) before any weight is read. UserError naming what is
     missing or unreadable."""
     folder = Path(folder)
     config_path = folder / "config.json"
@@ -161,7 +161,7 @@ def read_original(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{config_path} is not valid JSON ({err}): re-download or re-export the checkpoint") from None
-    from dnadiff.models.original import check_config
+    from dnadiff.checkpoints.huggingface import check_config
 
     return check_config(config, str(config_path)), read_weights(weights[0])
 
@@ -173,7 +173,7 @@ def original_payload(config: dict, state: dict[str, torch.Tensor], source: str =
     folder written by ``dnadiff export`` gets back its data settings (window ...), diffusion process (eps ...) and
     inference settings from the config's ``"dnadiff"`` entry.
     """
-    from dnadiff.models.original import denoiser_from_original, load_original_caduceus, read_dnadiff_settings
+    from dnadiff.checkpoints.huggingface import denoiser_from_original, load_original_caduceus, read_dnadiff_settings
 
     data, diffusion, model = ORIGINAL_DATA, ORIGINAL_DIFFUSION, {}
     settings = read_dnadiff_settings(config, f"{source or 'the'} config.json")  # a `dnadiff export`: its own settings

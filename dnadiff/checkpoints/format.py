@@ -1,7 +1,7 @@
 """Checkpoints: atomic writes, safe loads (``weights_only=True``), the exported ``model.pt``.
 
 Imports no Lightning (the Lightning checkpoint IO plugin is in :mod:`dnadiff.training.callbacks`);
-loading a model from any source is :mod:`dnadiff.loading`.
+loading a model from any source is :mod:`dnadiff.checkpoints.sources`.
 
 A dnadiff model checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only):
 ``{"format": "dnadiff-model/1", "model": <build_model spec>, "diffusion": {...}, "state_dict":
