@@ -149,25 +149,25 @@ def test_export_from_python(pretrained, tmp_path):
 def test_a_results_folder_in_use_is_refused(tmp_path):
     """finetune locks its results folder (.lock for a whole run, .lock_fold_K for a fold job): a second run, a
     second job of the same fold, or a whole run beside fold jobs is refused before any work."""
-    import os
     import socket
 
+    from dnadiff.training.run_folder import RunLock
+
     out = tmp_path / "busy"
-    out.mkdir()
-    live = f"{os.getpid()} {socket.gethostname()}\n"  # a live process on this host
     call = dict(data=TABLE, from_scratch=True, model_size="demo", out=out, folds=2, max_epochs=1, max_examples=8,
                 baselines=False, progress=None)
-    (out / ".lock").write_text(live)
+    holder = RunLock(out, ".lock").acquire()  # a live run (flock)
     for fold in (None, 1):
         with pytest.raises(UserError, match=r"busy is in use by process \d+ on .*: wait for that run"):
             dnadiff.finetune("human_enhancers", fold=fold, **call)
-    (out / ".lock").unlink()
-    (out / ".lock_fold_1").write_text(live)
+    holder.release()
+    holder = RunLock(out, ".lock_fold_1").acquire()
     with pytest.raises(UserError, match=r"lock .*\.lock_fold_1"):
         dnadiff.finetune("human_enhancers", **call)
     with pytest.raises(UserError, match=r"lock .*\.lock_fold_1"):
         dnadiff.finetune("human_enhancers", fold=1, **call)
-    (out / ".lock_fold_1").write_text("999999999 " + socket.gethostname() + "\n")  # a killed job's lock is taken over
+    holder.release()
+    (out / ".lock_fold_1").write_text("999999999 " + socket.gethostname() + "\n")  # a killed job's file is taken over
     result = dnadiff.finetune("human_enhancers", fold=1, **call)
     assert result.fold_paths == [out / "fold_1.json"] and not (out / ".lock_fold_1").exists()
 

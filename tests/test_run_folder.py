@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,11 +143,11 @@ def test_a_new_run_into_a_finished_run_is_refused_unless_forced(finished_run, ge
 
 def test_a_second_run_into_a_locked_folder_is_refused(tmp_path, genome, capsys):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live process holds it
+    holder = RunLock(out).acquire()  # a live run holds it (flock)
     err = one_line_error(capsys, pretrain(genome, out, 2))
     assert f"process {os.getpid()}" in err and "--out" in err
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    holder.release()
 
 
 def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path, genome, capsys):
@@ -158,6 +159,25 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path, genome, capsys):
     assert pretrain(genome, out, 2) == 0
     assert not (out / LOCK_NAME).exists()  # released at the end
     assert (out / "model.pt").is_file()
+
+
+def test_a_lock_dies_with_its_holder_process(tmp_path):
+    """The kernel drops the flock of a killed holder: no pid or host rule decides staleness."""
+    out = tmp_path / "run"
+    code = f"from dnadiff.training.run_folder import RunLock; RunLock({str(out)!r}).acquire(); print('held', flush=True); " \
+           "import time; time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert RunLock(out).held_elsewhere()
+        with pytest.raises(UserError, match=f"in use by process {child.pid} on"):
+            RunLock(out).acquire()
+    finally:
+        child.kill()
+        child.wait()
+    assert (out / LOCK_NAME).exists() and not RunLock(out).held_elsewhere()  # the file is left, the lock is gone
+    with RunLock(out) as lock:
+        assert (out / LOCK_NAME).read_text() == lock.token
 
 
 def test_run_lock_is_exclusive_and_released(tmp_path):

@@ -1,8 +1,7 @@
 """A pretraining run folder (``--out``) that concurrent runs, kills and refused resumes cannot damage.
 
-- :class:`RunLock`: ``OUT/.lock`` holds ``pid host`` of the run using the folder, created with
-  ``O_CREAT | O_EXCL`` (exactly one process wins). A second run is refused in one line; a lock
-  left by a killed process (same host, pid no longer alive) is detected and taken over.
+- :class:`RunLock`: ``OUT/.lock``, ``flock``-ed by the run using the folder and holding its ``pid host``. A
+  second run is refused in one line; the kernel releases the lock of a killed run, so it is taken over.
 - :func:`clean_start`: removes the temporary files of dnadiff's atomic writer a kill leaves behind and
   the step checkpoints the resumed run no longer knows (written after the checkpoint it resumes from), so
   superseded checkpoints never pile up; only files named by dnadiff's own patterns, never a user's.
@@ -18,14 +17,11 @@ import io
 import os
 import re
 import socket
-import time
 from pathlib import Path
 
 from dnadiff.errors import UserError
 
 LOCK_NAME = ".lock"
-#: a lock file still empty after this many seconds belongs to a process killed while writing it
-EMPTY_LOCK_GRACE_S = 30.0
 
 
 def holds_run(out: Path) -> bool:
@@ -33,88 +29,103 @@ def holds_run(out: Path) -> bool:
     return (out / "config.yaml").exists() or any((out / "checkpoints").glob("*.ckpt"))
 
 
-def _pid_alive(pid: int) -> bool:
+def _try_lock(fd: int) -> bool:
+    """An exclusive, non-blocking lock on the open file ``fd``, released by the kernel when the holder closes it
+    or dies (``flock`` on POSIX, ``msvcrt.locking`` on Windows): True when taken, False when another holds it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
         return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     return True
 
 
 class RunLock:
     """Exclusive use of a run folder by one process (see the module docstring).
 
-    Use as a context manager, or :meth:`acquire` / :meth:`release`. Creates ``out`` (and its parents).
+    ``OUT/.lock`` is locked with ``flock`` while the run lasts and holds ``pid host`` of its holder (for the
+    refusal line). The kernel drops the lock when the holder ends, killed or not, so no staleness rule is
+    needed: a lock file nobody holds is simply taken. Use as a context manager, or :meth:`acquire` /
+    :meth:`release`. Creates ``out`` (and its parents).
     """
 
     def __init__(self, out: str | os.PathLike, name: str = LOCK_NAME):
         self.out = Path(out)
         self.path = self.out / name
         self.token = f"{os.getpid()} {socket.gethostname()}\n"
-        self.held = False
+        self._fd: int | None = None
 
-    def _stale_reason(self) -> str | None:
-        """Why the existing lock may be taken over (None: it belongs to a live run)."""
-        try:
-            text = self.path.read_text()
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return "gone"
-        fields = text.split()
-        if len(fields) != 2 or not fields[0].isdigit():
-            return "unreadable" if age > EMPTY_LOCK_GRACE_S else None
-        pid, host = int(fields[0]), fields[1]
-        if host == socket.gethostname() and not _pid_alive(pid):
-            return f"process {pid} is gone"
-        return None
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def holder(self) -> str:
-        """``process PID on HOST`` of the lock's holder."""
-        return self._describe()
-
-    def _describe(self) -> str:
+        """``process PID on HOST`` of the lock's holder (as its file says)."""
         try:
             pid, host = self.path.read_text().split()
             return f"process {pid} on {host}"
         except (OSError, ValueError):
             return "another process"
 
+    def _refuse(self) -> UserError:
+        return UserError(f"{self.out} is in use by {self.holder()} (lock {self.path}): wait for that run "
+                         "to end or choose another --out")
+
     def acquire(self) -> "RunLock":
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot create the run folder {self.out} ({err.strerror}): choose another --out") from None
-        for _ in range(2):
+        while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                if self._stale_reason() is None:
-                    raise UserError(f"{self.out} is in use by {self._describe()} (lock {self.path}): wait for that run "
-                                    f"to end or choose another --out; if no run is active there, delete the lock") from None
-                self.path.unlink(missing_ok=True)  # a killed run's lock: take it over
-                continue
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o666)
             except OSError as err:
                 raise UserError(f"cannot write in the run folder {self.out} ({err.strerror}): choose another --out") from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(self.token)
-            self.held = True
-            return self
-        raise UserError(f"{self.out} is in use by {self._describe()}: wait for that run to end or choose another --out")
+            if not _try_lock(fd):
+                os.close(fd)
+                raise self._refuse()
+            try:  # a holder that released (and unlinked) between our open and our lock: lock the new file
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, self.token.encode())
+        self._fd = fd
+        return self
 
     def held_elsewhere(self) -> bool:
-        """True when another live process holds this lock (without taking it)."""
-        return self.path.exists() and not self.held and self._stale_reason() is None
+        """True when another process (or another RunLock of this one) holds this lock; takes nothing."""
+        if self.held:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            return not _try_lock(fd)
+        finally:
+            os.close(fd)  # closing drops a lock the probe took
 
     def release(self) -> None:
-        if self.held:
+        if self._fd is not None:
             try:
-                if self.path.read_text() == self.token:
-                    self.path.unlink()
+                self.path.unlink()  # while still locked: a waiting acquirer sees the inode change and retries
             except FileNotFoundError:
                 pass
-            self.held = False
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
