@@ -4,7 +4,7 @@ Prints ONE JSON line.
 
 CPU (the default, ``--device cpu``): the 470k Caduceus (d_model 118, 4 layers) on 8 x 1024 tokens. Figures
 per variant (Ph and PS) and CPU scan (``pure``: the chunked PyTorch scan; ``cpp``: the fused C++ scan of
-``dnadiff.models.cpu_scan``, when it builds): seconds for one training step's forward + backward,
+``dnadiff.ops.cpu_scan``, when it builds): seconds for one training step's forward + backward,
 training tokens/s, inference tokens/s, and the speed-up over the same model running mamba-ssm's
 sequential reference recurrence (``selective_scan_ref``), measured in the same run at a shorter
 length and extrapolated linearly in length (its cost is linear in L). Thread count: torch's
@@ -32,7 +32,8 @@ import time
 
 import torch
 
-from dnadiff.models import build_model, cpu_scan, scan, triton_scan
+from dnadiff.models import build_model
+from dnadiff.ops import cpu_scan, scan, triton_scan
 from dnadiff.models.config import caduceus_spec
 
 

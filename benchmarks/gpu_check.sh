@@ -151,7 +151,7 @@ fi
 run_step env 60 "$PY" - "$OUT/env.json" <<'PYEOF'
 import json, subprocess, sys
 import torch
-from dnadiff.models import scan, triton_scan
+from dnadiff.ops import scan, triton_scan
 info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda,
         "triton": getattr(triton_scan.triton, "__version__", None), "triton_scan_available": triton_scan.available(),
         "mamba_ssm_available": scan._mamba_scan is not None, "python": sys.version.split()[0]}
@@ -159,7 +159,7 @@ if torch.cuda.is_available():
     x = torch.zeros(1, device="cuda")
     info.update(gpu=torch.cuda.get_device_name(), capability="%d.%d" % torch.cuda.get_device_capability(),
                 gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1),
-                auto_backend=scan.scan_backend(x, x, x, "auto"))
+                auto_backend=scan.scan_backend(x, "auto"))
     try:
         info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                         capture_output=True, text=True, timeout=20).stdout.strip()

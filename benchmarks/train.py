@@ -19,7 +19,7 @@ from dnadiff.data.fasta import open_genome
 from dnadiff.data.intervals import whole_genome
 from dnadiff.data.windows import GenomeWindows
 from dnadiff.diffusion import MaskedDiffusion
-from dnadiff.models import build_model
+from dnadiff.models import build_model, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def main() -> None:
     loader_tokens_s = n * args.window / (time.perf_counter() - t0)
 
     model = build_model({"name": "caduceus", "variant": "ph", "d_model": 118, "n_layer": 4})
-    params = sum(p.numel() for p in model.parameters())
+    params = count_parameters(model)
     diff = MaskedDiffusion(4, "loglinear")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 

@@ -14,7 +14,9 @@ from dnadiff.rc import COMPLEMENT, reverse_complement
 from dnadiff.errors import UserError
 from dnadiff.models import CaduceusDenoiser, build_model
 from dnadiff.models import count_parameters
-from dnadiff.models.config import PRESETS, caduceus_spec
+from dnadiff.models.config import CaduceusConfig, caduceus_spec
+
+PRESETS = CaduceusConfig.PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 COMP4 = torch.tensor(COMPLEMENT[:4])

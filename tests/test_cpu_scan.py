@@ -6,10 +6,10 @@ import torch
 
 import torch.nn.functional as F
 
-from dnadiff.models import cpu_scan
+from dnadiff.ops import cpu_scan
 from dnadiff.models.bimamba import BiMamba
 from dnadiff.models.mamba import Mamba
-from dnadiff.models.scan import selective_scan_ref
+from dnadiff.ops.scan import selective_scan_ref
 
 if not cpu_scan.available():
     pytest.skip("fused CPU scan extension cannot be built here (compiler/ninja missing or disabled)",

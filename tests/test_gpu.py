@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnadiff.models import build_model, scan, triton_scan
+from dnadiff.models import build_model
+from dnadiff.ops import scan, triton_scan
 from dnadiff.models.bimamba import BiMamba
 from dnadiff.models.mamba import Mamba
 from dnadiff.models.config import caduceus_spec
@@ -150,8 +151,7 @@ def test_bf16_training_step_learns_real_dna():
     torch.manual_seed(0)
     model = build_model(caduceus_spec("demo", variant="ph", time_conditioning=True)).cuda()
     diffusion = MaskedDiffusion(vocab_size=4, schedule=get_schedule("loglinear"))
-    backend = scan.scan_backend(torch.zeros(1, device="cuda"), torch.zeros(1, device="cuda"),
-                                torch.zeros(1, device="cuda"), "auto")
+    backend = scan.scan_backend(torch.zeros(1, device="cuda"), "auto")
     if kernel_available("cuda") or kernel_available("triton"):
         assert backend in ("mamba-ssm", "triton")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -112,7 +112,7 @@ def test_bad_diffusion_settings_are_a_value_error_in_the_core_and_a_user_error_o
 #: above), never a layer above it. Every top-level module or package of dnadiff must be placed here.
 LAYERS = [
     {"version", "errors", "alphabet", "atomic", "paths", "devices", "logs", "plots", "provenance"},
-    {"diffusion"},
+    {"diffusion", "ops"},
     {"rc", "progress"},
     {"data"},
     {"models", "eval"},

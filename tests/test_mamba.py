@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnadiff.models import scan
+from dnadiff.ops import scan
 from dnadiff.models.bimamba import BiMamba
 from dnadiff.models.mamba import Mamba
-from dnadiff.models.scan import selective_scan_ref
+from dnadiff.ops.scan import selective_scan_ref
 
 # mamba_ssm.modules.mamba_simple.Mamba(d_model=32) state dict: names and shapes
 MAMBA_SSM_SHAPES = {

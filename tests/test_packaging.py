@@ -18,7 +18,7 @@ def test_every_bundled_config_and_kernel_source_is_package_data():
     assert (REPO / "configs").resolve() == CONFIG_DIR.resolve(), "the top-level configs/ shows the bundled ones"
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["dnadiff"]
     needed = [p for p in CONFIG_DIR.rglob("*") if p.is_file() and p.suffix in (".yaml", ".md")]
-    needed += list((package / "models").glob("*.cpp"))
+    needed += list((package / "ops").glob("*.cpp"))
     assert len(needed) > 10
     for path in needed:
         rel = path.resolve().relative_to(package.resolve()).as_posix()
@@ -29,7 +29,7 @@ def test_every_bundled_config_and_kernel_source_is_package_data():
 def test_the_kernel_build_uses_the_ninja_this_package_depends_on(monkeypatch):
     import ninja
 
-    from dnadiff.models import cpu_scan
+    from dnadiff.ops import cpu_scan
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with cpu_scan._pinned_ninja():

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from dnadiff.errors import UserError
-from dnadiff.models import scan
-from dnadiff.models.scan import check_kernels, selective_scan, selective_scan_chunked, selective_scan_ref
+from dnadiff.ops import scan
+from dnadiff.ops.scan import check_kernels, selective_scan, selective_scan_chunked, selective_scan_ref
 
 
 def make_inputs(b=2, d=5, L=37, n=4, dtype=torch.float64, decay_scale=2.0, seed=0):

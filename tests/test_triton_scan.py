@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dnadiff.errors import UserError
-from dnadiff.models import scan, triton_scan
+from dnadiff.ops import scan, triton_scan
 
 REPO = Path(__file__).resolve().parents[1]
 needs_triton = pytest.mark.skipif(not triton_scan.available(), reason="triton>=3.0 is not installed")
@@ -68,7 +68,7 @@ def test_kernels_compile_for_gpu_targets(arch):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from dnadiff.models import triton_scan_kernels as kernels
+    from dnadiff.ops import triton_scan_kernels as kernels
 
     wide = {"A_ptr", "D_ptr", "bias_ptr", "state_ptr", "gA_ptr", "gB_ptr", "gC_ptr", "gD_ptr", "gbias_ptr"}
     flags = {"HAS_D", "HAS_Z", "HAS_BIAS", "SOFTPLUS", "STORE_STATES"}
@@ -102,16 +102,16 @@ def test_cuda_dispatch_order(monkeypatch, mamba, triton_ok, kernels, expected):
     monkeypatch.setattr(scan, "_mamba_scan", (lambda *a: None) if mamba else None)
     monkeypatch.setattr(triton_scan, "available", lambda: triton_ok)
     u = _fake_tensor(cuda=True)
-    assert scan.scan_backend(u, u, u, kernels) == expected
+    assert scan.scan_backend(u, kernels, u, u) == expected
 
 
 def test_cpu_dispatch_never_picks_compiled_kernels():
     u = torch.randn(1, 2, 5)
     A = -torch.ones(2, 3)
-    assert scan.scan_backend(u, u, A, "pure") == "pure"
-    assert scan.scan_backend(u, u, A, "auto") in ("cpp", "pure")
+    assert scan.scan_backend(u, "pure", u, A) == "pure"
+    assert scan.scan_backend(u, "auto", u, A) in ("cpp", "pure")
     if not (triton_scan.available() and triton_scan.interpreting()):
-        assert scan.scan_backend(u, u, A, "triton") == "pure"  # a CPU tensor: no compiled Triton
+        assert scan.scan_backend(u, "triton", u, A) == "pure"  # a CPU tensor: no compiled Triton
         if not torch.cuda.is_available():
             with pytest.raises(UserError, match="kernels='triton' needs triton"):
                 scan.check_kernels("triton")
@@ -125,7 +125,8 @@ import sys
 sys.modules["triton"] = None  # import triton -> ImportError
 import torch
 from dnadiff.errors import UserError
-from dnadiff.models import build_model, scan, triton_scan
+from dnadiff.models import build_model
+from dnadiff.ops import scan, triton_scan
 from dnadiff.models.mamba import Mamba
 assert not triton_scan.available()
 try:
@@ -137,7 +138,7 @@ m = Mamba(8, d_state=4)
 x = torch.randn(2, 9, 8, requires_grad=True)
 m(x).sum().backward()
 assert torch.isfinite(x.grad).all()
-assert scan.scan_backend(x, x, x, "auto") in ("cpp", "pure")
+assert scan.scan_backend(x, "auto", x, x) in ("cpp", "pure")
 print("ok")
 """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))

@@ -43,7 +43,7 @@ def test_wheel_installed_outside_the_checkout_runs_every_job(tmp_path):
     wheel = next(wheels.glob("dnadiff-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for shipped in ("dnadiff/configs/pretrain/demo.yaml", "dnadiff/configs/finetune/human_enhancers_cohn.yaml",
-                    "dnadiff/configs/README.md", "dnadiff/models/cpu_scan.cpp"):
+                    "dnadiff/configs/README.md", "dnadiff/ops/cpu_scan.cpp"):
         assert shipped in names, f"{shipped} is not in {wheel.name}"
     figures["build_s"] = round(time.perf_counter() - start, 1)
 
@@ -65,7 +65,7 @@ def test_wheel_installed_outside_the_checkout_runs_every_job(tmp_path):
     table = REPO / "data" / "genomic_benchmarks" / "human_enhancers_cohn.test.tsv"
     dnadiff = str(env_dir / "bin" / "dnadiff")
 
-    where = _run([str(py), "-c", "import dnadiff, dnadiff.models.cpu_scan as k; "
+    where = _run([str(py), "-c", "import dnadiff, dnadiff.ops.cpu_scan as k; "
                                  "print(dnadiff.__file__); print(dnadiff.__version__)"], work, env).stdout.split()
     assert Path(where[0]).resolve().is_relative_to(env_dir.resolve()), f"imported {where[0]}, not the installed wheel"
     assert _run([dnadiff, "--version"], work, env).stdout.strip() == f"dnadiff {where[1]}"
@@ -94,7 +94,7 @@ def test_wheel_installed_outside_the_checkout_runs_every_job(tmp_path):
     # the Python API in the installed package, and the backend the CPU Mamba path used
     probe = _run([str(py), "-c", """
 import json, dnadiff
-from dnadiff.models import cpu_scan
+from dnadiff.ops import cpu_scan
 clf = dnadiff.load("ft/classifier_fold_0.pt")
 model = dnadiff.load("run/model.pt")
 seqs = model.generate(2, length=40, steps=4, seed=0)

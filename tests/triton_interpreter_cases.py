@@ -16,8 +16,8 @@ import sys  # noqa: E402
 import torch  # noqa: E402
 
 from dnadiff.models.mamba import Mamba  # noqa: E402
-from dnadiff.models.scan import selective_scan_ref  # noqa: E402
-from dnadiff.models.triton_scan import interpreting, selective_scan_triton  # noqa: E402
+from dnadiff.ops.scan import selective_scan_ref  # noqa: E402
+from dnadiff.ops.triton_scan import interpreting, selective_scan_triton  # noqa: E402
 
 NAMES = "u delta A B C D z delta_bias".split()
 

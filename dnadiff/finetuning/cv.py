@@ -14,7 +14,6 @@ from sklearn.model_selection import StratifiedKFold
 
 from dnadiff.errors import UserError
 
-PROTOCOLS = ("cv", "caduceus")
 #: how a ``cv`` fold picks its epoch: "inner" (honest: on a validation split carved from the training folds,
 #: the held-out fold scored once) or "held-out" (the papers' selection on the scored fold itself: optimistic)
 SELECTIONS = ("inner", "held-out")

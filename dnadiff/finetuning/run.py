@@ -31,6 +31,7 @@ from dnadiff.finetuning.batches import small_data_batch
 from dnadiff.finetuning.report import aggregate as merge_folds
 from dnadiff.finetuning.report import classifier_path, fold_path, plural, write_fold, write_results
 from dnadiff.finetuning.trainer import load_finetune_config
+from dnadiff.models import count_parameters
 from dnadiff.models.config import caduceus_spec
 from dnadiff.provenance import write_provenance
 from dnadiff.training.config import check_value
@@ -294,7 +295,7 @@ def classifier_factory(checkpoint, from_scratch: bool, model_size: str | None, n
         def fresh_backbone():
             return trainer.backbone_from_scratch(spec)
     variant = trainer.rc_variant(backbone)
-    params = sum(p.numel() for p in backbone.parameters())
+    params = count_parameters(backbone)
     description = (f"{spec.get('name', 'caduceus')}-{variant} d_model {spec.get('d_model')} x {spec.get('n_layer')} "
                    f"layers ({params:,} parameters), {init}")
 

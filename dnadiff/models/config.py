@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
 from dnadiff.errors import ConfigError
-from dnadiff.models.scan import KERNELS
+from dnadiff.ops.scan import KERNELS
 from dnadiff.rc import COMPLEMENT
 
 #: old key -> current key (specs in model.pt files written before issue 13 use the old names)
@@ -198,4 +198,3 @@ def caduceus_spec(size: str, **overrides) -> dict:
     return CaduceusConfig.preset(size, **overrides).to_spec()
 
 
-PRESETS = CaduceusConfig.PRESETS

@@ -11,13 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dnadiff.models.cpu_scan import causal_conv_silu_cl, selective_scan_cpu_cl
-from dnadiff.models.scan import check_kernels, scan_backend, selective_scan, use_cuda_kernels
-
-try:  # fused causal depthwise conv, used only on CUDA next to mamba-ssm
-    from causal_conv1d import causal_conv1d_fn
-except ImportError:  # pragma: no cover - depends on the machine
-    causal_conv1d_fn = None
+from dnadiff.ops.cpu_scan import causal_conv_silu_cl, selective_scan_cpu_cl
+from dnadiff.ops import scan as ops
+from dnadiff.ops.scan import check_kernels, scan_backend, selective_scan
 
 
 class Mamba(nn.Module):
@@ -64,22 +60,25 @@ class Mamba(nn.Module):
         x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner] views
         A = -torch.exp(_fp32_or_wider(self.A_log))
         D, bias = _fp32_or_wider(self.D), _fp32_or_wider(self.dt_proj.bias)
-        if scan_backend(x, x, A, self.kernels) == "cpp":  # fused C++ conv and scan, all channel-last
+        backend = scan_backend(x, self.kernels, A)  # decided once per forward (delta will have x's dtype)
+        if backend == "cpp":  # fused C++ conv and scan, all channel-last
             u = causal_conv_silu_cl(x, self.conv1d.weight[:, 0], self.conv1d.bias)
             dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
             delta = dt @ self.dt_proj.weight.t()  # [B, L, d_inner]; the bias goes in as delta_bias
             return selective_scan_cpu_cl(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True)
-        u = self.conv(x.transpose(1, 2))  # [B, d_inner, L]
+        u = self.conv(x.transpose(1, 2), backend)  # [B, d_inner, L]
         dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = dt @ self.dt_proj.weight.t()
         y = selective_scan(u, delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D,
-                           z=z.transpose(1, 2), delta_bias=bias, delta_softplus=True, kernels=self.kernels)
+                           z=z.transpose(1, 2), delta_bias=bias, delta_softplus=True, kernels=self.kernels,
+                           backend=backend)
         return y.transpose(1, 2)
 
-    def conv(self, x: torch.Tensor) -> torch.Tensor:
-        """Causal depthwise convolution then SiLU: [B, d_inner, L] -> [B, d_inner, L]."""
-        if causal_conv1d_fn is not None and use_cuda_kernels(x, self.kernels):
-            return causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+    def conv(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        """Causal depthwise convolution then SiLU: [B, d_inner, L] -> [B, d_inner, L]; causal-conv1d's fused
+        kernel next to mamba-ssm's scan (``backend`` as :func:`scan_backend` decided)."""
+        if ops.causal_conv1d_fn is not None and (backend or scan_backend(x, self.kernels)) == "mamba-ssm":
+            return ops.causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         return F.silu(self.conv1d(x)[..., : x.shape[-1]])
 
 

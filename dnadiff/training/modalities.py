@@ -53,12 +53,6 @@ def _settings(cfg) -> dict:
     return {key: default if source.get(key) is None else source[key] for key, default in DEFAULTS.items()}
 
 
-def is_text_or_pixels(cfg) -> bool:
-    """True when ``cfg`` asks for text or image data (``text`` or ``images`` set) rather than DNA."""
-    settings = _settings(cfg)
-    return settings["text"] is not None or settings["images"] is not None
-
-
 def build_datamodule(cfg) -> tuple[TextDataModule | PixelDataModule, dict]:
     """Build the Lightning DataModule for text or images from ``cfg`` (keys in the module docstring).
 

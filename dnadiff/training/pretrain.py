@@ -35,6 +35,7 @@ from dnadiff.errors import ParameterError, UserError
 
 #: a plain progress line at most this often when the output is no terminal (``progress="lines"``)
 PROGRESS_LINE_SECONDS = 30.0
+from dnadiff.models import count_parameters
 from dnadiff.models.config import model_config
 from dnadiff.provenance import write_provenance
 from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepBar, StepCallback, Throughput,
@@ -440,7 +441,7 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
     metrics = scalar_metrics(trainer)
     summary = {"steps": int(trainer.global_step), "seconds": round(time.time() - start, 1),
-               "parameters": sum(p.numel() for p in module.model.parameters()), **metrics}
+               "parameters": count_parameters(module.model), **metrics}
     if trainer.is_global_zero:
         payload = module.export_payload(summary)
         if original:

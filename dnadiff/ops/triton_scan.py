@@ -1,6 +1,6 @@
 """Selective scan in Triton (forward and backward) for CUDA tensors when mamba-ssm is absent.
 
-Same arguments and result as :func:`dnadiff.models.scan.selective_scan_ref`: delta bias and softplus,
+Same arguments and result as :func:`dnadiff.ops.scan.selective_scan_ref`: delta bias and softplus,
 the D skip and the z gate are fused into the kernels of :mod:`triton_scan_kernels`; states accumulate
 in float32 (float64 for float64 inputs) whatever the input dtype (bfloat16, float16, float32).
 The forward pass stores the state at the end of every block of ``block_l`` positions when a gradient
@@ -55,7 +55,7 @@ def default_block_l(length: int, d_state: int) -> int:
 
 def interpreting() -> bool:
     """True when triton was imported under ``TRITON_INTERPRET=1``: kernels then run on CPU tensors."""
-    from dnadiff.models import triton_scan_kernels as module
+    from dnadiff.ops import triton_scan_kernels as module
 
     return type(module.scan_fwd).__name__ == "InterpretedFunction"
 
@@ -74,7 +74,7 @@ def _configs(block_n: int, block_l: int):
 
 def _launchers(device: torch.device, block_n: int, block_l: int):
     """(forward, backward, fixed meta-parameters): autotuned on CUDA, BLOCK_D = 4 under the interpreter."""
-    from dnadiff.models import triton_scan_kernels as module
+    from dnadiff.ops import triton_scan_kernels as module
 
     if interpreting():
         return module.scan_fwd, module.scan_bwd, {"BLOCK_D": 4}

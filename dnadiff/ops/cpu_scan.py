@@ -2,7 +2,7 @@
 
 ``cpu_scan.cpp`` runs, in the channel-last layout the projections produce ([B, L, D]; views go in
 without copies), the causal depthwise conv + SiLU (:func:`causal_conv_silu_cl`) and the whole selective
-scan of :mod:`dnadiff.models.scan` (softplus of delta plus its bias, the recurrence, the skip and the
+scan of :mod:`dnadiff.ops.scan` (softplus of delta plus its bias, the recurrence, the skip and the
 gate; :func:`selective_scan_cpu_cl`), each with its backward. The scan is one sequential loop over
 positions per batch row and block of 16 channels, vectorised across the block's channels; the forward
 keeps each block's state every 64 positions and the backward recomputes those chunks from there. Tasks
@@ -143,9 +143,9 @@ def available() -> bool:
     return extension() is not None
 
 
-def supports(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor) -> bool:
+def supports(u: torch.Tensor, *others: torch.Tensor) -> bool:
     """True when the fused kernel can take these tensors: CPU, float32 or float64, one dtype."""
-    return (u.device.type == "cpu" and u.dtype in DTYPES and delta.dtype == u.dtype and A.dtype == u.dtype
+    return (u.device.type == "cpu" and u.dtype in DTYPES and all(t.dtype == u.dtype for t in others)
             and available())
 
 

@@ -1,6 +1,6 @@
 """Triton kernels of the selective scan (forward and backward); the host side is :mod:`triton_scan`.
 
-Imported by :mod:`dnadiff.models.triton_scan` on first use, only when triton is installed. Under
+Imported by :mod:`dnadiff.ops.triton_scan` on first use, only when triton is installed. Under
 ``TRITON_INTERPRET=1`` (set before triton is imported) these run in Triton's interpreter, on CPU too.
 
 One program owns a batch row ``b`` and ``BLOCK_D`` channels, holds the state ``h: [BLOCK_D, BLOCK_N]``

@@ -18,8 +18,8 @@ The Python loops are over chunk offsets and chunks (about 2 sqrt(L) iterations p
 positions; bfloat16/float16 inputs are scanned in float32 with autocast off, like the fused kernels.
 
 Dispatch (``kernels="auto"``): CUDA tensors use mamba-ssm's kernel when installed, else the Triton
-scan of :mod:`dnadiff.models.triton_scan` when triton is installed, else the pure scan; CPU tensors use
-the fused C++ scan of :mod:`dnadiff.models.cpu_scan` when it builds, else the pure scan.
+scan of :mod:`dnadiff.ops.triton_scan` when triton is installed, else the pure scan; CPU tensors use
+the fused C++ scan of :mod:`dnadiff.ops.cpu_scan` when it builds, else the pure scan.
 ``kernels="pure"``, ``"cuda"`` (mamba-ssm) and ``"triton"`` force one implementation.
 """
 from __future__ import annotations
@@ -31,12 +31,17 @@ import torch
 import torch.nn.functional as F
 
 from dnadiff.errors import UserError
-from dnadiff.models import cpu_scan, triton_scan
+from dnadiff.ops import cpu_scan, triton_scan
 
-try:  # fused CUDA kernels, used only for CUDA tensors
+# the optional CUDA kernels, resolved once at import (used only for CUDA tensors)
+try:
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_scan
 except ImportError:  # pragma: no cover - depends on the machine
     _mamba_scan = None
+try:  # fused causal depthwise conv + SiLU, used next to mamba-ssm
+    from causal_conv1d import causal_conv1d_fn
+except ImportError:  # pragma: no cover - depends on the machine
+    causal_conv1d_fn = None
 
 KERNELS = ("auto", "pure", "cuda", "triton")
 HALF = (torch.float16, torch.bfloat16)
@@ -205,11 +210,13 @@ def check_kernels(kernels: str) -> str:
     return kernels
 
 
-def scan_backend(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, kernels: str) -> str:
-    """Which scan runs for these tensors under setting ``kernels``: "mamba-ssm", "triton", "cpp" or "pure".
+def scan_backend(u: torch.Tensor, kernels: str, *others: torch.Tensor) -> str:
+    """The one dispatch: which scan runs for input ``u`` under setting ``kernels`` ("mamba-ssm", "triton",
+    "cpp" or "pure"); ``others`` (e.g. delta, A) must share u's dtype for the fused C++ scan.
 
     CUDA: mamba-ssm (auto, cuda), then Triton (auto, triton), then pure. CPU: the fused C++ scan
-    (auto), Triton only under its interpreter when asked for by name, then pure.
+    (auto), Triton only under its interpreter when asked for by name, then pure. A Mamba layer asks
+    once per forward and runs the answer (:func:`selective_scan`'s ``backend``).
     """
     if kernels == "pure":
         return "pure"
@@ -221,22 +228,18 @@ def scan_backend(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, kernels:
         return "pure"
     if kernels == "triton" and triton_scan.available() and triton_scan.interpreting():
         return "triton"
-    if kernels == "auto" and cpu_scan.supports(u, delta, A):
+    if kernels == "auto" and cpu_scan.supports(u, *others):
         return "cpp"
     return "pure"
 
 
-def use_cuda_kernels(x: torch.Tensor, kernels: str) -> bool:
-    """True when mamba-ssm's fused kernels (and causal-conv1d's) should run for tensor ``x``."""
-    return kernels in ("auto", "cuda") and _mamba_scan is not None and x.is_cuda
-
-
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, kernels="auto"):
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, kernels="auto",
+                   backend=None):
     """Selective scan through the implementation :func:`scan_backend` picks (fused kernels when they apply,
-    else the chunked pure-PyTorch scan). Same arguments as :func:`selective_scan_ref`; ``kernels`` in
-    {"auto", "pure", "cuda", "triton"}. Returns [B, D, L].
+    else the chunked pure-PyTorch scan), or through ``backend`` when the caller already asked. Same
+    arguments as :func:`selective_scan_ref`; ``kernels`` in {"auto", "pure", "cuda", "triton"}. Returns [B, D, L].
     """
-    backend = scan_backend(u, delta, A, kernels)
+    backend = backend or scan_backend(u, kernels, delta, A)
     if backend == "mamba-ssm":
         return _mamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "triton":
