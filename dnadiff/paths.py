@@ -61,3 +61,23 @@ def check_writable(path: str | Path, overwrite: bool = True) -> Path:
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"output {path} is not writable: choose another --out")
     return path
+
+
+#: the first two bytes of every gzip (and so every bgzip) stream
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: str | os.PathLike) -> bool:
+    """True when the file starts with gzip's magic bytes (the one test: never the name's suffix)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def open_text(path: str | os.PathLike, *, newline: str | None = None, encoding: str = "utf-8-sig"):
+    """Open a text file for reading, gzip-compressed or not (:func:`is_gzip`); ``utf-8-sig`` drops a
+    byte-order mark (spreadsheet exports). ``newline=""`` for the csv module."""
+    if is_gzip(path):
+        import gzip
+
+        return gzip.open(path, "rt", newline=newline, encoding=encoding)
+    return open(path, newline=newline, encoding=encoding)

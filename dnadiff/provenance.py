@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from dnadiff.atomic import atomic_write
+from dnadiff.version import __version__
 
 PROVENANCE_FILE = "provenance.json"
 #: the command line the CLI ran (set by :func:`dnadiff.cli.main`); None: ``sys.argv``
@@ -49,7 +50,6 @@ def provenance(config: dict | None = None, device=None, extra: dict | None = Non
     (``argv``, default: the CLI's, else ``sys.argv``) and the UTC time."""
     import torch
 
-    from dnadiff.version import __version__
 
     try:
         import lightning

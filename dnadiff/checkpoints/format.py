@@ -19,6 +19,7 @@ import torch
 
 from dnadiff.atomic import atomic_write  # noqa: F401  (re-exported: the one atomic writer)
 from dnadiff.errors import UserError
+from dnadiff.paths import require_file
 
 MODEL_FORMAT = "dnadiff-model/1"
 
@@ -35,7 +36,6 @@ def _first_line(err: BaseException) -> str:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``; UserError if missing or corrupt."""
-    from dnadiff.paths import require_file
 
     path = require_file(path, "checkpoint", "check the path (a pretraining run writes OUT/model.pt and "
                                              "OUT/checkpoints/last.ckpt)")

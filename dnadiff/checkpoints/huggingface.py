@@ -19,6 +19,7 @@ import torch.nn as nn
 from dnadiff.data.tokenizer import CADUCEUS_IDS, EMBED_SIZE
 from dnadiff.errors import UserError
 from dnadiff.models.caduceus import CaduceusBackbone, CaduceusDenoiser
+from dnadiff.atomic import atomic_write, clean_stale_temporaries, disk_error, make_temp_dir, umask
 
 PREFIX = "caduceus.backbone."
 
@@ -523,7 +524,6 @@ def write_hf_folder(out, config: dict, state: dict[str, torch.Tensor]):
 
     from safetensors.torch import save
 
-    from dnadiff.atomic import atomic_write, clean_stale_temporaries, disk_error, make_temp_dir, umask
 
     out = Path(out)
     clean_stale_temporaries(out.parent, out.name)

@@ -25,6 +25,7 @@ import torch
 from dnadiff.errors import UserError
 from dnadiff.checkpoints.format import (MODEL_FORMAT, build_process, load_checkpoint, model_payload,
                                         model_payload_from_lightning)
+from dnadiff.checkpoints.huggingface import check_config, denoiser_from_original, load_original_caduceus, read_dnadiff_settings
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
 #: sharded checkpoints: an index ({"weight_map": {tensor name: shard file}}) beside the shards
@@ -161,7 +162,6 @@ def read_original(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{config_path} is not valid JSON ({err}): re-download or re-export the checkpoint") from None
-    from dnadiff.checkpoints.huggingface import check_config
 
     return check_config(config, str(config_path)), read_weights(weights[0])
 
@@ -173,7 +173,6 @@ def original_payload(config: dict, state: dict[str, torch.Tensor], source: str =
     folder written by ``dnadiff export`` gets back its data settings (window ...), diffusion process (eps ...) and
     inference settings from the config's ``"dnadiff"`` entry.
     """
-    from dnadiff.checkpoints.huggingface import denoiser_from_original, load_original_caduceus, read_dnadiff_settings
 
     data, diffusion, model = ORIGINAL_DATA, ORIGINAL_DIFFUSION, {}
     settings = read_dnadiff_settings(config, f"{source or 'the'} config.json")  # a `dnadiff export`: its own settings

@@ -12,7 +12,6 @@ batches ``{"tokens": LongTensor[B,200], "loss_mask": BoolTensor[B,200], "labels"
 from __future__ import annotations
 
 import csv
-import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dnadiff.data.tokenizer import NUM_BASES, encode
 from dnadiff.errors import UserError
+from dnadiff.paths import kind_of, open_text
 
 FILE_NAME = "K562_hESCT0_HepG2_GM12878_12k_sequences_per_group.txt.gz"
 #: class ids in this fixed order (the order of the file's per-cell-type columns).
@@ -70,15 +70,13 @@ def load_dhs(path: str | Path | None = None) -> DHSData:
         line) lacks a cell, names an unknown cell type/split, or has an empty, non-DNA or differently long sequence.
     """
     path = Path(path) if path is not None else default_dhs_path()
-    from dnadiff.paths import kind_of
 
     if kind_of(path) != "a regular file":
         found = "not found" if kind_of(path) == "missing" else f"is {kind_of(path)}, not a file"
         raise UserError(f"DHS file {path} {found}: pass the path of {FILE_NAME} (from the dnadiffusion package)")
-    opener = gzip.open if path.suffix == ".gz" else open
     sequences, labels, split, lines = [], [], [], []
     try:
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:  # a byte-order mark is dropped
+        with open_text(path, newline="") as handle:  # a byte-order mark is dropped
             rows = csv.DictReader(handle, delimiter="\t")
             missing = [c for c in _REQUIRED_COLUMNS if c not in (rows.fieldnames or [])]
             if missing:

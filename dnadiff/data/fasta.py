@@ -26,8 +26,8 @@ import torch
 
 from dnadiff.data.tokenizer import encode
 from dnadiff.errors import UserError
+from dnadiff.paths import GZIP_MAGIC as _GZIP_MAGIC, require_file
 
-_GZIP_MAGIC = b"\x1f\x8b"
 #: the empty block every complete BGZF file ends with (SAM/BAM specification, section 4.1.2)
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _LINE_END = (b"\n", b"\r\n")
@@ -219,7 +219,6 @@ def open_genome(path: str | os.PathLike) -> Genome:
     Raises:
         UserError: missing file, plain gzip (names ``bgzip``), not a FASTA, empty contig, unreadable index.
     """
-    from dnadiff.paths import require_file
 
     path = require_file(path, "genome file", "check the path (give a FASTA file)")
     compression = compression_of(path)

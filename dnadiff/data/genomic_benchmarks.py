@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from dnadiff.errors import LeakageWarning, UserError
+from dnadiff.paths import kind_of, open_text, require_file
 from dnadiff.rc import reverse_complement_str
+from dnadiff.data.fasta import Genome, open_genome
 
 #: the 9 tasks: the 8 of the Caduceus / MDLM tables plus drosophila_enhancers_stark.
 TASKS = (
@@ -144,10 +146,9 @@ def _natural_key(path: Path):
 def read_coordinates(path: str | Path) -> list[tuple[str, str, int, int, str]]:
     """Rows ``(id, region, start, end, strand)`` of one ``<class>.csv.gz`` (empty strand means ``+``)."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     try:
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+        with open_text(path, newline="") as handle:
             reader = csv.DictReader(handle)
             missing = {"id", "region", "start", "end"} - set(reader.fieldnames or ())
             if missing:
@@ -175,7 +176,6 @@ def rebuild_sequences(fasta, rows: list[tuple[str, str, int, int, str]], where: 
     A region missing from the reference (also tried with/without a ``chr`` prefix) or an
     interval outside its contig is a UserError. Returns upper-case strings.
     """
-    from dnadiff.data.fasta import Genome
 
     if isinstance(fasta, Genome):
         names = set(fasta.names)
@@ -258,9 +258,7 @@ def load_from_coordinates(task: str, coordinates: str | Path, genome: str | Path
         root = root / task
     if not (root / "train").is_dir():
         raise UserError(f"no {task}/train folder under {coordinates}: give the benchmark's coordinates folder")
-    from dnadiff.data.fasta import open_genome
 
-    from dnadiff.paths import require_file
 
     genome = require_file(genome, "reference FASTA", "give a local genome with --genome")
     class_names = sorted(p.name[: -len(".csv.gz")] for p in (root / "train").glob("*.csv.gz"))
@@ -313,15 +311,13 @@ def read_table_lines(path: str | Path) -> tuple[list[str], list[str], list[int]]
     naming the file, the line and the fix) for an unreadable or empty file, a header without sequence/label
     columns, a header without rows, or a row lacking the sequence or label cell.
     """
-    from dnadiff.paths import kind_of
 
     path = Path(path)
     if kind_of(path) not in ("a regular file", "missing"):  # a FIFO would block, /dev/zero never end
         raise UserError(f"sequence file {path} is {kind_of(path)}, not a file: give a TSV/CSV with sequence and "
                         "label columns")
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+        with open_text(path, newline="") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
         raise UserError(f"cannot read sequence file {path} ({err}): give a TSV/CSV with sequence and label columns") from err

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dnadiff.errors import UserError
+from dnadiff.atomic import atomic_write
 
 CIFAR10_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_TEST_FILE = "test_batch"
@@ -170,7 +171,6 @@ def write_png(pixels: np.ndarray, path: str | Path) -> None:
     raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 on each scanline
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IEND", b"")
-    from dnadiff.atomic import atomic_write
 
     atomic_write(path, lambda f: f.write(png))
 

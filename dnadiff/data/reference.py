@@ -4,12 +4,11 @@ its training split the memorisation reference and the classifier's training data
 from __future__ import annotations
 
 import csv
-import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnadiff.errors import UserError
-from dnadiff.paths import require_file
+from dnadiff.paths import open_text, require_file
 
 
 @dataclass
@@ -23,10 +22,7 @@ class Reference:
 
 
 def _open_text(path: Path):
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name
-    return gzip.open(path, "rt", newline="", encoding="utf-8-sig") if gzipped else open(path, newline="", encoding="utf-8-sig")
+    return open_text(path, newline="")  # a byte-order mark is not part of the first column's name
 
 
 def read_reference(path: str | Path, option: str = "--real") -> Reference:

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import linalg
 
 from dnadiff.eval.sequence_metrics import kmer_counts
+from dnadiff.rc import reverse_complement_str
 
 
 def frechet_from_moments(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> float:
@@ -92,7 +93,6 @@ class MotifScanner:
     def presence(self, seqs: Sequence[str]) -> np.ndarray:
         """bool[S, M]: sequence s holds motif m (on either strand)."""
         from dnadiff.eval.embedding import one_hot
-        from dnadiff.rc import reverse_complement_str
 
         import torch
 

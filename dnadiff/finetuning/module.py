@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnadiff.finetuning.batches import MicroBatch
+from dnadiff.finetuning.batches import inference_batches, InferenceCollate, MicroBatch, RankBatches, TrainCollate
 from dnadiff.rc import reverse_complement_valid
 from dnadiff.training.optim import build_optimizer
+from dnadiff.data.tokenizer import MASK
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,6 @@ class FinetuneModule(L.LightningModule):
     def train_dataloader(self):
         from torch.utils.data import DataLoader
 
-        from dnadiff.finetuning.batches import RankBatches, TrainCollate
 
         sampler = RankBatches(len(self.train_split), self.batch_size, self.seed, self.global_rank, self.trainer.world_size)
         return DataLoader(range(len(self.train_split)), batch_sampler=sampler,
@@ -82,7 +82,6 @@ class FinetuneModule(L.LightningModule):
     def val_dataloader(self):
         from torch.utils.data import DataLoader
 
-        from dnadiff.finetuning.batches import InferenceCollate, inference_batches
 
         val = self.val_split
         chunks = inference_batches(np.arange(len(val)), val.seqs, val.labels, self.max_length, self.val_budget)
@@ -149,7 +148,6 @@ def mask_at_random_level(tokens: torch.Tensor, valid: torch.Tensor, generator: t
     linear schedule (1 - alpha(t) = t). Under masking diffusion p(y | z_t) does not depend on t given z_t
     (the mask pattern is independent of x), so a classifier trained this way serves every schedule; the
     schedule only weights which mask levels it sees most. Draws on the CPU ``generator``."""
-    from dnadiff.data.tokenizer import MASK
 
     b, l = tokens.shape
     level = torch.rand(b, 1, generator=generator)

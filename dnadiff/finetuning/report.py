@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dnadiff.atomic import atomic_write
 from dnadiff.eval.classification import METRICS
+from dnadiff.errors import UserError
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -154,7 +155,6 @@ def aggregate(folder: str | Path) -> dict:
             truncated, headerless, hand-edited, of the wrong types; naming the file and the field), folds of different experiments (task, data,
             protocol, config, seed or model differ), a fold twice, or missing folds.
     """
-    from dnadiff.errors import UserError
     from dnadiff.finetuning import combine
 
     folder = Path(folder)
@@ -306,7 +306,6 @@ def check_fold(payload) -> dict:
 
 def read_fold(path: str | Path) -> dict:
     """One fold file, parsed and validated (:func:`check_fold`); UserError naming the file and the field."""
-    from dnadiff.errors import UserError
 
     path = Path(path)
     try:

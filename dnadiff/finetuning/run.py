@@ -28,14 +28,14 @@ from dnadiff.devices import lightning_devices
 from dnadiff.errors import ParameterError, UserError
 from dnadiff.finetuning import protocol_splits, run_finetune, run_header, subsample, trainer
 from dnadiff.finetuning.batches import small_data_batch
-from dnadiff.finetuning.report import aggregate as merge_folds
-from dnadiff.finetuning.report import classifier_path, fold_path, plural, write_fold, write_results
+from dnadiff.finetuning.report import aggregate as merge_folds, classifier_path, fold_path, plural, write_fold, write_results
 from dnadiff.finetuning.trainer import load_finetune_config
 from dnadiff.models import count_parameters
 from dnadiff.models.config import caduceus_spec
 from dnadiff.provenance import write_provenance
 from dnadiff.training.config import check_value
 from dnadiff.training.run_folder import LOCK_NAME, RunLock
+from dnadiff.logs import quiet_frameworks
 
 #: model_size choices (Caduceus-Ph presets of dnadiff.models.config.CaduceusConfig): "470k" is the Caduceus
 #: paper's Genomic Benchmarks model (d_model 118, 4 layers); "demo" a CPU-sized one.
@@ -126,7 +126,6 @@ def finetune(
         UserError / ParameterError (one line naming the parameter and the fix), before any training.
     """
     arguments = dict(locals())
-    from dnadiff.logs import quiet_frameworks
 
     with quiet_frameworks():
         return _finetune(**arguments)

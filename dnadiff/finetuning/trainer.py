@@ -27,6 +27,8 @@ from dnadiff.eval.classification import classification_metrics
 from dnadiff.models.config import model_config
 from dnadiff.training.config import CONFIG_DIR, Key
 from dnadiff.training.optim import warmup_steps
+from dnadiff.checkpoints.sources import load_payload, model_from_payload
+from dnadiff.finetuning.batches import default_micro_batch, inference_batches, INFERENCE_BUDGET, make_micro_batches, RankBatches
 
 
 @dataclass
@@ -85,7 +87,6 @@ def backbone_from_checkpoint(path: str | Path, spec: dict | None = None, downloa
     ``spec`` (the requested model size), when given, must match the checkpoint's width and depth. A
     checkpoint for another vocabulary (text, pixels) is a UserError.
     """
-    from dnadiff.checkpoints.sources import load_payload, model_from_payload
 
     payload = load_payload(path, download=download)
     ckpt_spec = dict(payload["model"])
@@ -141,7 +142,6 @@ def predict_proba(classifier: nn.Module, seqs: list[str], max_length: int, conjo
     """Class probabilities float[N, K] on the classifier's device, in length-sorted batches each padded to its
     own longest sequence (at most ``budget_tokens`` padded tokens; default from the model's size); with
     ``conjoin`` the logits of x and RC(x) (valid part) are averaged."""
-    from dnadiff.finetuning.batches import INFERENCE_BUDGET, inference_batches, make_micro_batches
     from dnadiff.finetuning.module import assemble, classifier_logits
 
     if budget_tokens is None:
@@ -185,7 +185,6 @@ def train_fold(
     import warnings
 
     import lightning as L
-    from dnadiff.finetuning.batches import INFERENCE_BUDGET, RankBatches, default_micro_batch
     from dnadiff.finetuning.module import FinetuneModule
 
     device = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto", **(device or {})}

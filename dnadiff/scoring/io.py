@@ -2,7 +2,6 @@
 lines, arrays as ``.npy`` with an id list, VCF lines with an INFO field, every file through the atomic writer."""
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from pathlib import Path
@@ -12,15 +11,13 @@ import numpy as np
 
 from dnadiff.atomic import atomic_write
 from dnadiff.errors import UserError
-from dnadiff.paths import check_writable
+from dnadiff.paths import check_writable, open_text
 
 _DNA = set("ACGTNacgtn")
 
 
 def _open_text(path: Path):
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    return gzip.open(path, "rt") if head == b"\x1f\x8b" else open(path, "rt")
+    return open_text(path)
 
 
 def read_sequences(path: str | Path) -> Iterator[tuple[str, str]]:

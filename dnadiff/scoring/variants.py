@@ -27,7 +27,10 @@ import torch
 from dnadiff.data.tokenizer import MASK, NUM_BASES, encode
 from dnadiff.diffusion.process import stratified_times
 from dnadiff.errors import UserError
+from dnadiff.paths import open_text
 from dnadiff.scoring.common import (device_of, masked_logprobs, parts, resolve_strands, strand_logprobs)
+from dnadiff.data.fasta import Genome, open_genome
+from dnadiff.atomic import atomic_write
 
 REF_MISMATCH = ("refuse", "skip", "flag")
 _BASE_INDEX = {"A": 0, "C": 1, "G": 2, "T": 3}
@@ -126,11 +129,8 @@ def vcf_header(path: str | Path) -> str:
 
 
 def _read_tsv(path: Path) -> Iterator[Record]:
-    import gzip
-
-    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
     try:
-        with opener(path, "rt") as handle:
+        with open_text(path) as handle:
             for lineno, line in enumerate(handle, start=1):
                 if not line.strip() or line.startswith("#"):
                     continue
@@ -428,7 +428,6 @@ def variant_effects(model, variants: str | Path | Iterable[Record | tuple], geno
     first (:func:`check_records`) when ``variants`` is a path. ``genome``: a path or an opened Genome.
     ``context`` defaults to (window - 1) // 2 of the model. Alleles skipped with ``ref_mismatch="skip"`` are not yielded.
     """
-    from dnadiff.data.fasta import Genome, open_genome
 
     genome = genome if isinstance(genome, Genome) else open_genome(genome)
     _, _, window = parts(model)
@@ -511,7 +510,6 @@ def saturation_mutagenesis(model, sequence: str | None = None, genome=None, regi
         full, offset, chrom, first = sequence.upper(), 0, None, 1
         n = len(full)
     else:
-        from dnadiff.data.fasta import Genome, open_genome
 
         genome = genome if isinstance(genome, Genome) else open_genome(genome)
         chrom, start, end = parse_region(region)
@@ -551,7 +549,6 @@ def heatmap(sat: Saturation, path: str | Path) -> bool:
         return False
     import io
 
-    from dnadiff.atomic import atomic_write
 
     L = len(sat.sequence)
     fig, ax = plt.subplots(figsize=(min(2 + L * 0.12, 40), 2.6))

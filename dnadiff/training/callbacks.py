@@ -8,6 +8,7 @@ import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
+from dnadiff.atomic import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -190,7 +191,6 @@ class WindowAudit(L.Callback):
             flat = torch.cat([p.detach().double().flatten().cpu() for p in pl_module.model.parameters()])
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "indices": self.indices,
                   "param_sum": float(flat.sum()), "param_sq_sum": float((flat**2).sum())}
-        from dnadiff.atomic import atomic_write
 
         text = json.dumps(record).encode()
         atomic_write(Path(self.out_dir) / f"audit_rank{trainer.global_rank}.json", lambda f: f.write(text))

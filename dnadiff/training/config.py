@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 
 from dnadiff.errors import ParameterError, UserError
+from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
+from dnadiff.models.config import CONFIGS, model_config
 
 #: the bundled configs (pretrain/, finetune/, model/), shipped inside the package (configs/ at the top of a
 #: checkout links here)
@@ -247,8 +249,6 @@ def check_model_section(section: dict) -> None:
     """The ``model`` section through its typed config (:mod:`dnadiff.models.config`: ``CaduceusConfig`` /
     ``TransformerConfig``), before any data is read; ConfigError names the bad key and its range. The
     sizes the data sets (embedding rows, outputs) are checked again once the data is known."""
-    from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
-    from dnadiff.models.config import model_config
 
     spec = dict(section)
     if spec.get("name") == "transformer":
@@ -262,7 +262,6 @@ def _model_markdown() -> list[str]:
     """The ``model`` section: the fields of each typed model config, with their defaults."""
     from dataclasses import MISSING, fields
 
-    from dnadiff.models.config import CONFIGS
 
     lines = ["## model", "", "Typed by `dnadiff/models/config.py` (`model.name` picks the config; ranges are checked by",
              "the config class). `-`: set from the data.", "", "| model.name | key | default |", "|---|---|---|"]

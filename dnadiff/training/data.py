@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dnadiff.data import tokenizer as tok
 from dnadiff.errors import UserError
+from dnadiff.data.fasta import compression_of, decompress_to_cache
 
 DNA_KEYS = ("window", "batch_size", "num_workers", "max_n_frac", "rc_aug", "holdout_frac", "max_eval_windows",
             "val_contigs", "test_contigs", "bed")
@@ -18,7 +19,6 @@ DNA_KEYS = ("window", "batch_size", "num_workers", "max_n_frac", "rc_aug", "hold
 
 def genome_path(path: str | Path, decompress: bool = False) -> Path:
     """The FASTA to read: plain-gzip files are decompressed once into a cache when ``decompress``."""
-    from dnadiff.data.fasta import compression_of, decompress_to_cache
 
     path = Path(path)
     if not path.exists():

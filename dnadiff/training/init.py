@@ -16,6 +16,7 @@ import dataclasses
 import torch
 
 from dnadiff.errors import UserError
+from dnadiff.models.config import LEGACY_KEYS, model_config
 
 #: model-spec keys that the config decides; every other key (the architecture) comes from the source
 OPTION_KEYS = ("time_conditioning", "num_classes", "kernels", "conjoin", "rc_aug")
@@ -25,7 +26,6 @@ _NEW_CONDITIONING = ("time_embed.", "label_embed.")
 def init_model_spec(config_model: dict, payload: dict) -> dict:
     """The model spec to train: the source's architecture with the config's options (time conditioning
     the source already has is kept)."""
-    from dnadiff.models.config import LEGACY_KEYS, model_config
 
     source = model_config(payload["model"])
     spec = source.to_spec()

@@ -37,6 +37,7 @@ from dnadiff.data.pixels import PixelDataModule, save_sample_grid
 from dnadiff.data.text import TextDataModule, decode_bytes, decode_text8
 from dnadiff.errors import UserError
 from dnadiff.eval.units import bits_per_token, uniform_bits
+from dnadiff.atomic import atomic_write
 
 DEFAULTS = {
     "text": None, "text_level": "char", "window": 256, "val_fraction": 0.05, "test_fraction": 0.05,
@@ -107,7 +108,6 @@ def save_samples(data_info: dict, tokens: torch.Tensor, path: str | Path) -> Pat
                                 data_info["pixel_order"])
     decode = decode_text8 if data_info["text_level"] == "char" else decode_bytes
     path = Path(path).with_suffix(".txt")
-    from dnadiff.atomic import atomic_write
 
     text = ("\n\n".join(decode(row) for row in tokens) + "\n").encode("utf-8")
     return atomic_write(path, lambda f: f.write(text))

@@ -49,6 +49,9 @@ from dnadiff.training.memory import prepare_memory
 from dnadiff.training.modalities import model_io, save_samples
 from dnadiff.training.module import DiffusionModule
 from dnadiff.training.run_folder import RunLock, appending_csv_logger, clean_start, holds_run, trim_metrics
+from dnadiff.logs import quiet_frameworks
+from dnadiff.checkpoints.sources import load_payload
+from dnadiff.data.tokenizer import MASK
 
 
 @dataclass
@@ -136,7 +139,6 @@ def pretrain(
         UserError / ParameterError (one line naming the parameter or file and the fix), before anything is written.
     """
     arguments = dict(locals())
-    from dnadiff.logs import quiet_frameworks
 
     with quiet_frameworks():
         return _pretrain(**arguments)
@@ -164,7 +166,6 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
         device["precision"] = cfg["train"]["precision"]  # the config's choice unless precision says otherwise
     init_payload = None
     if init:
-        from dnadiff.checkpoints.sources import load_payload  # (issue 21 moves the readers below training/)
 
         init_payload = load_payload(init, download=download)
         asked = dict(cfg["model"])
@@ -334,7 +335,6 @@ def build_module(cfg: dict, data_info: dict):
                              label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
                              seed=int(t["seed"]))
     if data_info["modality"] == "dna":  # the tokens come from the tokenizer: its MASK must be the diffusion's mask id
-        from dnadiff.data.tokenizer import MASK
 
         assert module.diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
     return module

@@ -20,6 +20,8 @@ import socket
 from pathlib import Path
 
 from dnadiff.errors import UserError
+from dnadiff.atomic import TEMP_PATTERN, clean_stale_temporaries
+from dnadiff.checkpoints.format import atomic_write
 
 LOCK_NAME = ".lock"
 
@@ -142,7 +144,6 @@ CHECKPOINT_NAME = re.compile(r"^(last|step\d+)(-v\d+)?\.ckpt$")
 def own_temporaries(out: Path) -> list[Path]:
     """The temporary files and folders of dnadiff's atomic writer (:data:`dnadiff.atomic.TEMP_PATTERN`) anywhere
     under ``out`` whose writing process (on this host) is gone. A user's ``notes.tmp`` is not among them."""
-    from dnadiff.atomic import TEMP_PATTERN, clean_stale_temporaries
 
     found = []
     for folder, dirs, files in os.walk(out):
@@ -178,7 +179,6 @@ def clean_start(out: Path, resume: Path | None, fresh: bool) -> list[Path]:
 def trim_metrics(path: Path, before_step: int) -> None:
     """Keep the rows of a CSV metrics log with ``step < before_step`` (rows a killed run wrote past the
     checkpoint being resumed would otherwise appear twice); atomic."""
-    from dnadiff.checkpoints.format import atomic_write
 
     if not path.is_file():
         return
