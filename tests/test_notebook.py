@@ -25,4 +25,4 @@ def test_generate_sequences_notebook_runs(shared_data, monkeypatch):
     assert "accuracy" in outputs and "P(enhancer)" in outputs
     assert "frechet" in outputs and "kmer3_pearson" in outputs and "real floor" in outputs
     # guided design judged by an oracle trained on the other half of the data
-    assert "oracle rate [95%]" in outputs and "real held-out enhancers: oracle rate" in outputs
+    assert "oracle P(promoter)" in outputs and "real held-out promoters: oracle P(promoter)" in outputs
