@@ -77,7 +77,7 @@ def bench_variant(variant, device, kernels, args, size="470k", batch=None, lengt
 
 def bench_reference(model, device, args):
     """Same model with the sequential reference scan, at --ref-length, extrapolated to --length."""
-    def ref_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, kernels="auto"):
+    def ref_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, kernels="auto", backend=None):
         return scan.selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
     import dnadiff.models.mamba as mamba_module
