@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dnadiff.finetuning.batches import inference_batches, InferenceCollate, MicroBatch, RankBatches, TrainCollate
-from dnadiff.rc import reverse_complement_valid
+from dnadiff.rc import conjoin as rc_conjoin, random_rc
 from dnadiff.training.optim import build_optimizer
 from dnadiff.data.tokenizer import MASK
 
@@ -27,10 +27,9 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
 
 def classifier_logits(classifier: nn.Module, tokens: torch.Tensor, valid: torch.Tensor, conjoin: bool) -> torch.Tensor:
     """Logits [b, K] of a micro-batch; with ``conjoin`` the mean of the logits of x and of RC(x) (valid part)."""
-    logits = _wide(classifier(tokens, valid))
-    if conjoin:
-        logits = (logits + _wide(classifier(reverse_complement_valid(tokens, valid), valid))) / 2
-    return logits
+    if conjoin:  # the one conjoining of rc.py
+        return rc_conjoin(lambda x: _wide(classifier(x, valid)), tokens, valid)
+    return _wide(classifier(tokens, valid))
 
 
 class FinetuneModule(L.LightningModule):
@@ -183,7 +182,7 @@ def _micro_step(classifier, mb: MicroBatch, size: float, backward, flips, seen: 
     tokens = mb.tokens
     if flips is not None:
         flip = flips[seen : seen + len(tokens)].to(tokens.device)
-        tokens = torch.where(flip[:, None], reverse_complement_valid(tokens, mb.valid), tokens)
+        tokens = random_rc(tokens, flip, mb.valid)  # the one RC augmentation of rc.py
     if noise is not None:
         tokens = mask_at_random_level(tokens, mb.valid, noise)
     logits = _wide(classifier(tokens, mb.valid))
