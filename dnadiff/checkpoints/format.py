@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dnadiff.atomic import atomic_write  # noqa: F401  (re-exported: the one atomic writer)
+from dnadiff.atomic import atomic_write
 from dnadiff.errors import UserError
 from dnadiff.paths import require_file
 

@@ -240,8 +240,7 @@ def _folder_lock(out: Path, fold: int | None) -> RunLock:
     others = [RunLock(out, p.name) for p in (out.glob(f"{LOCK_NAME}_fold_*") if fold is None else [out / LOCK_NAME])]
     busy = next((other for other in others if other.held_elsewhere()), None)
     if busy is not None:
-        raise UserError(f"{out} is in use by {busy.holder()} (lock {busy.path}): wait for that run to end or "
-                        "choose another --out")
+        raise busy.refusal()
     return lock.acquire()
 
 

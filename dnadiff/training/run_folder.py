@@ -20,8 +20,7 @@ import socket
 from pathlib import Path
 
 from dnadiff.errors import UserError
-from dnadiff.atomic import TEMP_PATTERN, clean_stale_temporaries
-from dnadiff.checkpoints.format import atomic_write
+from dnadiff.atomic import TEMP_PATTERN, atomic_write, clean_stale_temporaries
 
 LOCK_NAME = ".lock"
 
@@ -78,7 +77,8 @@ class RunLock:
         except (OSError, ValueError):
             return "another process"
 
-    def _refuse(self) -> UserError:
+    def refusal(self) -> UserError:
+        """The one-line refusal of a run into this folder while the lock is held elsewhere."""
         return UserError(f"{self.out} is in use by {self.holder()} (lock {self.path}): wait for that run "
                          "to end or choose another --out")
 
@@ -94,7 +94,7 @@ class RunLock:
                 raise UserError(f"cannot write in the run folder {self.out} ({err.strerror}): choose another --out") from None
             if not _try_lock(fd):
                 os.close(fd)
-                raise self._refuse()
+                raise self.refusal()
             try:  # a holder that released (and unlinked) between our open and our lock: lock the new file
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -126,6 +126,11 @@ class RunLock:
                 self.path.unlink()  # while still locked: a waiting acquirer sees the inode change and retries
             except FileNotFoundError:
                 pass
+            except PermissionError:  # pragma: no cover - Windows removes no open file: close first
+                os.close(self._fd)
+                self._fd = None
+                self.path.unlink(missing_ok=True)
+                return
             os.close(self._fd)
             self._fd = None
 
