@@ -90,6 +90,14 @@ def test_wheel_installed_outside_the_checkout_runs_every_job(tmp_path):
           "--out", "s.fa", "--seed", "0"], work, env)
     figures["sample_s"] = round(time.perf_counter() - t, 1)
     assert (work / "s.fa").read_text().count(">") == 2
+    # classifier guidance with a saved classifier, and the Hugging Face export (the checkpoint package)
+    _run([dnadiff, "sample", "--checkpoint", "run/model.pt", "--num", "2", "--length", "32", "--steps", "4",
+          "--guide", "ft/classifier_fold_0.pt", "--target", "1", "--gamma", "2", "--out", "g.fa", "--seed", "0"],
+         work, env)
+    assert (work / "g.fa").read_text().count(">") == 2
+    _run([dnadiff, "export", "--checkpoint", "run/model.pt", "--out", "hf"], work, env)
+    assert (work / "hf" / "config.json").is_file() and (work / "hf" / "model.safetensors").is_file()
+    figures["guided_sample_and_export_s"] = round(time.perf_counter() - t, 1)
 
     # the Python API in the installed package, and the backend the CPU Mamba path used
     probe = _run([str(py), "-c", """
