@@ -62,7 +62,7 @@ def main() -> None:
 
     import torch
 
-    from dnadiff.training.config import load_config as load_pretrain_config
+    from dnadiff.config import load_config as load_pretrain_config
 
     torch.set_num_threads(args.threads)
     spec = dict(load_pretrain_config(args.model_config, [])["model"])

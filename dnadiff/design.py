@@ -27,12 +27,14 @@ from torch import nn
 
 from dnadiff.alphabet import COMPLEMENT, MASK
 from dnadiff.errors import ParameterError, UserError
-from dnadiff.training.config import check_value
+from dnadiff.rc import rc_policy
+from dnadiff.keys import check_value
+from dnadiff.config import SampleConfig
 
 #: DNA one-hot columns A C G T MASK -> those of the reverse complement
 _RC_COLUMNS = COMPLEMENT[: MASK + 1]
 #: the largest guidance strength (a larger one overflows the reweighted probabilities)
-MAX_GAMMA = 1000.0
+MAX_GAMMA = SampleConfig.keys()["gamma"].hi
 
 
 def _token_embedding(module: nn.Module) -> nn.Embedding:
@@ -78,7 +80,7 @@ class ClassifierGuide:
         self.index = classifier.class_names.index(target)
         self.module = classifier.module.eval()
         self.embedding = _token_embedding(self.module)
-        self.conjoin = classifier.variant == "ph" and not getattr(self.module, "rcps", False)
+        self.conjoin = rc_policy(classifier.variant).conjoin and not getattr(self.module, "rcps", False)
         self.calls = self.rows = 0
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,7 @@ def build_guidance(classifier, target: str | None, gamma: float = 1.0, form: str
     from dnadiff.diffusion.guidance import FILLS, FORMS, ClassifierGuidance
     from dnadiff.finetuning.classifier import Classifier
 
-    gamma = check_value(gamma, "gamma", "float", lo=0, hi=MAX_GAMMA)  # finite and bounded: no NaN, no overflow
+    gamma = check_value(gamma, "gamma", SampleConfig.keys()["gamma"])  # finite and bounded: no NaN, no overflow
     if not isinstance(classifier, Classifier):
         raise ParameterError("guide", "guide is not a classifier: pass dnadiff.load('classifier_fold_K.pt') "
                              "(written by `dnadiff finetune --save-model`)")

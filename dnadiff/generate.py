@@ -34,11 +34,14 @@ from dnadiff.errors import ParameterError, UserError
 from dnadiff.checkpoints.sources import load_model
 from dnadiff.paths import check_writable  # noqa: F401 (the one output-file check; re-exported)
 from dnadiff.progress import planned_calls, seconds_per_call
-from dnadiff.training.config import check_value
+from dnadiff.keys import check_value
+from dnadiff.config import SampleConfig
 
 _BASES = set("ACGTacgt")
 #: bounds of the sampling options (a larger guidance weight overflows float32 logits; eta is a rate)
-MAX_GUIDANCE, MAX_TEMPERATURE, MAX_ETA = 1000.0, 1000.0, 1000.0
+#: the sampling settings' types and bounds (the config tree's ``sample`` section)
+SAMPLE = SampleConfig.keys()
+MAX_GUIDANCE, MAX_TEMPERATURE, MAX_ETA = SAMPLE["guidance"].hi, SAMPLE["temperature"].hi, SAMPLE["eta"].hi
 
 
 class DNAModel:
@@ -175,8 +178,8 @@ class DNAModel:
         Raises:
             UserError: for any inconsistent request (one line naming the fix).
         """
-        guidance = check_value(guidance, "guidance", "float", lo=0, hi=MAX_GUIDANCE)  # finite, bounded: no NaN, no overflow
-        temperature = check_value(temperature, "temperature", "float", lo=0, lo_open=True, hi=MAX_TEMPERATURE)
+        guidance = check_value(guidance, "guidance", SAMPLE["guidance"])  # finite, bounded: no NaN, no overflow
+        temperature = check_value(temperature, "temperature", SAMPLE["temperature"])
         if length is None and template is None:
             length = self.window
         length, fixed, fixed_mask = self._fixed(length, prefix, template)

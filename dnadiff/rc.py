@@ -1,6 +1,7 @@
 """Reverse complement, in one place: the complement map of the token ids, the reverse complement of
 token ids, of the valid prefix of right-padded batches, of DNA strings and of per-position logits,
-random RC of a batch (augmentation) and conjoining (averaging a function of x and of RC(x)), and the
+random RC of a batch (augmentation) and conjoining (averaging a function of x and of RC(x)), the RC policy
+of each model variant (:func:`rc_policy`: who augments, who conjoins, who is equivariant), and the
 valid-length flip of right-padded hidden states (row b valid on ``0 .. lengths[b] - 1``: position
 l < lengths[b] maps to ``lengths[b] - 1 - l``, padding stays at the end, so a causal scan over the
 flipped row never carries a pad into a valid position).
@@ -10,6 +11,7 @@ with its own complement map passes it as ``complement`` (LongTensor[V'], its own
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,6 +19,36 @@ import torch
 from dnadiff.alphabet import COMPLEMENT, MASK, PAD, A, C, G, N, T  # noqa: F401
 
 _STRING_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+
+
+@dataclass(frozen=True)
+class RCPolicy:
+    """What a model does about the reverse complement, derived from its variant in one place (:func:`rc_policy`).
+
+    ``augment``: training sequences are reverse-complemented with probability 1/2 (pretraining's
+    ``data.rc_aug`` stays on, fine-tuning augments). ``conjoin``: inference averages the outputs of x and of
+    RC(x) (classifier predictions, classifier guidance, scoring ``strands="both"``, embeddings).
+    ``equivariant``: RC-equivariant by parameter sharing (Caduceus-PS): neither is needed, heads and
+    embeddings pool the two channel halves invariantly.
+    """
+
+    variant: str | None
+    augment: bool
+    conjoin: bool
+    equivariant: bool
+
+
+#: Caduceus-Ph, Caduceus-PS, and a model without RC symmetry of its own (``None``: transformers), treated as Ph
+POLICIES = {"ph": RCPolicy("ph", augment=True, conjoin=True, equivariant=False),
+            "ps": RCPolicy("ps", augment=False, conjoin=False, equivariant=True),
+            None: RCPolicy(None, augment=True, conjoin=True, equivariant=False)}
+
+
+def rc_policy(variant: str | None) -> RCPolicy:
+    """The :class:`RCPolicy` of a Caduceus variant (``"ph"``, ``"ps"``) or of a model without one (None)."""
+    if variant not in POLICIES:
+        raise ValueError(f"unknown Caduceus variant {variant!r}: use ph or ps")
+    return POLICIES[variant]
 
 
 def _complement(complement: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

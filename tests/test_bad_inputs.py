@@ -561,7 +561,7 @@ def _cifar(path):
 
 
 def _config(overrides):
-    from dnadiff.training.config import load_config
+    from dnadiff.config import load_config
 
     load_config("demo", overrides)
 

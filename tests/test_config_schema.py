@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from dnadiff.errors import UserError
-from dnadiff.training.config import CONFIG_DIR, DEFAULTS, SCHEMA, load_config, schema_markdown
+from dnadiff.config import CONFIG_DIR, DEFAULTS, SCHEMA, load_config, schema_markdown
 
 
 def test_configs_readme_is_the_schema():
     readme = Path(CONFIG_DIR / "README.md").read_text()
-    assert readme == schema_markdown(), "regenerate it: python -m dnadiff.training.config > configs/README.md"
+    assert readme == schema_markdown(), "regenerate it: python -m dnadiff.config > configs/README.md"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIG_DIR / "pretrain").glob("*.yaml")))

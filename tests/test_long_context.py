@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dnadiff.errors import UserError
 from dnadiff.models import build_model
 from dnadiff.models.checkpointing import set_activation_checkpointing
-from dnadiff.training.config import load_config
+from dnadiff.config import load_config
 from dnadiff.training.memory import (ActivationProfile, check_fits, estimate_peak_bytes, prepare_memory,
                                      profile_activations, resolve_checkpointing)
 

@@ -11,7 +11,7 @@ from conftest import REPO
 
 
 def test_every_bundled_config_and_kernel_source_is_package_data():
-    from dnadiff.training.config import CONFIG_DIR
+    from dnadiff.config import CONFIG_DIR
 
     package = REPO / "dnadiff"
     assert CONFIG_DIR.resolve().is_relative_to(package.resolve()), "configs must live inside the package"

@@ -16,7 +16,7 @@ from dnadiff.data.tokenizer import CADUCEUS_IDS, MASK, to_caduceus_ids
 from dnadiff.errors import UserError
 from dnadiff.checkpoints.sources import load_payload
 from dnadiff.checkpoints.huggingface import load_original_caduceus
-from dnadiff.training.config import load_config
+from dnadiff.config import load_config
 from dnadiff.training.init import apply_init, init_model_spec
 from hf_cache import add_repo, original_files, reference
 

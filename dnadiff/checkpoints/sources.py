@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from dnadiff.config import DNA_KEYS, DataConfig
+from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
 from dnadiff.errors import UserError
 from dnadiff.checkpoints.format import (MODEL_FORMAT, build_process, load_checkpoint, model_payload,
                                         model_payload_from_lightning)
@@ -32,10 +34,9 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of prefere
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SHARD_PATTERNS = ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
 #: data settings of a converted original checkpoint (its training window is not in its config)
-ORIGINAL_DATA = {"modality": "dna", "window": 1024, "class_names": [], "vocab_size": 4, "embed_size": 7,
-                 "unit": "bits/nt", "uniform_bits": 2.0, "batch_size": 16, "num_workers": 0, "max_n_frac": 0.1,
-                 "rc_aug": True, "holdout_frac": 0.05, "max_eval_windows": 64, "val_contigs": [],
-                 "test_contigs": [], "bed": None}
+ORIGINAL_DATA = {"modality": "dna", "class_names": [], "vocab_size": NUM_BASES, "embed_size": EMBED_SIZE,
+                 "unit": "bits/nt", "uniform_bits": 2.0,
+                 **{k: v for k, v in DataConfig().to_dict().items() if k in DNA_KEYS}}
 ORIGINAL_DIFFUSION = {"vocab_size": 4, "schedule": "loglinear"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dnadiff.devices import ACCELERATORS
-
-#: --precision choices (Lightning's names)
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "64-true", "64")
+from dnadiff.config import PRECISIONS
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, training: bool = True) -> None:
@@ -17,10 +15,9 @@ def add_device_arguments(parser: argparse.ArgumentParser, training: bool = True)
                        help="auto (GPU when CUDA is available), cpu or gpu")
     group.add_argument("--devices", default="1", help="devices per node: N, auto, or a list such as 0,1 (default 1)")
     if training:
-        group.add_argument("--precision", default="auto", choices=PRECISIONS,
+        group.add_argument("--precision", default="auto", choices=PRECISIONS,  # the config tree's train.precision
                            help="auto: bf16-mixed on a GPU, 32-true on the CPU")
         group.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, fsdp, ddp_spawn, ...")
-
 
 def device_options(args: argparse.Namespace) -> dict:
     """The device keyword arguments of a library call from the parsed options."""
@@ -29,7 +26,6 @@ def device_options(args: argparse.Namespace) -> dict:
         if hasattr(args, name):
             options[name] = getattr(args, name)
     return options
-
 
 def torch_device(args: argparse.Namespace):
     """The ``torch.device`` of a single-device command (evaluate, sample, score, ...) from its options."""

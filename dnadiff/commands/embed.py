@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
-from dnadiff.training.config import option
+from dnadiff.keys import option
 
 
 def add_arguments(p) -> None:

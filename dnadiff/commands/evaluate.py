@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from dnadiff.commands.devices import add_device_arguments, device_options
-from dnadiff.training.config import option
+from dnadiff.keys import option
 
 
 def add_arguments(p) -> None:

@@ -14,7 +14,7 @@ import argparse
 
 from dnadiff.commands.devices import add_device_arguments, device_options
 from dnadiff.errors import UserError
-from dnadiff.training.config import option
+from dnadiff.keys import option
 
 MODEL_SIZES = ("demo", "470k")  # dnadiff.finetuning.run.MODEL_SIZES (not imported: --help stays fast)
 

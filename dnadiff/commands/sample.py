@@ -21,7 +21,11 @@ from dnadiff.commands.devices import add_device_arguments, torch_device
 from dnadiff.errors import UserError
 from dnadiff.plots import report_plot
 from dnadiff.provenance import draw_seed, fasta_description, write_provenance
-from dnadiff.training.config import option
+from dnadiff.keys import option
+from dnadiff.config import SampleConfig
+
+#: the sampling options' types, bounds and defaults (the config tree's ``sample`` section)
+SAMPLE = SampleConfig.keys()
 
 #: a request estimated to take longer than this on the device is refused unless --force
 MAX_ESTIMATED_SECONDS = 12 * 3600.0
@@ -35,26 +39,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true", help="fetch a hub id missing from the Hugging Face cache")
     parser.add_argument("--num", type=option("int", lo=1), required=True, help="number of sequences")
     parser.add_argument("--length", type=option("int", lo=1), default=None, help="bases per sequence (default: the template's length or the model's window)")
-    parser.add_argument("--steps", type=option("int", lo=0), default=None, help="reverse steps per window (default: min(length, window))")
-    parser.add_argument("--sampler", choices=("cached", "ancestral", "first-hitting", "remdm", "confidence"), default="cached",
+    parser.add_argument("--steps", type=option(SAMPLE["steps"]), default=SAMPLE["steps"].default, help="reverse steps per window (default: min(length, window))")
+    parser.add_argument("--sampler", choices=SAMPLE["sampler"].choices, default=SAMPLE["sampler"].default,
                         help="cached/ancestral/first-hitting: exact; remdm: remasking (--remdm-strategy, --eta); "
                              "confidence: top-k by confidence (--block-length), not exact")
-    parser.add_argument("--remdm-strategy", choices=("cap", "rescale", "loop"), default="loop")
+    parser.add_argument("--remdm-strategy", choices=SAMPLE["remdm_strategy"].choices, default=SAMPLE["remdm_strategy"].default)
     parser.add_argument("--eta", type=float, default=None, help="ReMDM remasking rate (default: the strategy's published one)")
-    parser.add_argument("--block-length", type=option("int", lo=1), default=None, help="confidence sampler: semi-autoregressive block size")
-    parser.add_argument("--temperature", type=option("float", lo=0, lo_open=True, hi=1000), default=1.0)
-    parser.add_argument("--top-p", type=option("float", lo=0, hi=1, lo_open=True), default=1.0, help="nucleus sampling mass (1.0 = off)")
+    parser.add_argument("--block-length", type=option(SAMPLE["block_length"]), default=SAMPLE["block_length"].default, help="confidence sampler: semi-autoregressive block size")
+    parser.add_argument("--temperature", type=option(SAMPLE["temperature"]), default=SAMPLE["temperature"].default)
+    parser.add_argument("--top-p", type=option(SAMPLE["top_p"]), default=SAMPLE["top_p"].default, help="nucleus sampling mass (1.0 = off)")
     parser.add_argument("--prefix", default=None, help="A/C/G/T bases kept at the start of every sequence")
     parser.add_argument("--template", default=None, help="a sequence whose N positions are generated (other bases kept)")
     parser.add_argument("--class", dest="class_name", default=None, help="class to generate (class-conditional checkpoints)")
-    parser.add_argument("--guidance", type=option("float", lo=0, hi=1000), default=0.0, help="classifier-free guidance weight (needs --class)")
-    parser.add_argument("--seed", type=option("int", lo=0, hi=2**63 - 1), default=None)
-    parser.add_argument("--batch-size", type=option("int", lo=1, hi=65_536), default=256, help="sequences generated together")
+    parser.add_argument("--guidance", type=option(SAMPLE["guidance"]), default=SAMPLE["guidance"].default, help="classifier-free guidance weight (needs --class)")
+    parser.add_argument("--seed", type=option(SAMPLE["seed"]), default=SAMPLE["seed"].default)
+    parser.add_argument("--batch-size", type=option(SAMPLE["batch_size"]), default=SAMPLE["batch_size"].default, help="sequences generated together")
     parser.add_argument("--guide", default=None, help="classifier guidance: a classifier_fold_K.pt from "
                         "`dnadiff finetune --save-model` (--noisy for one valid at every step)")
     parser.add_argument("--target", default=None, help="the guide's class to design toward")
-    parser.add_argument("--gamma", type=option("float", lo=0, hi=1000), default=1.0, help="classifier guidance strength")
-    parser.add_argument("--guide-form", choices=("exact", "first-order"), default="exact",
+    parser.add_argument("--gamma", type=option(SAMPLE["gamma"]), default=SAMPLE["gamma"].default, help="classifier guidance strength")
+    parser.add_argument("--guide-form", choices=SAMPLE["guide_form"].choices, default=SAMPLE["guide_form"].default,
                         help="exact: the classifier on the 4 bases of every revealed position; first-order: one gradient per step")
     parser.add_argument("--oracle", default=None, help="--report: an independent classifier (trained on data disjoint "
                         "from the guide's) scoring the designs beside unguided samples and CFG")

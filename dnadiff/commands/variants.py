@@ -9,7 +9,7 @@ genome, or in-silico saturation mutagenesis of a region or sequence.
 from __future__ import annotations
 
 from dnadiff.commands.devices import add_device_arguments, torch_device
-from dnadiff.training.config import option
+from dnadiff.keys import option
 
 
 def add_arguments(p) -> None:

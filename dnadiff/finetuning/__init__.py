@@ -16,6 +16,7 @@ from torch import nn
 
 from dnadiff.data.genomic_benchmarks import Split, TaskData
 from dnadiff.errors import UserError
+from dnadiff.rc import rc_policy
 from dnadiff.eval.classification import METRICS, classification_metrics, summarize_folds
 from dnadiff.finetuning.baselines import CNNBaseline, KmerLogReg
 from dnadiff.finetuning.cv import SELECTIONS, caduceus_resplits, inner_split, stratified_folds
@@ -119,7 +120,7 @@ def run_fold(
         elif inner_index is None:
             main = held_metrics = out["val"]
         else:  # the held-out fold, scored once with the epoch the inner split chose
-            probs = predict_proba(out["classifier"], held.seqs, config.max_length, variant == "ph",
+            probs = predict_proba(out["classifier"], held.seqs, config.max_length, rc_policy(variant).conjoin,
                                   precision=(device or {}).get("precision", "32-true"))
             main = held_metrics = classification_metrics(held.labels, probs)
         model_record = _record(index, main, {

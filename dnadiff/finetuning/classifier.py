@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from dnadiff.errors import UserError
+from dnadiff.rc import rc_policy
 from dnadiff.finetuning.trainer import build_classifier, predict_proba
 from dnadiff.models import build_model
 from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
@@ -60,7 +61,7 @@ class Classifier:
         length-sorted batches of at most ``budget_tokens`` padded tokens on the classifier's device."""
 
         seqs = _checked(seqs)
-        return predict_proba(self.module, seqs, self.max_length, self.variant == "ph", budget_tokens)
+        return predict_proba(self.module, seqs, self.max_length, rc_policy(self.variant).conjoin, budget_tokens)
 
     def predict(self, seqs: Sequence[str]) -> np.ndarray:
         """The most probable class id int64[N] of each sequence (``class_names[id]`` is its name)."""

@@ -33,7 +33,7 @@ from dnadiff.finetuning.trainer import load_finetune_config
 from dnadiff.models import count_parameters
 from dnadiff.models.config import caduceus_spec
 from dnadiff.provenance import write_provenance
-from dnadiff.training.config import check_value
+from dnadiff.keys import check_value
 from dnadiff.training.run_folder import LOCK_NAME, RunLock
 from dnadiff.logs import quiet_frameworks
 

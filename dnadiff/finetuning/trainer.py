@@ -12,7 +12,6 @@ Reverse-complement handling per Caduceus variant:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,40 +22,13 @@ from torch import nn
 from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.data.tokenizer import EMBED_SIZE
 from dnadiff.errors import ConfigError, UserError
+from dnadiff.rc import rc_policy
 from dnadiff.eval.classification import classification_metrics
 from dnadiff.models.config import model_config
-from dnadiff.training.config import CONFIG_DIR, Key
+from dnadiff.config import CONFIG_DIR, FinetuneConfig
 from dnadiff.training.optim import warmup_steps
 from dnadiff.checkpoints.sources import load_payload, model_from_payload
 from dnadiff.finetuning.batches import default_micro_batch, inference_batches, INFERENCE_BUDGET, make_micro_batches, RankBatches
-
-
-@dataclass
-class FinetuneConfig:
-    """Hyper-parameters of one task (``configs/finetune/<task>.yaml``; every key checked by :data:`FINETUNE_KEYS`)."""
-
-    lr: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 10
-    max_length: int = 512
-    pooling: str = "mean"
-    weight_decay: float = 0.1
-    warmup_fraction: float = 0.01
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    micro_batch: int | None = None
-    #: train on sequences masked at a random level (``finetune(noisy=True)``): a guide for masked diffusion
-    noisy: bool = False
-
-
-#: the keys of a fine-tuning config, typed and bounded like the pretraining schema's
-FINETUNE_KEYS = {
-    "lr": Key("float", lo=0, hi=10, lo_open=True), "batch_size": Key("int", lo=1, hi=65_536),
-    "epochs": Key("int", lo=1, hi=100_000), "max_length": Key("int", lo=1, hi=1_048_576),
-    "pooling": Key("choice", choices=("mean", "first", "last")), "weight_decay": Key("float", lo=0, hi=10),
-    "warmup_fraction": Key("float", lo=0, hi=1), "min_lr_ratio": Key("float", lo=0, hi=1),
-    "grad_clip": Key("float", lo=0), "micro_batch": Key("int", lo=1, hi=65_536, optional=True),
-}
 
 
 def load_finetune_config(task: str, config_dir: Path | None = None) -> FinetuneConfig:
@@ -73,10 +45,11 @@ def load_finetune_config(task: str, config_dir: Path | None = None) -> FinetuneC
         raise ConfigError(f"fine-tuning config {path} is not valid YAML ({str(err).splitlines()[0]}): fix the file") from None
     if not isinstance(values, dict):
         raise ConfigError(f"fine-tuning config {path} is not a mapping of keys: write it as `key: value` lines")
-    unknown = sorted(set(values) - set(FINETUNE_KEYS))
+    unknown = sorted(set(map(str, values)) - set(FinetuneConfig.keys()))
     if unknown:
-        raise ConfigError(f"unknown fine-tuning key {unknown[0]!r} in {path}: valid keys are {', '.join(FINETUNE_KEYS)}")
-    return FinetuneConfig(**{k: FINETUNE_KEYS[k].check(v, k) for k, v in values.items()})
+        raise ConfigError(f"unknown fine-tuning key {unknown[0]!r} in {path}: valid keys are "
+                          f"{', '.join(FinetuneConfig.keys())}")
+    return FinetuneConfig.from_dict(values)
 
 
 # ------------------------------------------------------------------ backbones
@@ -202,7 +175,8 @@ def train_fold(
                             max(64, INFERENCE_BUDGET // (width * depth)), lr=config.lr,
                             weight_decay=config.weight_decay, warmup=warmup_steps(total, config.warmup_fraction),
                             total_steps=total, min_lr_ratio=config.min_lr_ratio, grad_clip=config.grad_clip,
-                            augment=variant == "ph", conjoin=variant == "ph", seed=seed, on_epoch=on_epoch,
+                            augment=rc_policy(variant).augment, conjoin=rc_policy(variant).conjoin, seed=seed,
+                            on_epoch=on_epoch,
                             noisy=config.noisy)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -213,7 +187,8 @@ def train_fold(
     val_metrics = classification_metrics(val.labels, best["probs"])
     test_metrics = None
     if test is not None:
-        probs = predict_proba(classifier, test.seqs, config.max_length, variant == "ph", precision=device["precision"])
+        probs = predict_proba(classifier, test.seqs, config.max_length, rc_policy(variant).conjoin,
+                              precision=device["precision"])
         test_metrics = classification_metrics(test.labels, probs)
     return {"best_epoch": best["epoch"], "val": val_metrics, "test": test_metrics,
             "val_accuracy_per_epoch": list(module.history), "micro_batch": micro, "optimizer_steps": total,

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
 from dnadiff.errors import ConfigError
+from dnadiff.keys import check_fields, setting
 from dnadiff.ops.scan import KERNELS
 from dnadiff.rc import COMPLEMENT
 
@@ -55,26 +56,13 @@ def _strict_init(cls):
     return cls
 
 
-def _check_int(key: str, value, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
-        raise ConfigError(f"model.{key}={value!r} is out of range: use {allowed}")
-
-
-def _check_choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"model.{key}={value!r} is not allowed: use one of {', '.join(map(str, choices))}")
-
-
-def _check_bool(key: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"model.{key}={value!r} is not allowed: use true or false")
-
-
 class ModelConfig:
     """Shared behaviour of the model configs (``name`` is the ``build_model`` name)."""
 
     name: ClassVar[str]
+
+    def __post_init__(self):
+        check_fields(self, "model")  # every setting() field typed and bounded by its Key
 
     def to_spec(self) -> dict:
         """Plain dict ``{"name": ..., **fields}``: what configs and ``model.pt`` hold."""
@@ -101,31 +89,27 @@ class CaduceusConfig(ModelConfig):
         "7m": {"d_model": 256, "n_layer": 16},
     }
 
-    embed_size: int = EMBED_SIZE
-    num_outputs: int = NUM_BASES
-    d_model: int = 118
-    n_layer: int = 4
-    variant: str = "ph"
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
+    embed_size: int = setting("int", EMBED_SIZE, "rows of the token embedding (tokens, mask, N/PAD)", lo=1)
+    num_outputs: int = setting("int", NUM_BASES, "real tokens the logits range over (V; at most embed_size)", lo=1)
+    d_model: int = setting("int", 118, "hidden width", lo=1)
+    n_layer: int = setting("int", 4, "Caduceus blocks", lo=1)
+    variant: str = setting("choice", "ph", "RC symmetry: ph (augment + conjoin) or ps (parameter sharing)",
+                           choices=("ph", "ps"))
+    d_state: int = setting("int", 16, "Mamba state size", lo=1)
+    d_conv: int = setting("int", 4, "Mamba convolution width", lo=1)
+    expand: int = setting("int", 2, "Mamba inner width / d_model", lo=1)
     complement_map: list[int] = field(default_factory=lambda: list(COMPLEMENT))
-    time_conditioning: bool = False
-    num_classes: int = 0
-    kernels: str = "auto"
-    conjoin: bool = False
-    rc_aug: bool = False
+    time_conditioning: bool = setting("bool", False, "condition on the diffusion time t")
+    num_classes: int = setting("int", 0, "class labels (0: unconditional)", lo=0)
+    kernels: str = setting("choice", "auto", "selective-scan implementation (dnadiff.ops)", choices=KERNELS)
+    conjoin: bool = setting("bool", False, "average the logits of both strands at inference (Ph)")
+    rc_aug: bool = setting("bool", False, "reverse-complement augmentation inside the model (Ph)")
 
     def __post_init__(self):
-        _check_int("embed_size", self.embed_size, 1)
-        _check_int("num_outputs", self.num_outputs, 1, self.embed_size)
-        for key in ("d_model", "n_layer", "d_state", "d_conv", "expand"):
-            _check_int(key, getattr(self, key), 1)
-        _check_int("num_classes", self.num_classes, 0)
-        _check_choice("variant", self.variant, ("ph", "ps"))
-        _check_choice("kernels", self.kernels, KERNELS)
-        for key in ("time_conditioning", "conjoin", "rc_aug"):
-            _check_bool(key, getattr(self, key))
+        super().__post_init__()
+        if self.num_outputs > self.embed_size:  # a cross-check: the logits cover real tokens only
+            raise ConfigError(f"model.num_outputs={self.num_outputs!r} is out of range: use an integer from 1 to "
+                              f"{self.embed_size} (at most embed_size)")
         comp = list(self.complement_map)
         n, v = self.embed_size, self.num_outputs
         if (len(comp) != n or any(not isinstance(c, int) or not 0 <= c < n for c in comp)
@@ -153,30 +137,25 @@ class TransformerConfig(ModelConfig):
 
     name: ClassVar[str] = "transformer"
 
-    embed_size: int
-    num_outputs: int
-    d_model: int = 256
-    n_layer: int = 4
-    n_head: int = 4
-    max_len: int = 1024
-    time_conditioning: bool = False
-    num_classes: int = 0
-    dropout: float = 0.0
+    embed_size: int = setting("int", doc="rows of the token embedding (> num_outputs: the mask id is num_outputs)",
+                              lo=1)
+    num_outputs: int = setting("int", doc="real tokens the logits range over (V)", lo=1)
+    d_model: int = setting("int", 256, "hidden width (a multiple of 2 * n_head)", lo=1)
+    n_layer: int = setting("int", 4, "transformer blocks", lo=1)
+    n_head: int = setting("int", 4, "attention heads", lo=1)
+    max_len: int = setting("int", 1024, "longest sequence", lo=1)
+    time_conditioning: bool = setting("bool", False, "condition on the diffusion time t")
+    num_classes: int = setting("int", 0, "class labels (0: unconditional)", lo=0)
+    dropout: float = setting("float", 0.0, "dropout rate", lo=0, hi=1, hi_open=True)
 
     def __post_init__(self):
-        _check_int("num_outputs", self.num_outputs, 1)
-        if isinstance(self.embed_size, bool) or not isinstance(self.embed_size, int) or self.embed_size <= self.num_outputs:
+        super().__post_init__()
+        if self.embed_size <= self.num_outputs:
             raise ConfigError(f"model.embed_size={self.embed_size!r} must exceed num_outputs={self.num_outputs} "
                               "(the mask id is num_outputs): use an integer > num_outputs")
-        for key in ("d_model", "n_layer", "n_head", "max_len"):
-            _check_int(key, getattr(self, key), 1)
-        _check_int("num_classes", self.num_classes, 0)
-        _check_bool("time_conditioning", self.time_conditioning)
         if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
             raise ConfigError(f"model.d_model={self.d_model} must split into {self.n_head} heads of even size: "
                               "use a multiple of 2 * n_head")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout={self.dropout!r} is out of range: use a number in [0, 1)")
 
 
 CONFIGS: dict[str, type[ModelConfig]] = {"caduceus": CaduceusConfig, "transformer": TransformerConfig}

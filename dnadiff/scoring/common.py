@@ -17,7 +17,7 @@ import torch
 from dnadiff.data.tokenizer import MASK, NUM_BASES
 from dnadiff.diffusion.denoiser import call_denoiser
 from dnadiff.errors import UserError
-from dnadiff.rc import rc_logits, reverse_complement
+from dnadiff.rc import rc_logits, rc_policy, reverse_complement
 
 STRANDS = ("auto", "both", "forward")
 
@@ -50,8 +50,8 @@ def resolve_strands(denoiser, strands: str = "auto") -> str:
     if strands != "auto":
         return strands
     variant = variant_of(denoiser)
-    if variant == "ps" or (variant == "ph" and getattr(denoiser, "conjoin", False)):
-        return "forward"
+    if rc_policy(variant).equivariant or (variant is not None and getattr(denoiser, "conjoin", False)):
+        return "forward"  # RC-symmetric already: by construction, or a Ph model conjoining in eval mode
     return "both"
 
 

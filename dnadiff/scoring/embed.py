@@ -15,8 +15,8 @@ import torch
 
 from dnadiff.data.tokenizer import encode_batch
 from dnadiff.errors import UserError
+from dnadiff.rc import rc_policy, reverse_complement_valid
 from dnadiff.models.heads import pool
-from dnadiff.rc import reverse_complement_valid
 from dnadiff.scoring.common import device_of, parts, variant_of
 
 
@@ -67,7 +67,7 @@ def pooled(denoiser, tokens: torch.Tensor, valid: torch.Tensor, layer: int | Non
 
     D = d_model for Caduceus (PS: the two halves averaged in the same orientation), else the feature width."""
     lengths = valid.long().sum(1)
-    if variant_of(denoiser) == "ps":
+    if rc_policy(variant_of(denoiser)).equivariant:
         h = hidden_states(denoiser, tokens, lengths, layer)
         fwd, rc = h.chunk(2, dim=-1)
         return (pool(fwd, valid, "mean") + pool(rc.flip(-1), valid, "mean")) / 2

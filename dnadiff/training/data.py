@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnadiff.data import tokenizer as tok
+from dnadiff.config import DNA_KEYS
 from dnadiff.errors import UserError
 from dnadiff.data.fasta import compression_of, decompress_to_cache
 
-DNA_KEYS = ("window", "batch_size", "num_workers", "max_n_frac", "rc_aug", "holdout_frac", "max_eval_windows",
-            "val_contigs", "test_contigs", "bed")
 
 
 def genome_path(path: str | Path, decompress: bool = False) -> Path:

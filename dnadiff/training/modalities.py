@@ -38,11 +38,13 @@ from dnadiff.data.text import TextDataModule, decode_bytes, decode_text8
 from dnadiff.errors import UserError
 from dnadiff.eval.units import bits_per_token, uniform_bits
 from dnadiff.atomic import atomic_write
+from dnadiff.config import DataConfig
 
-DEFAULTS = {
-    "text": None, "text_level": "char", "window": 256, "val_fraction": 0.05, "test_fraction": 0.05,
-    "images": None, "pixel_order": "interleaved", "batch_size": 32, "num_workers": 0,
-}
+#: the keys read, with the config tree's defaults, except the two a direct call on a text file is given when it
+#: names none (configs always pass the whole ``data`` section, so on every command the tree's own apply)
+DEFAULTS = {**{k: v for k, v in DataConfig().to_dict().items()
+               if k in ("text", "text_level", "val_fraction", "test_fraction", "images", "pixel_order", "num_workers")},
+            "window": 256, "batch_size": 32}
 UNITS = {"char": "bpc", "byte": "bits/byte"}
 
 

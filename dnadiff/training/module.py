@@ -16,9 +16,12 @@ from dnadiff.models import build_model
 from dnadiff.models.conditioning import upgrade_state_keys
 from dnadiff.checkpoints.format import build_process, model_payload
 from dnadiff.training.optim import build_optimizer
+from dnadiff.config import OptimConfig, TrainConfig
 
-OPTIM_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.9, 0.95], "warmup_steps": 100,
-                  "min_lr_ratio": 0.1, "max_steps": 1000}
+#: what the optimiser reads when a caller gives no ``optim``: the config tree's defaults (``optim``, with
+#: ``max_steps`` the horizon of the cosine decay: ``train.max_steps``)
+OPTIM_DEFAULTS = {**{k: v for k, v in OptimConfig().to_dict().items() if k not in ("grad_clip", "total_steps")},
+                  "max_steps": TrainConfig().max_steps}
 
 
 class DiffusionModule(L.LightningModule):

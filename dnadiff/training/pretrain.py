@@ -41,7 +41,9 @@ from dnadiff.provenance import write_provenance
 from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepBar, StepCallback, Throughput,
                                         WindowAudit, scalar_metrics)
 from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
-from dnadiff.training.config import check_value, load_config, validate
+from dnadiff.keys import check_value
+from dnadiff.rc import rc_policy
+from dnadiff.config import load_config, validate
 from dnadiff.training.data import build_data, genome_path
 from dnadiff.training.estimate import estimate_run, warmup_warning
 from dnadiff.training.init import OPTION_KEYS, apply_init, check_modality, describe, init_model_spec
@@ -179,7 +181,8 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
     if cfg["data"].get("genome"):
         cfg["data"]["genome"] = str(genome_path(cfg["data"]["genome"], cfg["data"].get("decompress", False)))
     resumed = resolve_resume(resume, out)
-    if cfg["model"].get("variant") == "ps":  # RC-equivariant by construction: RC augmentation would change nothing
+    variant = cfg["model"].get("variant", "ph") if cfg["model"].get("name", "caduceus") == "caduceus" else None
+    if not rc_policy(variant).augment:  # RC-equivariant by construction (PS): augmentation would change nothing
         cfg["data"]["rc_aug"] = False
     seed = int(cfg["train"]["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
