@@ -5,7 +5,7 @@
 2. Guide and oracle: two Caduceus-Ph classifiers (d_model 64, 2 layers, from scratch) over the 4 cell
    types, trained on *disjoint random halves* of the training split (``--train-per-half`` sequences
    each, ``--classifier-steps`` AdamW steps): the guide on sequences masked at a random level
-   (:func:`dnadiff.finetuning.module.mask_at_random_level`, the noisy classifier), the oracle on clean
+   (:func:`dnadiff.finetuning.finetune_module.mask_at_random_level`, the noisy classifier), the oracle on clean
    sequences. Their held-out (test split) accuracies are reported.
 3. For gamma in ``--gammas``: ``--designs`` sequences toward ``--target`` (exact form, cached sampler,
    ``--steps`` steps), beside unguided samples (gamma 0) and classifier-free guidance (w = 2).
@@ -38,7 +38,7 @@ from dnadiff.design import oracle_scores
 from dnadiff.eval.field_metrics import flat_field_figures, kmer_pearson
 from dnadiff.eval.sequence_metrics import nearest_neighbour_identity
 from dnadiff.finetuning.classifier import Classifier
-from dnadiff.finetuning.module import mask_at_random_level
+from dnadiff.finetuning.finetune_module import mask_at_random_level
 from dnadiff.finetuning.trainer import build_classifier
 from dnadiff.models import build_model
 from dnadiff.models.config import caduceus_spec

@@ -52,7 +52,7 @@ def _child(args) -> dict:
     from dnadiff.data.genomic_benchmarks import load_task
     from dnadiff.data.tokenizer import encode_batch
     from dnadiff.finetuning.batches import TrainCollate, default_micro_batch
-    from dnadiff.finetuning.module import accumulate_gradients, classifier_logits
+    from dnadiff.finetuning.finetune_module import accumulate_gradients, classifier_logits
     from dnadiff.finetuning.trainer import build_classifier, predict_proba
     from dnadiff.models import build_model
     from dnadiff.models.config import caduceus_spec

@@ -17,11 +17,11 @@ import time
 import torch
 
 from dnadiff.diffusion import MaskedDiffusion
-from dnadiff.generate import Generator, load
+from dnadiff.generate import DNAModel, load
 
 
-def random_generator(backbone: str, window: int) -> Generator:
-    """A randomly initialised small denoiser wrapped as a DNA Generator with the given window."""
+def random_generator(backbone: str, window: int) -> DNAModel:
+    """A randomly initialised small denoiser wrapped as a DNA DNAModel with the given window."""
     from dnadiff.models import build_model
 
     spec = {"name": backbone, "vocab_size": 7, "num_outputs": 4, "d_model": 64, "n_layer": 2}
@@ -29,10 +29,10 @@ def random_generator(backbone: str, window: int) -> Generator:
         spec.update(n_head=4, max_len=window)
     torch.manual_seed(0)
     model = build_model(spec)
-    return Generator(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": window, "class_names": []}})
+    return DNAModel(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": window, "class_names": []}})
 
 
-def measure(gen: Generator, num: int, length: int, sampler: str) -> dict:
+def measure(gen: DNAModel, num: int, length: int, sampler: str) -> dict:
     """Time one batch of ``num`` sequences of ``length`` with T = length steps."""
     gen.generate(min(num, 2), length=min(length, 16), steps=4, sampler=sampler, seed=1)  # warm-up
     if torch.cuda.is_available():

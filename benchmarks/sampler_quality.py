@@ -34,14 +34,14 @@ from dnadiff.diffusion import ConfidenceOptions, MaskedDiffusion, ReMDMOptions
 from dnadiff.eval.embedding import SequenceEmbedder
 from dnadiff.eval.field_metrics import field_report
 from dnadiff.eval.sequence_metrics import KmerClassifier
-from dnadiff.generate import Generator
+from dnadiff.generate import DNAModel
 from dnadiff.models.transformer import DiffusionTransformer
 
 DHS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dna_diffusion" / \
     "K562_hESCT0_HepG2_GM12878_12k_sequences_per_group.txt.gz"
 
 
-def train(dhs, seconds: float, seed: int = 0) -> tuple[Generator, dict]:
+def train(dhs, seconds: float, seed: int = 0) -> tuple[DNAModel, dict]:
     torch.manual_seed(seed)
     tokens = torch.stack([encode(s) for s in dhs.sequences])
     labels = torch.from_numpy(dhs.labels)
@@ -65,7 +65,7 @@ def train(dhs, seconds: float, seed: int = 0) -> tuple[Generator, dict]:
     info = {"train_steps": steps, "train_seconds": round(time.perf_counter() - start, 1), "batch": 64,
             "final_loss_bits": round(float(np.mean(losses[-50:])) / math.log(2), 4),
             "model": "DiffusionTransformer d_model=64 n_layer=2 n_head=4 (time-agnostic), loglinear schedule"}
-    return Generator(model.eval(), diffusion, {"data": {"modality": "dna", "window": 200, "class_names": dhs.class_names}}), info
+    return DNAModel(model.eval(), diffusion, {"data": {"modality": "dna", "window": 200, "class_names": dhs.class_names}}), info
 
 
 def main() -> None:

@@ -30,13 +30,13 @@ def model_470k():
     import yaml
 
     from dnadiff.diffusion import build_diffusion
-    from dnadiff.generate import Generator
+    from dnadiff.generate import DNAModel
     from dnadiff.models import build_model
 
     cfg = yaml.safe_load((ROOT / "configs" / "pretrain" / "470k.yaml").read_text())
     torch.manual_seed(0)
     spec = {**cfg["model"], "vocab_size": 7, "num_outputs": 4}
-    return Generator(build_model(spec).eval(), build_diffusion({**cfg["diffusion"], "vocab_size": 4}),
+    return DNAModel(build_model(spec).eval(), build_diffusion({**cfg["diffusion"], "vocab_size": 4}),
                      {"data": {"modality": "dna", "window": cfg["data"]["window"], "class_names": []}})
 
 

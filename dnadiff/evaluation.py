@@ -19,7 +19,7 @@ from dnadiff.diffusion import evaluate as score_batches
 from dnadiff.errors import ParameterError, UserError
 from dnadiff.checkpoints.sources import load_model
 from dnadiff.keys import check_value
-from dnadiff.training.data import build_dna, genome_path
+from dnadiff.training.data_sources import build_dna, genome_path
 from dnadiff.training.modalities import build_datamodule
 
 

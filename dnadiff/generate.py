@@ -325,9 +325,6 @@ def _group_by_length(seqs: Sequence[str]) -> list[list[int]]:
     return list(groups.values())
 
 
-#: the former name of :class:`DNAModel` (it shadowed ``torch.Generator``)
-Generator = DNAModel
-
 
 def load(checkpoint: str | Path, device: str | torch.device | None = None, download: bool = False) -> DNAModel:
     """Load a generative model into a :class:`DNAModel` (on ``device``, default CPU): a dnadiff ``model.pt`` or

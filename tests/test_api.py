@@ -177,7 +177,7 @@ def test_ctrl_c_during_pretraining_says_what_to_do_and_leaves_ctrl_c_working(tmp
     the way on (resume from the last checkpoint, or start again when there is none) and restores the handler."""
     import signal
 
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     original = DiffusionModule.training_step
 

@@ -52,7 +52,7 @@ def assets(tmp_path_factory) -> Path:
     """Every input file the cases point at (written once; the cases must leave them as they are)."""
     from dnadiff.data.fasta import open_genome
     from dnadiff.checkpoints.format import save_checkpoint
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     a = tmp_path_factory.mktemp("assets")
     os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))

@@ -25,7 +25,7 @@ def test_conditional_samples_recognised_as_requested_cell_type(shared_data, tmp_
     from dnadiff.eval.sequence_metrics import KmerClassifier
     from dnadiff.generate import load
     from dnadiff.checkpoints.format import save_checkpoint
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     data = DHSDataModule(shared_data / "dna_diffusion" / DHS_FILE, batch_size=64, seed=0)
     spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 32, "n_layer": 1, "n_head": 2,

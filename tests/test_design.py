@@ -20,7 +20,7 @@ TABLE = REPO / "data" / "genomic_benchmarks" / "human_enhancers_cohn.test.tsv"
 
 
 def test_mask_at_random_level_masks_valid_positions_at_uniform_levels():
-    from dnadiff.finetuning.module import mask_at_random_level
+    from dnadiff.finetuning.finetune_module import mask_at_random_level
 
     tokens = torch.randint(4, (4000, 50))
     valid = torch.ones_like(tokens, dtype=torch.bool)

@@ -14,7 +14,7 @@ from dnadiff.cli import main
 from dnadiff.data.tokenizer import encode_batch
 from dnadiff.finetuning.batches import (default_micro_batch, inference_batches, make_micro_batches,
                                       small_data_batch)
-from dnadiff.finetuning.module import accumulate_gradients
+from dnadiff.finetuning.finetune_module import accumulate_gradients
 from dnadiff.finetuning.trainer import build_classifier, predict_proba
 from dnadiff.models import build_model
 from dnadiff.rc import flip_valid

@@ -144,9 +144,9 @@ def layer_violations(graph: dict[str, set[str]], layers: list[set[str]]) -> list
 
 
 def test_layer_checker_flags_an_upward_import():
-    graph = {"dnadiff.models.caduceus": {"dnadiff.training.module"}, "dnadiff.training.module": {"dnadiff.models"}}
+    graph = {"dnadiff.models.caduceus": {"dnadiff.training.diffusion_module"}, "dnadiff.training.diffusion_module": {"dnadiff.models"}}
     assert layer_violations(graph, LAYERS) == [
-        "dnadiff.models.caduceus imports dnadiff.training.module (layer 6 above 4)"]
+        "dnadiff.models.caduceus imports dnadiff.training.diffusion_module (layer 6 above 4)"]
 
 
 def test_every_package_has_a_layer_and_no_import_runs_up():

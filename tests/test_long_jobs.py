@@ -9,15 +9,15 @@ from dnadiff.cli import main
 from dnadiff.commands import sample as sample_cmd
 from dnadiff import progress
 from dnadiff.diffusion import MaskedDiffusion
-from dnadiff.generate import Generator
+from dnadiff.generate import DNAModel
 from dnadiff.models.transformer import DiffusionTransformer
 from dnadiff.checkpoints.format import save_checkpoint
 
 
-def tiny_generator(window: int = 16) -> Generator:
+def tiny_generator(window: int = 16) -> DNAModel:
     torch.manual_seed(0)
     model = DiffusionTransformer(vocab_size=7, num_outputs=4, d_model=8, n_layer=1, n_head=2, max_len=64)
-    return Generator(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": window, "class_names": []}})
+    return DNAModel(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": window, "class_names": []}})
 
 
 @pytest.mark.parametrize("num, length, steps, batch, exact", [(3, 40, 5, 2, True), (1, 16, 4, 8, True),
@@ -39,7 +39,7 @@ def test_num_windows_matches_the_semi_autoregressive_sampler():
 
 @pytest.fixture
 def model_pt(tmp_path):
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     module = DiffusionModule({"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 8, "n_layer": 1,
                               "n_head": 2, "max_len": 32}, {"vocab_size": 4, "schedule": "linear"}, ema_decay=0.9,

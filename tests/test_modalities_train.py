@@ -172,7 +172,7 @@ def _pretrain_path(modality: str, tmp_path: Path):
     """Data and Lightning module exactly as `dnadiff pretrain` builds them, with a tiny model."""
     from dnadiff.training.pretrain import build_module
     from dnadiff.config import load_config
-    from dnadiff.training.data import build_data
+    from dnadiff.training.data_sources import build_data
 
     tiny = ["model.d_model=16", "model.n_layer=1", "data.batch_size=4"]
     if modality != "dna":

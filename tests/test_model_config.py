@@ -76,7 +76,7 @@ def test_build_model_no_longer_hides_a_constructors_type_error(monkeypatch):
 
 
 def test_model_pt_stores_the_typed_config():
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     module = DiffusionModule({"name": "caduceus", "d_model": 8, "n_layer": 1, "vocab_size": 7},
                              {"vocab_size": 4, "schedule": "linear"}, ema_decay=0)

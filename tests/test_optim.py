@@ -94,7 +94,7 @@ def test_build_optimizer_applies_decay_groups_and_schedule():
 
 
 def test_pretraining_module_uses_the_same_groups():
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     module = DiffusionModule({"name": "caduceus", "d_model": 8, "n_layer": 1}, {"vocab_size": 4},
                              optim={"weight_decay": 0.1, "warmup_steps": 5, "max_steps": 50}, ema_decay=0)

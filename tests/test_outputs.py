@@ -39,7 +39,7 @@ def test_every_writer_follows_the_umask(tmp_path, umask, mask, expected):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny DNA model.pt written by the export path."""
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     torch.manual_seed(0)
     module = DiffusionModule({"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 8, "n_layer": 1,

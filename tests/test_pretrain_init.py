@@ -17,7 +17,7 @@ from dnadiff.errors import UserError
 from dnadiff.checkpoints.sources import load_payload
 from dnadiff.checkpoints.huggingface import load_original_caduceus
 from dnadiff.config import load_config
-from dnadiff.training.init import apply_init, init_model_spec
+from dnadiff.training.warm_start import apply_init, init_model_spec
 from hf_cache import add_repo, original_files, reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_first_step_is_the_original_mlm_at_masked_positions(shared_fixtures, tmp
 
 def test_init_refuses_other_modalities_and_misfits(shared_fixtures, tmp_path):
     from dnadiff.checkpoints.format import model_payload, save_checkpoint
-    from dnadiff.training.init import check_modality
+    from dnadiff.training.warm_start import check_modality
 
     config, state, _ = reference(shared_fixtures, "ph")
     folder = write_original(tmp_path / "orig", config, state, tmp_path)
@@ -102,7 +102,7 @@ def run_cli(args, env_extra, timeout=600):
 def test_generative_finetuning_from_a_hub_id_lowers_the_loss_quietly(shared_fixtures, shared_data, tmp_path):
     from dnadiff.diffusion import evaluate
     from dnadiff.checkpoints.sources import load_model
-    from dnadiff.training.data import build_dna
+    from dnadiff.training.data_sources import build_dna
 
     config, state, _ = reference(shared_fixtures, "ph")
     add_repo(tmp_path / "hub", "kuleshov-group/caduceus-ph_fixture", original_files(config, state, "safetensors", tmp_path))

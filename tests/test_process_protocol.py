@@ -108,7 +108,7 @@ def test_lightning_checkpoints_with_the_old_genmd4_key_still_load(tmp_path):
     """Before issue 13 the learnable process sat under ``genmd4.`` in the Lightning state dict; now ``diffusion.``."""
     from dnadiff.checkpoints.sources import load_model
     from dnadiff.checkpoints.format import save_checkpoint
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 8, "n_layer": 1, "n_head": 2,
             "max_len": 16}

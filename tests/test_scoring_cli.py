@@ -20,7 +20,7 @@ BASES = "ACGT"
 def w(tmp_path_factory):
     from dnadiff.data.fasta import open_genome
     from dnadiff.checkpoints.format import save_checkpoint
-    from dnadiff.training.module import DiffusionModule
+    from dnadiff.training.diffusion_module import DiffusionModule
 
     a = tmp_path_factory.mktemp("scoring")
     rng = np.random.default_rng(0)

@@ -115,7 +115,7 @@ def predict_proba(classifier: nn.Module, seqs: list[str], max_length: int, conjo
     """Class probabilities float[N, K] on the classifier's device, in length-sorted batches each padded to its
     own longest sequence (at most ``budget_tokens`` padded tokens; default from the model's size); with
     ``conjoin`` the logits of x and RC(x) (valid part) are averaged."""
-    from dnadiff.finetuning.module import assemble, classifier_logits
+    from dnadiff.finetuning.finetune_module import assemble, classifier_logits
 
     if budget_tokens is None:
         width, depth = model_dims(classifier)
@@ -158,7 +158,7 @@ def train_fold(
     import warnings
 
     import lightning as L
-    from dnadiff.finetuning.module import FinetuneModule
+    from dnadiff.finetuning.finetune_module import FinetuneModule
 
     device = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto", **(device or {})}
     torch.manual_seed(seed)

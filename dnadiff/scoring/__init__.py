@@ -1,7 +1,7 @@
 """Scoring DNA with a masked-diffusion model: likelihoods, embeddings and zero-shot variant effects.
 
 Every entry point takes a *model* with ``.denoiser``, ``.diffusion`` and ``.window`` (a
-:class:`dnadiff.generate.Generator`, i.e. any checkpoint source) and strings or files:
+:class:`dnadiff.generate.DNAModel`, i.e. any checkpoint source) and strings or files:
 
     from dnadiff.generate import load
     from dnadiff import scoring

@@ -2,7 +2,7 @@
 
 A *model* here is anything with ``.denoiser`` (the denoiser module), ``.diffusion`` (its masked
 diffusion process over the 4 bases) and ``.window`` (its training length), e.g.
-:class:`dnadiff.generate.Generator` or the object ``dnadiff.load`` returns, so every checkpoint source
+:class:`dnadiff.generate.DNAModel` or the object ``dnadiff.load`` returns, so every checkpoint source
 (model.pt, .ckpt, original Caduceus folders, hub ids) scores the same way.
 
 Strands: ``"both"`` averages the forward-strand log-probabilities with those of the reverse complement

@@ -44,12 +44,12 @@ from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 from dnadiff.keys import check_value
 from dnadiff.rc import rc_policy
 from dnadiff.config import load_config, validate
-from dnadiff.training.data import build_data, genome_path
+from dnadiff.training.data_sources import build_data, genome_path
 from dnadiff.training.estimate import estimate_run, warmup_warning
-from dnadiff.training.init import OPTION_KEYS, apply_init, check_modality, describe, init_model_spec
+from dnadiff.training.warm_start import OPTION_KEYS, apply_init, check_modality, describe, init_model_spec
 from dnadiff.training.memory import prepare_memory
 from dnadiff.training.modalities import model_io, save_samples
-from dnadiff.training.module import DiffusionModule
+from dnadiff.training.diffusion_module import DiffusionModule
 from dnadiff.training.run_folder import RunLock, appending_csv_logger, clean_start, holds_run, trim_metrics
 from dnadiff.logs import quiet_frameworks
 from dnadiff.checkpoints.sources import load_payload

@@ -10,7 +10,7 @@ same outputs. Do not regenerate them with newer code: they stand for files users
 import torch
 
 from dnadiff.checkpoints.format import save_checkpoint
-from dnadiff.training.module import DiffusionModule
+from dnadiff.training.diffusion_module import DiffusionModule
 
 SPECS = {
     "old_caduceus_ph.pt": ({"name": "caduceus", "d_model": 8, "n_layer": 1, "variant": "ph",
