@@ -18,6 +18,7 @@ from dnadiff.devices import torch_device
 from dnadiff.diffusion import evaluate as score_batches
 from dnadiff.errors import ParameterError, UserError
 from dnadiff.checkpoints.sources import load_model
+from dnadiff.data.modality import modality_of
 from dnadiff.keys import check_value
 from dnadiff.training.data_sources import build_dna, genome_path
 from dnadiff.training.modalities import build_datamodule
@@ -52,7 +53,7 @@ class EvaluateResult:
         """The JSON record of ``dnadiff evaluate --json`` (DNA: ``bits_per_nt``, ``num_windows``, ``markov_*``;
         text and pixels: ``bits`` in ``unit``, ``num_sequences``)."""
         head = {"checkpoint": self.checkpoint, "modality": self.modality}
-        if self.modality == "dna":
+        if modality_of(self.modality).markov_baseline:
             return {**head, "where": self.where, "bits_per_nt": self.bits_per_token, "bits_stderr": self.bits_stderr,
                     "nats_per_nt": self.nats_per_token, "perplexity": self.perplexity,
                     "perplexity_stderr": self.perplexity_stderr, "num_positions": self.num_positions,
@@ -66,7 +67,7 @@ class EvaluateResult:
 
     def lines(self) -> list[str]:
         """The report as printed by ``dnadiff evaluate``."""
-        if self.modality == "dna":
+        if modality_of(self.modality).markov_baseline:
             return [f"network   {self.bits_per_token:.4f} ± {self.bits_stderr:.4f} bits/nt   perplexity "
                     f"{self.perplexity:.4f} ± {self.perplexity_stderr:.4f}",
                     f"markov-{self.markov_order}  {self.markov_bits_per_nt:.4f} bits/nt            perplexity "
@@ -125,17 +126,16 @@ def evaluate(
     if isinstance(process, torch.nn.Module):
         process.to(device)
     info = payload.get("data", {})
-    modality = info.get("modality", "dna")
+    kind = modality_of(info)
+    modality = kind.name
     given = {"genome": genome, "text": text, "images": images, "region": region}
-    fits = {"genome": modality == "dna", "text": modality == "text", "images": modality == "pixels",
-            "region": modality == "dna"}
-    wrong = [name for name, value in given.items() if value and not fits[name]]
+    wrong = [name for name, value in given.items() if value and name not in kind.arguments]
     if wrong:
         name = wrong[0]
         raise ParameterError(name, f"{name} does not fit this {modality} checkpoint: give the data it "
-                                   f"was trained on ({'--genome' if modality == 'dna' else '--text or --images'})")
+                                   f"was trained on ({kind.hint})")
     g = torch.Generator(device=device).manual_seed(seed)
-    if modality == "dna":
+    if kind.markov_baseline:
         from dnadiff.eval.markov import fit_markov
 
         batches, train, val = _dna_batches(info, genome, region, split, max_windows, batch_size, markov_train_windows,

@@ -26,6 +26,7 @@ import torch
 
 from dnadiff import scoring
 from dnadiff.atomic import atomic_write
+from dnadiff.data.modality import modality_of
 from dnadiff.data.tokenizer import MASK, NUM_BASES, decode_batch, encode
 from dnadiff.diffusion.confidence import ConfidenceOptions
 from dnadiff.diffusion.remdm import ReMDMOptions
@@ -56,7 +57,7 @@ class DNAModel:
 
     def __init__(self, denoiser: torch.nn.Module, diffusion, payload: dict):
         data = payload.get("data", {})
-        if data.get("modality", "dna") != "dna":
+        if not modality_of(data).caduceus:
             raise UserError(f"this checkpoint models {data['modality']}, not DNA: use a checkpoint pretrained on a genome")
         if diffusion.vocab_size != NUM_BASES:
             raise UserError(f"this checkpoint has a vocabulary of {diffusion.vocab_size} tokens, not the 4 bases: use a DNA checkpoint")

@@ -117,3 +117,14 @@ def test_the_rc_policy_is_derived_from_the_variant():
     with pytest.raises(ValueError, match="unknown Caduceus variant"):
         rc_policy("pq")
 
+
+
+def test_the_modality_object_owns_what_branched_on_its_name():
+    from dnadiff.data.modality import MODALITIES, modality_of
+
+    assert modality_of({}).name == "dna" and modality_of(None).caduceus  # files without a modality are DNA
+    assert [m.name for m in MODALITIES.values() if m.caduceus] == ["dna"]
+    assert {m.name for m in MODALITIES.values() if m.samples_file} == {"text", "pixels"}
+    assert modality_of({"modality": "pixels"}).arguments == ("images",)
+    with pytest.raises(UserError, match="unknown data modality 'audio'"):
+        modality_of({"modality": "audio"})

@@ -22,6 +22,7 @@ from torch import nn
 from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.data.tokenizer import EMBED_SIZE
 from dnadiff.errors import ConfigError, UserError
+from dnadiff.data.modality import modality_of
 from dnadiff.rc import rc_policy
 from dnadiff.eval.classification import classification_metrics
 from dnadiff.models.config import model_config
@@ -64,9 +65,9 @@ def backbone_from_checkpoint(path: str | Path, spec: dict | None = None, downloa
     payload = load_payload(path, download=download)
     ckpt_spec = dict(payload["model"])
     embed_size = model_config(ckpt_spec).embed_size
-    modality = payload.get("data", {}).get("modality", "dna")
-    if modality != "dna" or embed_size != EMBED_SIZE:
-        raise UserError(f"{path} was pretrained on {modality} with a vocabulary of {embed_size} "
+    modality = modality_of(payload.get("data"))
+    if not modality.caduceus or embed_size != EMBED_SIZE:
+        raise UserError(f"{path} was pretrained on {modality.name} with a vocabulary of {embed_size} "
                         f"tokens, not DNA ({EMBED_SIZE}): give a DNA checkpoint")
     denoiser = model_from_payload(payload, str(path)).train()  # to be fine-tuned
     if spec is not None:

@@ -42,6 +42,7 @@ from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepB
                                         WindowAudit, scalar_metrics)
 from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 from dnadiff.keys import check_value
+from dnadiff.data.modality import modality_of
 from dnadiff.rc import rc_policy
 from dnadiff.config import load_config, validate
 from dnadiff.training.data_sources import build_data, genome_path
@@ -320,7 +321,7 @@ def build_module(cfg: dict, data_info: dict):
 
     model = dict(cfg["model"])
     io = model_io(data_info)
-    if data_info["modality"] != "dna":
+    if not modality_of(data_info).caduceus:  # the model's sizes come from the data
         model.update(io)
         if model.get("name") == "caduceus":
             raise UserError("Caduceus is a DNA model: use model.name=transformer (e.g. --config text8_tiny)")
@@ -337,7 +338,7 @@ def build_module(cfg: dict, data_info: dict):
     module = DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
                              label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
                              seed=int(t["seed"]))
-    if data_info["modality"] == "dna":  # the tokens come from the tokenizer: its MASK must be the diffusion's mask id
+    if modality_of(data_info).caduceus:  # the tokens come from the tokenizer: its MASK must be the diffusion's mask id
 
         assert module.diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
     return module
@@ -455,7 +456,7 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
         if verbose and curves is not None:
             print(f"curves -> {curves}")
         data_info = module.hparams.data_info
-        if data_info["modality"] != "dna":
+        if modality_of(data_info).samples_file:
             path = write_samples(module, data_info, out)
             if verbose:
                 print(f"samples -> {path}")

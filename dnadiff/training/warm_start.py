@@ -15,6 +15,7 @@ import dataclasses
 
 import torch
 
+from dnadiff.data.modality import modality_of
 from dnadiff.errors import UserError
 from dnadiff.models.config import LEGACY_KEYS, model_config
 
@@ -41,8 +42,8 @@ def init_model_spec(config_model: dict, payload: dict) -> dict:
 
 def check_modality(payload: dict, data_info: dict, source: str) -> None:
     """UserError when the source models another modality than the data."""
-    theirs = payload.get("data", {}).get("modality", "dna")
-    if theirs != data_info["modality"]:
+    theirs = modality_of(payload.get("data")).name
+    if theirs != modality_of(data_info).name:
         raise UserError(f"--init {source} models {theirs}, but the data is {data_info['modality']}: "
                         f"start from a {data_info['modality']} model or drop --init")
 
