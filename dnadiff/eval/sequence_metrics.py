@@ -27,6 +27,7 @@ from scipy import sparse
 from scipy.stats import wasserstein_distance
 
 from dnadiff.data.tokenizer import NUM_BASES, encode
+from dnadiff.eval.embedding import one_hot  # the one DNA one-hot
 from dnadiff.rc import reverse_complement_str
 
 KMER_SIZES = tuple(range(1, 7))
@@ -126,9 +127,7 @@ def gc_wasserstein(generated: Sequence[str], real: Sequence[str]) -> float:
 
 def _one_hot(seqs: Sequence[str]) -> np.ndarray:
     """float32[S, 4*L] one-hot of equal-length sequences; an N position is all zeros."""
-    ids = np.stack([_ids(s) for s in seqs]).astype(np.int64)  # [S, L]
-    eye = np.vstack([np.eye(NUM_BASES, dtype=np.float32), np.zeros((3, NUM_BASES), dtype=np.float32)])
-    return eye[ids].reshape(len(seqs), -1)
+    return one_hot(list(seqs)).transpose(1, 2).reshape(len(seqs), -1).numpy()
 
 
 def nearest_neighbour_identity(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dnadiff.seeds import step_generator
 from dnadiff.data.tokenizer import encode_batch
 
 #: default working-set budget of one micro-batch: tokens x d_model x n_layer (activation memory of the
@@ -98,7 +99,7 @@ class RankBatches:
         self.epoch = epoch
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = step_generator(self.seed, self.epoch, stream="epoch")
         self.epoch += 1
         order = torch.randperm(self.n, generator=g).tolist()
         for step in range(len(self)):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnadiff.seeds import step_generator
 from dnadiff.finetuning.batches import inference_batches, InferenceCollate, MicroBatch, RankBatches, TrainCollate
 from dnadiff.rc import conjoin as rc_conjoin, random_rc
 from dnadiff.training.optim import build_optimizer
@@ -93,8 +94,7 @@ class FinetuneModule(L.LightningModule):
 
     def flips(self, size: int) -> torch.Tensor:
         """BoolTensor[size] on the CPU: which examples of this step's batch are reverse-complemented."""
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.global_step * 7_919
-                                           + self.global_rank * 104_729) % (2**63))
+        g = step_generator(self.seed, self.global_step, self.global_rank, "noise")
         return torch.rand(size, generator=g) < 0.5
 
     def training_step(self, batch: dict, batch_idx: int):
@@ -106,8 +106,7 @@ class FinetuneModule(L.LightningModule):
         flips = self.flips(int(batch["size"])) if self.augment else None
         noise = None
         if self.noisy:
-            noise = torch.Generator().manual_seed((self.seed * 1_000_033 + self.global_step * 7_927
-                                                   + self.global_rank * 104_723 + 1) % (2**63))
+            noise = step_generator(self.seed, self.global_step, self.global_rank, "guide_noise")
         no_sync = self.trainer.strategy.block_backward_sync if world > 1 else None
         total = accumulate_gradients(self.classifier, batch["micro"], size, self.manual_backward, flips, no_sync,
                                      noise)

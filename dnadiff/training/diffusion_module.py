@@ -11,6 +11,7 @@ import math
 import lightning as L
 import torch
 
+from dnadiff.seeds import step_generator
 from dnadiff.diffusion import EMA
 from dnadiff.models import build_model
 from dnadiff.models.conditioning import upgrade_state_keys
@@ -59,10 +60,8 @@ class DiffusionModule(L.LightningModule):
     def noise_generator(self, device) -> torch.Generator:
         """The masking-noise generator of this training step: a pure function of (seed, step, rank), so a
         resumed run draws exactly the noise an uninterrupted one would (and DDP ranks differ)."""
-        g = torch.Generator(device=device)
         rank = self.global_rank if self._trainer is not None else 0
-        g.manual_seed((self.seed * 1_000_003 + self.global_step * 7_919 + rank * 104_729) % (2**63))
-        return g
+        return step_generator(self.seed, self.global_step, rank, "noise", device)
 
     def _labels(self, batch, train: bool, generator=None):
         labels = batch.get("labels")
