@@ -219,7 +219,11 @@ def check_diffusion(section: dict | None) -> dict:
     without filling defaults, so the spec a run stores is the one its config wrote."""
     section = dict(section or {})
     schedule = DIFFUSION_KEYS["schedule"].check(section.get("schedule", "loglinear"), "diffusion.schedule")
+    rates = section.pop("init_w") if schedule == "genmd4" and isinstance(section.get("init_w"), list) else None
     checked = check_section(section, diffusion_keys(schedule), "diffusion", fill=False)
+    if rates is not None:  # GenMD4's one rate per token: its length is the data's V, checked when it is built
+        rate = diffusion_keys("genmd4")["init_w"]
+        return {**checked, "init_w": [rate.check(w, "diffusion.init_w") for w in rates]}
     try:
         build_diffusion({"vocab_size": NUM_BASES, **checked})
     except (ValueError, TypeError) as err:
@@ -294,7 +298,7 @@ def _diffusion_markdown() -> list[str]:
     lines += _table("diffusion", DIFFUSION_KEYS)
     lines += ["| schedule | its own keys (default) |", "|---|---|"]
     for name in DIFFUSION_KEYS["schedule"].choices:
-        own = {k: v for k, v in diffusion_keys(name).items() if k not in DIFFUSION_KEYS or name == "genmd4" and k != "schedule"}
+        own = {k: v for k, v in diffusion_keys(name).items() if k not in DIFFUSION_KEYS}
         shown = ", ".join(f"`{k}` ({show(v.default)})" for k, v in own.items()) or "none"
         lines.append(f"| {name} | {shown}{' (no num_steps or clip)' if name == 'genmd4' else ''} |")
     return lines + [""]

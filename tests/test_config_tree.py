@@ -47,6 +47,11 @@ def test_the_diffusion_keys_are_the_schedules_own_parameters():
     assert set(diffusion_keys("genmd4")) == {"schedule", "init_w"}
     assert check_diffusion({"schedule": "polynomial", "w": "3"}) == {"schedule": "polynomial", "w": 3.0}
     assert check_diffusion({"schedule": "loglinear"}) == {"schedule": "loglinear"}  # no defaults filled in
+    assert check_diffusion({"schedule": "genmd4", "init_w": [0.5, "2"]}) == {"schedule": "genmd4", "init_w": [0.5, 2.0]}
+    with pytest.raises(ConfigError, match=r"^diffusion.init_w=-1 is not allowed"):
+        check_diffusion({"schedule": "genmd4", "init_w": [1.0, -1]})
+    with pytest.raises(ConfigError, match="unknown config key 'diffusion.init_w'"):
+        check_diffusion({"schedule": "linear", "init_w": [1.0]})
 
 
 @pytest.mark.parametrize("override, words", [
