@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from dnadiff.data.tokenizer import NUM_BASES, encode
+from dnadiff.eval.fit import fit_cross_entropy
 from dnadiff.rc import reverse_complement_str
 
 
@@ -61,22 +62,10 @@ class SequenceEmbedder:
 
     def fit(self, seqs: Sequence[str], labels: Sequence[int]) -> "SequenceEmbedder":
         """Train on S real equal-length sequences with integer labels int[S]."""
-        g = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.net = _Net(int(y.max()) + 1, self.dim)
-        x, x_rc = self._inputs(seqs)
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
-        self.net.train()
-        for _ in range(self.epochs):
-            order = torch.randperm(len(y), generator=g)
-            for i in range(0, len(y), self.batch_size):
-                idx = order[i:i + self.batch_size]
-                loss = nn.functional.cross_entropy(self.net(x[idx], x_rc[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        self.net.eval()
+        fit_cross_entropy(self.net, self._inputs(seqs), y, self.epochs, self.batch_size, self.lr, self.seed)
         return self
 
     @torch.no_grad()

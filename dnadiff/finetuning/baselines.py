@@ -8,13 +8,12 @@
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import nn
 
 from dnadiff.data.tokenizer import EMBED_SIZE, encode_batch
+from dnadiff.eval.fit import fit_cross_entropy
 from dnadiff.eval.sequence_metrics import KmerClassifier
 
 
@@ -80,29 +79,17 @@ class CNNBaseline:
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, lr, seed
 
     def fit(self, seqs: list[str], labels: np.ndarray, val_seqs: list[str], val_labels: np.ndarray) -> "CNNBaseline":
+        """Train on ``seqs`` / int ``labels``[N]; keep the epoch of best accuracy on ``val_seqs`` / ``val_labels``."""
         torch.manual_seed(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
         model = GBCNN(self.num_classes, self.input_len)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         tokens, targets = _padded(seqs, self.input_len), torch.as_tensor(labels, dtype=torch.long)
         val_tokens = _padded(val_seqs, self.input_len)
-        best_acc, best_state = -1.0, None
-        for _ in range(self.epochs):
-            model.train()
-            order = torch.randperm(len(tokens), generator=gen)
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                if len(batch) < 2:  # batch norm needs two examples
-                    continue
-                loss = nn.functional.cross_entropy(model(tokens[batch]), targets[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            acc = float((_cnn_probs(model, val_tokens).argmax(1) == np.asarray(val_labels)).mean())
-            if acc > best_acc:
-                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
-        model.load_state_dict(best_state)
-        self.model = model
+
+        def val_accuracy(net: GBCNN) -> float:
+            return float((_cnn_probs(net, val_tokens).argmax(1) == np.asarray(val_labels)).mean())
+
+        self.model = fit_cross_entropy(model, [tokens], targets, self.epochs, self.batch_size, self.lr, self.seed,
+                                       min_batch=2, select=val_accuracy)
         return self
 
     def predict_proba(self, seqs: list[str]) -> np.ndarray:
