@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from dnadiff.data.info import DataInfo
 from dnadiff.diffusion import MaskedDiffusion
 from dnadiff.generate import DNAModel, load
 
@@ -29,7 +30,7 @@ def random_generator(backbone: str, window: int) -> DNAModel:
         spec.update(n_head=4, max_len=window)
     torch.manual_seed(0)
     model = build_model(spec)
-    return DNAModel(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": window, "class_names": []}})
+    return DNAModel(model, MaskedDiffusion(4), DataInfo(window=window))
 
 
 def measure(gen: DNAModel, num: int, length: int, sampler: str) -> dict:

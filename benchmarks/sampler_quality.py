@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dnadiff.data.info import DataInfo
 from dnadiff.data.dhs import load_dhs
 from dnadiff.data.tokenizer import NUM_BASES, encode
 from dnadiff.diffusion import ConfidenceOptions, MaskedDiffusion, ReMDMOptions
@@ -65,7 +66,7 @@ def train(dhs, seconds: float, seed: int = 0) -> tuple[DNAModel, dict]:
     info = {"train_steps": steps, "train_seconds": round(time.perf_counter() - start, 1), "batch": 64,
             "final_loss_bits": round(float(np.mean(losses[-50:])) / math.log(2), 4),
             "model": "DiffusionTransformer d_model=64 n_layer=2 n_head=4 (time-agnostic), loglinear schedule"}
-    return DNAModel(model.eval(), diffusion, {"data": {"modality": "dna", "window": 200, "class_names": dhs.class_names}}), info
+    return DNAModel(model.eval(), diffusion, DataInfo(window=200, class_names=tuple(dhs.class_names))), info
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ GENOME = ROOT.parent / "shared" / "data" / "hg38" / "hg38_chr2_1-2333275.fa.gz"
 def model_470k():
     import yaml
 
+    from dnadiff.data.info import DataInfo
     from dnadiff.diffusion import build_diffusion
     from dnadiff.generate import DNAModel
     from dnadiff.models import build_model
@@ -37,7 +38,7 @@ def model_470k():
     torch.manual_seed(0)
     spec = {**cfg["model"], "vocab_size": 7, "num_outputs": 4}
     return DNAModel(build_model(spec).eval(), build_diffusion({**cfg["diffusion"], "vocab_size": 4}),
-                     {"data": {"modality": "dna", "window": cfg["data"]["window"], "class_names": []}})
+                     DataInfo(window=cfg["data"]["window"]))
 
 
 def random_snvs(genome, n: int, seed: int, margin: int):

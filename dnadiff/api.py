@@ -29,10 +29,10 @@ def load(source: str | os.PathLike, device: str | torch.device | None = None, do
     if path.is_file():  # one read: a classifier, a model.pt, or a Lightning .ckpt
         payload = load_checkpoint(path)
         if payload.get("format") == CLASSIFIER_FORMAT:
-            return Classifier.from_payload(payload, str(path)).to(device or "cpu")
+            return Classifier.from_dict(payload, str(path)).to(device or "cpu")
         if payload.get("format") != MODEL_FORMAT:
             payload = load_payload(path)
         denoiser, diffusion, payload = model_and_process(payload, str(path))
     else:
         denoiser, diffusion, payload = load_model(source, download=download)
-    return DNAModel(denoiser.to(device or "cpu"), diffusion, payload)
+    return DNAModel(denoiser.to(device or "cpu"), diffusion, payload.data)

@@ -124,7 +124,7 @@ def build_guidance(classifier, target: str | None, gamma: float = 1.0, form: str
                              f"{', '.join(map(str, classifier.class_names))}")
     if form not in FORMS:
         raise ParameterError("guide_form", f"guide_form={form!r} is unknown: use one of {', '.join(FORMS)}")
-    fill = fill or ("mask" if classifier.info.get("noisy") else "x0")
+    fill = fill or ("mask" if classifier.info.noisy else "x0")
     if fill not in FILLS:
         raise ParameterError("guide_fill", f"guide_fill={fill!r} is unknown: use one of {', '.join(FILLS)}")
     return ClassifierGuidance(ClassifierGuide(classifier, target), gamma=float(gamma), form=form, fill=fill,

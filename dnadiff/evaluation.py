@@ -18,6 +18,7 @@ from dnadiff.devices import torch_device
 from dnadiff.diffusion import evaluate as score_batches
 from dnadiff.errors import ParameterError, UserError
 from dnadiff.checkpoints.sources import load_model
+from dnadiff.data.info import DataInfo
 from dnadiff.data.modality import modality_of
 from dnadiff.keys import check_value
 from dnadiff.training.data_sources import build_dna, genome_path
@@ -125,8 +126,8 @@ def evaluate(
     model.to(device)
     if isinstance(process, torch.nn.Module):
         process.to(device)
-    info = payload.get("data", {})
-    kind = modality_of(info)
+    info = payload.data
+    kind = info.kind
     modality = kind.name
     given = {"genome": genome, "text": text, "images": images, "region": region}
     wrong = [name for name, value in given.items() if value and name not in kind.arguments]
@@ -148,7 +149,7 @@ def evaluate(
                               rep.bits_stderr, rep.perplexity, rep.perplexity_stderr, rep.num_tokens,
                               rep.num_sequences, num_t, 2.0, mk.order, mk.bits_per_nt, mk.perplexity)
 
-    data = {**info, "batch_size": batch_size}
+    data = {**info.to_dict(), "batch_size": batch_size}
     if text:
         data["text"] = str(text)
     if images:
@@ -158,9 +159,9 @@ def evaluate(
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     batches = materialise(loader, max_windows)
     rep = score_batches(process, model, batches, num_t=num_t, exact_steps=exact_steps, generator=g)
-    return EvaluateResult(str(checkpoint), modality, split, info["unit"], rep.bits_per_token, rep.bits_stderr,
+    return EvaluateResult(str(checkpoint), modality, split, info.unit, rep.bits_per_token, rep.bits_stderr,
                           rep.perplexity, rep.perplexity_stderr, rep.num_tokens, rep.num_sequences, num_t,
-                          info["uniform_bits"])
+                          info.uniform_bits)
 
 
 def materialise(loader, limit: int | None = None) -> list[dict]:
@@ -176,12 +177,12 @@ def materialise(loader, limit: int | None = None) -> list[dict]:
     return out
 
 
-def _dna_batches(info: dict, genome, region, split, max_windows, batch_size, markov_train_windows, decompress, seed):
+def _dna_batches(info: DataInfo, genome, region, split, max_windows, batch_size, markov_train_windows, decompress, seed):
 
-    genome = genome or info.get("genome")
+    genome = genome or info.genome
     if not genome:
         raise ParameterError("genome", "genome=None: a DNA checkpoint needs a genome FASTA to evaluate on")
-    data = {**info, "batch_size": batch_size, "num_workers": 0, "max_eval_windows": max_windows}
+    data = {**info.to_dict(), "batch_size": batch_size, "num_workers": 0, "max_eval_windows": max_windows}
     dm, _ = build_dna(data, genome_path(genome, decompress), seed=seed)
     target = dm.region(region) if region else split
     batches = materialise(dm.eval_dataloader(target, max_windows))

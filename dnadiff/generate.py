@@ -26,7 +26,7 @@ import torch
 
 from dnadiff import scoring
 from dnadiff.atomic import atomic_write
-from dnadiff.data.modality import modality_of
+from dnadiff.data.info import DataInfo
 from dnadiff.data.tokenizer import MASK, NUM_BASES, decode_batch, encode
 from dnadiff.diffusion.confidence import ConfidenceOptions
 from dnadiff.diffusion.remdm import ReMDMOptions
@@ -51,22 +51,24 @@ class DNAModel:
     Args:
         denoiser: the denoiser module (contract of :mod:`dnadiff.diffusion`).
         diffusion: its :class:`dnadiff.diffusion.MaskedDiffusion` (vocabulary of the 4 bases).
-        payload: the checkpoint dict; uses ``payload["data"]["window"]`` (training length) and
-            ``payload["data"]["class_names"]`` (empty for an unconditional model).
+        info: the :class:`~dnadiff.data.info.DataInfo` it was trained on (a checkpoint's ``payload.data``); uses
+            ``window`` (training length) and ``class_names`` (empty for an unconditional model).
     """
 
-    def __init__(self, denoiser: torch.nn.Module, diffusion, payload: dict):
-        data = payload.get("data", {})
-        if not modality_of(data).caduceus:
-            raise UserError(f"this checkpoint models {data['modality']}, not DNA: use a checkpoint pretrained on a genome")
+    def __init__(self, denoiser: torch.nn.Module, diffusion, info: DataInfo):
+        if not info.kind.caduceus:
+            raise UserError(f"this checkpoint models {info.modality}, not DNA: use a checkpoint pretrained on a genome")
+        if info.window is None:
+            raise UserError("this checkpoint does not record its training window (data.window): re-export it with "
+                            "dnadiff, or pretrain a model")
         if diffusion.vocab_size != NUM_BASES:
             raise UserError(f"this checkpoint has a vocabulary of {diffusion.vocab_size} tokens, not the 4 bases: use a DNA checkpoint")
         assert diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
         self.denoiser = denoiser.eval()
         self.diffusion = diffusion
-        self.payload = payload
-        self.window = int(data["window"])
-        self.class_names = list(data.get("class_names") or [])
+        self.info = info
+        self.window = int(info.window)
+        self.class_names = list(info.class_names)
         self.last_stats: dict = {}
 
     @property
@@ -333,7 +335,7 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None, downl
     :func:`dnadiff.checkpoints.sources.load_model`. :func:`dnadiff.load` also reads fine-tuned classifiers."""
 
     denoiser, diffusion, payload = load_model(checkpoint, download=download)
-    return DNAModel(denoiser.to(device or "cpu"), diffusion, payload)
+    return DNAModel(denoiser.to(device or "cpu"), diffusion, payload.data)
 
 
 def sampler_options(remdm_strategy: str = "loop", eta: float | None = None, block_length: int | None = None,

@@ -114,7 +114,7 @@ def test_saved_classifier_reproduces_its_fold(pretrained, tmp_path):
     splits = protocol_splits(type(data)(data.task, data.class_names, train, None, data.source), "cv", 2, 3)
     for index, (_, held_out) in enumerate(splits):
         clf = dnadiff.load(result.out / f"classifier_fold_{index}.pt")
-        assert isinstance(clf, dnadiff.Classifier) and clf.info["fold"] == index and clf.max_length == 200
+        assert isinstance(clf, dnadiff.Classifier) and clf.info.fold == index and clf.max_length == 200
         seqs = [train.seqs[i] for i in held_out]
         probs = clf.predict_proba(seqs)
         assert probs.shape == (len(seqs), 2) and np.allclose(probs.sum(1), 1.0)

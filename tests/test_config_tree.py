@@ -125,11 +125,12 @@ def test_the_rc_policy_is_derived_from_the_variant():
 
 
 def test_the_modality_object_owns_what_branched_on_its_name():
+    from dnadiff.data.info import DataInfo
     from dnadiff.data.modality import MODALITIES, modality_of
 
-    assert modality_of({}).name == "dna" and modality_of(None).caduceus  # files without a modality are DNA
+    assert DataInfo.from_dict({}).kind.name == "dna" and DataInfo.from_dict(None).kind.caduceus  # files without a modality are DNA
     assert [m.name for m in MODALITIES.values() if m.caduceus] == ["dna"]
     assert {m.name for m in MODALITIES.values() if m.samples_file} == {"text", "pixels"}
-    assert modality_of({"modality": "pixels"}).arguments == ("images",)
+    assert modality_of("pixels").arguments == ("images",)
     with pytest.raises(UserError, match="unknown data modality 'audio'"):
-        modality_of({"modality": "audio"})
+        modality_of("audio")

@@ -53,7 +53,7 @@ def test_guide_adapter_equals_the_classifier_and_guided_generation(parts, tmp_pa
 
     model_path, guide_path, oracle_path = parts
     guide, oracle, model = dnadiff.load(guide_path), dnadiff.load(oracle_path), dnadiff.load(model_path)
-    assert guide.info.get("noisy") is True and "noisy" not in oracle.info
+    assert guide.info.noisy is True and oracle.info.noisy is False
     target = guide.class_names[1]
     seqs = ["ACGT" * 16, "GGCA" * 16, "TTAC" * 8 + "GATC" * 8]
     x = torch.nn.functional.one_hot(torch.stack([encode(s) for s in seqs]), 5).float()

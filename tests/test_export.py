@@ -96,16 +96,16 @@ def test_a_dnadiff_model_exports_with_the_fixture_config_fields(shared_fixtures,
     (but the size), the unmapped rows are zero, and A/C/G/T/N/[MASK]/[PAD] rows are dnadiff's."""
     from dnadiff.checkpoints.sources import ORIGINAL_DATA, ORIGINAL_DIFFUSION
     from dnadiff.models import build_model
-    from dnadiff.checkpoints.format import model_payload
+    from dnadiff.checkpoints.format import ModelFile
 
     fixture_config, _, _ = reference(shared_fixtures, variant)
     spec = {"name": "caduceus", "vocab_size": 7, "num_outputs": 4, "d_model": 24, "n_layer": 2, "variant": variant}
     torch.manual_seed(3)
     model = build_model(spec).eval()
-    save_checkpoint(tmp_path / "model.pt", model_payload(spec, ORIGINAL_DIFFUSION, model.state_dict(), ORIGINAL_DATA))
+    save_checkpoint(tmp_path / "model.pt", ModelFile(spec, ORIGINAL_DIFFUSION, model.state_dict(), ORIGINAL_DATA))
     out, _ = export_hf(tmp_path / "model.pt", tmp_path / "hf")
     config, state = read_original(out)
-    assert config.pop("dnadiff")["data"] == ORIGINAL_DATA
+    assert config.pop("dnadiff")["data"] == ORIGINAL_DATA.to_dict()
     assert list(config) == list(fixture_config)
     size = ("d_model", "n_layer")
     assert {k: v for k, v in config.items() if k not in size} == {k: v for k, v in fixture_config.items() if k not in size}
@@ -143,16 +143,16 @@ def test_export_refuses_to_overwrite_and_what_it_cannot_hold(shared_fixtures, tm
     monkeypatch.undo()
     # what the original format cannot hold
     from dnadiff.models import build_model
-    from dnadiff.checkpoints.format import model_payload
+    from dnadiff.checkpoints.format import ModelFile
 
     spec = {"name": "caduceus", "d_model": 16, "n_layer": 1, "time_conditioning": True}
-    save_checkpoint(tmp_path / "t.pt", model_payload(spec, {"vocab_size": 4}, build_model(spec).state_dict(),
+    save_checkpoint(tmp_path / "t.pt", ModelFile(spec, {"vocab_size": 4}, build_model(spec).state_dict(),
                                                      {"modality": "dna", "window": 64}))
     with pytest.raises(UserError, match="time- or class-conditioned"):
         export_hf(tmp_path / "t.pt", tmp_path / "t_hf")
     spec = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 16, "n_layer": 1, "n_head": 2,
             "max_len": 32}
-    save_checkpoint(tmp_path / "x.pt", model_payload(spec, {"vocab_size": 4}, build_model(spec).state_dict(),
+    save_checkpoint(tmp_path / "x.pt", ModelFile(spec, {"vocab_size": 4}, build_model(spec).state_dict(),
                                                      {"modality": "dna", "window": 32}))
     with pytest.raises(UserError, match="only Caduceus models"):
         export_hf(tmp_path / "x.pt", tmp_path / "x_hf")

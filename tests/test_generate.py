@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from dnadiff.data.info import DataInfo
 from dnadiff.diffusion import MaskedDiffusion
 from dnadiff.errors import UserError
 from dnadiff.generate import DNAModel, check_writable, write_fasta
@@ -31,7 +32,7 @@ class PatternDenoiser(nn.Module):
 
 
 def pattern_generator(class_names=()) -> DNAModel:
-    payload = {"data": {"modality": "dna", "window": 16, "class_names": list(class_names)}}
+    payload = DataInfo(window=16, class_names=tuple(class_names))
     return DNAModel(PatternDenoiser(), MaskedDiffusion(4), payload)
 
 
@@ -41,7 +42,7 @@ def random_generator(class_names=()) -> DNAModel:
                                  num_classes=len(class_names))
     for p in model.parameters():  # a random (not uniform) untrained model: every base gets drawn
         nn.init.normal_(p, std=0.5)
-    payload = {"data": {"modality": "dna", "window": 32, "class_names": list(class_names)}}
+    payload = DataInfo(window=32, class_names=tuple(class_names))
     return DNAModel(model, MaskedDiffusion(4), payload)
 
 
@@ -85,7 +86,7 @@ def test_classes_reach_the_denoiser_with_guidance():
 
 def test_bits_per_base_of_an_untrained_uniform_model_is_two_bits():
     model = DiffusionTransformer(vocab_size=7, num_outputs=4, d_model=32, n_layer=1, n_head=2, max_len=32)
-    gen = DNAModel(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": 32, "class_names": []}})
+    gen = DNAModel(model, MaskedDiffusion(4), DataInfo(window=32))
     bits = gen.bits_per_base(["ACGT" * 8, "ACGTNNNN" * 5], num_t=64)  # the second is cut into 32 + 8
     assert bits.shape == (2,)
     assert bits == pytest.approx([2.0, 2.0], abs=0.25)  # zero output layer: uniform over 4 bases
@@ -278,7 +279,7 @@ def test_cli_unconditional_checkpoint_and_unwritable_output(tmp_path, capsys):
 def test_samplers_needing_a_shared_schedule_refuse_genmd4():
     from dnadiff.diffusion import GenMD4
 
-    gen = DNAModel(PatternDenoiser(), GenMD4(4), {"data": {"modality": "dna", "window": 16, "class_names": []}})
+    gen = DNAModel(PatternDenoiser(), GenMD4(4), DataInfo(window=16))
     for sampler in ("first-hitting", "remdm"):
         with pytest.raises(UserError, match="state-independent schedule"):
             gen.generate(2, length=8, sampler=sampler)

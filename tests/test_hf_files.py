@@ -305,7 +305,7 @@ def test_the_export_stores_tied_tensors_once_under_the_umask_and_keeps_dnadiff_s
 
     from dnadiff.checkpoints.export import export as export_hf
     from dnadiff.models import build_model
-    from dnadiff.checkpoints.format import model_payload, save_checkpoint
+    from dnadiff.checkpoints.format import ModelFile, save_checkpoint
 
     spec = {"name": "caduceus", "vocab_size": 7, "num_outputs": 4, "d_model": 24, "n_layer": 2, "variant": variant,
             "conjoin": variant == "ph"}
@@ -313,7 +313,7 @@ def test_the_export_stores_tied_tensors_once_under_the_umask_and_keeps_dnadiff_s
     model = build_model(spec).eval()
     data = {"modality": "dna", "window": 512, "class_names": [], "batch_size": 8}
     diffusion = {"vocab_size": 4, "schedule": "loglinear", "eps": 0.003}
-    save_checkpoint(tmp_path / "model.pt", model_payload(spec, diffusion, model.state_dict(), data))
+    save_checkpoint(tmp_path / "model.pt", ModelFile(spec, diffusion, model.state_dict(), data))
     old = os.umask(0o027)
     try:
         out, _ = export_hf(tmp_path / "model.pt", tmp_path / "hf")
@@ -328,8 +328,8 @@ def test_the_export_stores_tied_tensors_once_under_the_umask_and_keeps_dnadiff_s
     assert stored == set(full) - tied_names(variant, 2)  # what save_pretrained writes
     # reloading gives back the window, eps and inference settings, and the same model
     payload = load_payload(out)
-    assert payload["data"]["window"] == 512 and payload["data"]["batch_size"] == 8
-    assert payload["diffusion"]["eps"] == 0.003 and payload["model"]["conjoin"] == (variant == "ph")
+    assert payload.data.window == 512 and payload.data.batch_size == 8
+    assert payload.diffusion["eps"] == 0.003 and payload.model["conjoin"] == (variant == "ph")
     again, _, _ = load_model(out)
     z = torch.randint(0, 7, (2, 30), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():

@@ -48,8 +48,8 @@ def test_hub_id_folder_and_model_pt_load_the_same_reference_model(shared_fixture
     assert (snapshot / "config.json").is_symlink()
     model, process, payload = load_model(repo_id, cache_dir=cache)
     check_denoiser_matches_reference(model, expected)
-    assert process.vocab_size == 4 and payload["model"]["variant"] == variant
-    assert payload["original"]["config"] == config and payload["original"]["embedding"].shape == (16, 32)
+    assert process.vocab_size == 4 and payload.model["variant"] == variant
+    assert payload.original["config"] == config and payload.original["embedding"].shape == (16, 32)
     # the snapshot folder itself, and the converted payload written as model.pt, give the same model
     folder_model, _, _ = load_model(snapshot)
     save_checkpoint(tmp_path / "model.pt", payload)
@@ -177,7 +177,7 @@ def test_download_goes_through_huggingface_hub_and_its_errors_are_one_line(share
     assert kwargs["local_files_only"] is False and set(kwargs["allow_patterns"]) == {
         "config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
         "pytorch_model.bin.index.json", "model-*-of-*.safetensors", "pytorch_model-*-of-*.bin"}
-    assert payload["original"]["source"] == "kuleshov-group/fetched@main"
+    assert payload.original["source"] == "kuleshov-group/fetched@main"
 
     def no_network(repo_id, **kwargs):
         raise ConnectionError("Temporary failure in name resolution\nmore detail")

@@ -8,6 +8,7 @@ import torch
 from dnadiff.cli import main
 from dnadiff.commands import sample as sample_cmd
 from dnadiff import progress
+from dnadiff.data.info import DataInfo
 from dnadiff.diffusion import MaskedDiffusion
 from dnadiff.generate import DNAModel
 from dnadiff.models.transformer import DiffusionTransformer
@@ -17,7 +18,7 @@ from dnadiff.checkpoints.format import save_checkpoint
 def tiny_generator(window: int = 16) -> DNAModel:
     torch.manual_seed(0)
     model = DiffusionTransformer(vocab_size=7, num_outputs=4, d_model=8, n_layer=1, n_head=2, max_len=64)
-    return DNAModel(model, MaskedDiffusion(4), {"data": {"modality": "dna", "window": window, "class_names": []}})
+    return DNAModel(model, MaskedDiffusion(4), DataInfo(window=window))
 
 
 @pytest.mark.parametrize("num, length, steps, batch, exact", [(3, 40, 5, 2, True), (1, 16, 4, 8, True),

@@ -7,6 +7,7 @@ character / per dimension fall well below the uniform baseline log2(V).
 from __future__ import annotations
 
 import ast
+import io
 import math
 import pickle
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 import dnadiff
+from dnadiff.data.info import DataInfo
 from dnadiff.diffusion import MaskedDiffusion, get_schedule
 from dnadiff.errors import UserError
 from dnadiff.eval.units import bits_per_character, bits_per_dimension, bits_per_token, nats_to_bits, perplexity, uniform_bits
@@ -58,7 +60,7 @@ def test_untrained_model_scores_the_uniform_baseline():
     """Zero head = exactly uniform predictions: the NELBO (a Monte-Carlo estimate) is log2 V bits per token."""
     data, info = build_datamodule({"images": "digits", "batch_size": 64})
     model = DiffusionTransformer(**model_io(info), d_model=32, n_layer=1, n_head=2)
-    diffusion = MaskedDiffusion(vocab_size=info["vocab_size"], schedule=get_schedule("linear"))
+    diffusion = MaskedDiffusion(vocab_size=info.vocab_size, schedule=get_schedule("linear"))
     batch = next(iter(data.val_dataloader()))
     with torch.no_grad(), one_thread():
         nats = diffusion.nelbo(model, batch["tokens"], num_t=32, loss_mask=batch["loss_mask"]).sum().item()
@@ -71,7 +73,7 @@ def _train_and_score(info: dict, data, steps: int, lr: float, eval_batches: int)
     """Train a tiny transformer with MaskedDiffusion.loss; return held-out bits per token and the core object."""
     torch.manual_seed(0)
     model = DiffusionTransformer(**model_io(info), d_model=64, n_layer=2, n_head=4)
-    diffusion = MaskedDiffusion(vocab_size=info["vocab_size"], schedule=get_schedule("linear"))
+    diffusion = MaskedDiffusion(vocab_size=info.vocab_size, schedule=get_schedule("linear"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     done = 0
     while done < steps:
@@ -97,7 +99,7 @@ def _train_and_score(info: dict, data, steps: int, lr: float, eval_batches: int)
 @pytest.mark.slow
 def test_short_training_on_real_text_lowers_bpc_well_below_uniform():
     data, info = build_datamodule({"text": str(REAL_TEXT), "text_level": "char", "window": 64, "batch_size": 32})
-    assert info["unit"] == "bpc" and info["vocab_size"] == 27
+    assert info.unit == "bpc" and info.vocab_size == 27
     with one_thread():
         bpc, diffusion = _train_and_score(info, data, steps=400, lr=3e-3, eval_batches=8)
     assert type(diffusion) is MaskedDiffusion
@@ -126,8 +128,8 @@ def _write_cifar_folder(folder: Path) -> None:
 def test_cifar_folder_builds_and_one_core_step_runs(tmp_path):
     _write_cifar_folder(tmp_path)
     data, info = build_datamodule({"images": str(tmp_path), "batch_size": 2})
-    assert (info["vocab_size"], info["embed_size"], info["window"], info["shape"]) == (256, 257, 3072, [32, 32, 3])
-    assert info["class_names"][:2] == ["airplane", "automobile"] and info["uniform_bits"] == 8.0
+    assert (info.vocab_size, info.embed_size, info.window, info.shape) == (256, 257, 3072, (32, 32, 3))
+    assert info.class_names[:2] == ("airplane", "automobile") and info.uniform_bits == 8.0
     batch = next(iter(data.train_dataloader()))
     model = DiffusionTransformer(**model_io(info), d_model=16, n_layer=1, n_head=2)
     loss = MaskedDiffusion(vocab_size=256).loss(model, batch["tokens"], batch["loss_mask"]).loss
@@ -139,16 +141,20 @@ def test_data_info_rebuilds_the_same_data_and_is_plain():
     again, same = build_datamodule(info)
     assert same == info
     assert torch.equal(next(iter(again.val_dataloader()))["tokens"], next(iter(data.val_dataloader()))["tokens"])
-    assert info["unit"] == "bits/byte" and info["embed_size"] == 258
-    torch.save(info, "/dev/null")  # plain types only: safe for weights_only checkpoints
-    assert all(isinstance(v, (str, int, float, list, dict)) for v in info.values())
+    assert info.unit == "bits/byte" and info.embed_size == 258
+    stored = info.to_dict()  # what a checkpoint holds: plain types only, safe for weights_only loading
+    assert all(isinstance(v, (str, int, float, list, dict)) for v in stored.values())
+    buffer = io.BytesIO()
+    torch.save(stored, buffer)
+    buffer.seek(0)
+    assert DataInfo.from_dict(torch.load(buffer, weights_only=True)) == info
 
 
 def test_namespace_config_and_user_errors(tmp_path):
     import argparse
 
     _, info = build_datamodule(argparse.Namespace(text=str(REAL_TEXT), window=None, batch_size=None, images=None))
-    assert info["window"] == 256 and info["text_level"] == "char" and info["batch_size"] == 32
+    assert info.window == 256 and info.text_level == "char" and info.batch_size == 32
     with pytest.raises(UserError, match="exactly one data source"):
         build_datamodule({"text": str(REAL_TEXT), "images": "digits"})
     with pytest.raises(UserError, match="exactly one data source"):
@@ -201,17 +207,17 @@ def test_dna_text_and_pixels_share_the_one_diffusion_core(tmp_path):
     seen = {}
     for modality in ("dna", "text", "pixels"):
         data, info, module = _pretrain_path(modality, tmp_path)
-        assert info["modality"] == modality
+        assert info.modality == modality
         assert type(module.diffusion) is MaskedDiffusion
         assert type(module.diffusion).loss is MaskedDiffusion.loss and type(module.diffusion).nelbo is MaskedDiffusion.nelbo
         batch = next(iter(data.train_dataloader()))
         torch.manual_seed(1)
         loss = module.diffusion.loss(module.model, batch["tokens"], batch["loss_mask"]).loss
         torch.manual_seed(1)
-        fresh = MaskedDiffusion(vocab_size=info["vocab_size"], schedule=module.diffusion.schedule)
+        fresh = MaskedDiffusion(vocab_size=info.vocab_size, schedule=module.diffusion.schedule)
         assert torch.equal(loss, fresh.loss(module.model, batch["tokens"], batch["loss_mask"]).loss)
-        assert loss.item() == pytest.approx(math.log(info["vocab_size"]), rel=0.5), modality
-        seen[modality] = (info["vocab_size"], type(module.model).__name__)
+        assert loss.item() == pytest.approx(math.log(info.vocab_size), rel=0.5), modality
+        seen[modality] = (info.vocab_size, type(module.model).__name__)
     assert seen == {"dna": (4, "CaduceusDenoiser"), "text": (27, "DiffusionTransformer"), "pixels": (17, "DiffusionTransformer")}
 
 

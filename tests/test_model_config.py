@@ -81,8 +81,8 @@ def test_model_pt_stores_the_typed_config():
     module = DiffusionModule({"name": "caduceus", "d_model": 8, "n_layer": 1, "vocab_size": 7},
                              {"vocab_size": 4, "schedule": "linear"}, ema_decay=0)
     payload = module.export_payload()
-    assert payload["model"] == CaduceusConfig(d_model=8, n_layer=1).to_spec()
-    assert build_model(payload["model"]).config == module.model.config
+    assert payload.model == CaduceusConfig(d_model=8, n_layer=1).to_spec()
+    assert build_model(payload.model).config == module.model.config
 
 
 def test_caduceus_block_is_a_pre_norm_residual_block():

@@ -15,13 +15,14 @@ from dnadiff.training.pretrain import build_module
 from dnadiff.data.tokenizer import CADUCEUS_IDS, MASK, to_caduceus_ids
 from dnadiff.errors import UserError
 from dnadiff.checkpoints.sources import load_payload
+from dnadiff.data.info import DataInfo
 from dnadiff.checkpoints.huggingface import load_original_caduceus
 from dnadiff.config import load_config
 from dnadiff.training.warm_start import apply_init, init_model_spec
 from hf_cache import add_repo, original_files, reference
 
 REPO = Path(__file__).resolve().parents[1]
-DNA_INFO = {"modality": "dna", "vocab_size": 4, "embed_size": 7, "class_names": [], "window": 64}
+DNA_INFO = DataInfo(window=64)
 BASES = [CADUCEUS_IDS[k] for k in range(4)]
 CHATTER = ["GPU available", "TPU available", "HPU available", "litlogger", "LeafSpec", "weights_only",
            "`Trainer.fit` stopped"]
@@ -75,16 +76,16 @@ def test_first_step_is_the_original_mlm_at_masked_positions(shared_fixtures, tmp
 
 
 def test_init_refuses_other_modalities_and_misfits(shared_fixtures, tmp_path):
-    from dnadiff.checkpoints.format import model_payload, save_checkpoint
+    from dnadiff.checkpoints.format import ModelFile, save_checkpoint
     from dnadiff.training.warm_start import check_modality
 
     config, state, _ = reference(shared_fixtures, "ph")
     folder = write_original(tmp_path / "orig", config, state, tmp_path)
     with pytest.raises(UserError, match="models dna, but the data is text"):
-        check_modality(load_payload(folder), {"modality": "text"}, str(folder))
+        check_modality(load_payload(folder), DataInfo(modality="text"), str(folder))
     payload = load_payload(folder)
-    bad = model_payload({**payload["model"], "num_classes": 3}, payload["diffusion"],
-                        {**payload["state_dict"], "label_embed.weight": torch.zeros(4, 32)}, payload["data"])
+    bad = ModelFile({**payload.model, "num_classes": 3}, payload.diffusion,
+                        {**payload.state_dict, "label_embed.weight": torch.zeros(4, 32)}, payload.data)
     save_checkpoint(tmp_path / "classes.pt", bad)
     with pytest.raises(UserError, match="does not fit the model to train"):
         module_from_init(tmp_path / "classes.pt")
@@ -122,11 +123,11 @@ def test_generative_finetuning_from_a_hub_id_lowers_the_loss_quietly(shared_fixt
     assert "FutureWarning" not in done.stderr and "DeprecationWarning" not in done.stderr, done.stderr
     # the fine-tuned model scores the same held-out windows and noise better than the MLM it started from
     trained, process, payload = load_model(out / "model.pt")
-    assert payload["original"]["config"] == config
+    assert payload.original["config"] == config
     init, _, _ = load_model(tmp_path / "hub" / "models--kuleshov-group--caduceus-ph_fixture" / "snapshots"
                             / next(iter(os.listdir(tmp_path / "hub" / "models--kuleshov-group--caduceus-ph_fixture"
                                                    / "snapshots"))))
-    dm, _ = build_dna({**payload["data"], "max_eval_windows": 32}, hg38, seed=0)
+    dm, _ = build_dna({**payload.data.to_dict(), "max_eval_windows": 32}, hg38, seed=0)
     batches = list(dm.eval_dataloader("val", 32))
     before = evaluate(process, init, batches, num_t=8, generator=torch.Generator().manual_seed(0))
     after = evaluate(process, trained, batches, num_t=8, generator=torch.Generator().manual_seed(0))

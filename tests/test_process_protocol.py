@@ -89,8 +89,8 @@ def test_evaluate_works_on_a_genmd4_checkpoint(shared_data, tmp_path, capsys):
     assert main(["pretrain", "--no-progress", "--config", "demo", "--genome", genome, "--out", str(out),
                  "--max-steps", "3", *tiny]) == 0
     _, process, payload = load_model(out / "model.pt")
-    assert isinstance(process, GenMD4) and set(payload["genmd4"]) == {"raw_w"}
-    torch.testing.assert_close(process.raw_w.detach(), payload["genmd4"]["raw_w"])
+    assert isinstance(process, GenMD4) and set(payload.process_state) == {"raw_w"}
+    torch.testing.assert_close(process.raw_w.detach(), payload.process_state["raw_w"])
     capsys.readouterr()
     common = ["evaluate", "--checkpoint", str(out / "model.pt"), "--genome", genome, "--json", "--max-windows", "4",
               "--markov-train-windows", "32", "--markov-max-order", "2"]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from dnadiff.data.info import DataInfo
 from dnadiff.cli import main
 from dnadiff.training import estimate as est
 from dnadiff.training.estimate import estimate_run, warmup_warning
@@ -38,7 +39,7 @@ def test_time_steps_times_the_real_model(shared_data):
     from dnadiff.training.pretrain import build_module, resolve_config
 
     cfg = resolve_config("demo", TINY, genome=shared_data / "hg38" / "hg38_chr2_1-2333275.fa.gz")
-    module = build_module(cfg, {"modality": "dna", "vocab_size": 4, "embed_size": 7, "window": 64, "unit": "bits/nt"})
+    module = build_module(cfg, DataInfo(window=64))
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
     seconds = est.time_steps(module, 2, 64, torch.device("cpu"))
     assert 0 < seconds < 30

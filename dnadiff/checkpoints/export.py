@@ -46,7 +46,7 @@ def export(source: str | os.PathLike, out: str | os.PathLike, format: str = "hf"
         raise ParameterError("code_repo", f"code_repo={code_repo!r} is not a hub repo id: write it as owner/name")
     out = check_out(Path(out))
     payload = load_payload(source, download=download)
-    original = payload.get("original") or {}
+    original = payload.original or {}
     config, state = original_from_denoiser(model_from_payload(payload, str(source)), original.get("config"),
                                            original.get("embedding"))
     code_repo = code_repo or next((s for s in (original.get("source"), str(source)) if s and is_hub_id(s)), None)

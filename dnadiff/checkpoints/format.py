@@ -3,9 +3,10 @@
 Imports no Lightning (the Lightning checkpoint IO plugin is in :mod:`dnadiff.training.callbacks`);
 loading a model from any source is :mod:`dnadiff.checkpoints.sources`.
 
-A dnadiff model checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only):
-``{"format": "dnadiff-model/1", "model": <build_model spec>, "diffusion": {...}, "state_dict":
-<denoiser weights (EMA)>, "data": {...}, "metrics": {...}}``.
+A dnadiff model file is the typed record :class:`ModelFile`; on disk it is a plain dict (tensors, numbers, strings,
+lists, dicts only, so ``torch.load(weights_only=True)`` reads it): ``{"format": "dnadiff-model/1", "model":
+<build_model spec>, "diffusion": {...}, "state_dict": <denoiser weights (EMA)>, "data": <DataInfo.to_dict()>,
+"metrics": {...}, "genmd4": <learned process parameters>}`` (+ ``"original"`` for a converted original checkpoint).
 """
 from __future__ import annotations
 
@@ -13,20 +14,24 @@ import os
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from dnadiff.atomic import atomic_write
+from dnadiff.data.info import DataInfo
 from dnadiff.errors import UserError
 from dnadiff.paths import require_file
 
 MODEL_FORMAT = "dnadiff-model/1"
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` with ``torch.save`` atomically (temp file + os.replace)."""
-    return atomic_write(path, lambda f: torch.save(payload, f))
+def save_checkpoint(path: str | os.PathLike, payload) -> Path:
+    """Write ``payload`` (a dict, or a record with ``to_dict()`` such as :class:`ModelFile`) with ``torch.save``
+    atomically (temp file + os.replace)."""
+    plain = payload.to_dict() if hasattr(payload, "to_dict") else payload
+    return atomic_write(path, lambda f: torch.save(plain, f))
 
 
 def _first_line(err: BaseException) -> str:
@@ -61,16 +66,65 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return obj
 
 
-def model_payload(model_spec: dict, diffusion_spec: dict, state_dict: dict, data_info: dict | None = None,
-                  metrics: dict | None = None, genmd4: dict | None = None) -> dict:
-    """The ``model.pt`` payload (plain types and tensors only)."""
-    return {"format": MODEL_FORMAT, "model": dict(model_spec), "diffusion": dict(diffusion_spec),
-            "state_dict": state_dict, "data": dict(data_info or {}), "metrics": dict(metrics or {}),
-            "genmd4": dict(genmd4 or {})}
+@dataclass
+class ModelFile:
+    """A dnadiff model file (``model.pt``, or what any other source converts into).
+
+    Fields: ``model`` (the :func:`dnadiff.models.build_model` spec), ``diffusion`` (the
+    :func:`dnadiff.diffusion.build_diffusion` spec), ``state_dict`` (the denoiser's weights, EMA when trained
+    with one), ``data`` (:class:`~dnadiff.data.info.DataInfo`), ``metrics`` (the run's summary),
+    ``process_state`` (a learnable process's parameters, e.g. GenMD4's ``raw_w``; ``"genmd4"`` on disk),
+    ``original`` (a converted original Caduceus checkpoint: ``{"config", "embedding" [V_orig, d], "source"}``,
+    which ``dnadiff export`` writes back), ``extra`` (other top-level entries, kept as read).
+    """
+
+    model: dict
+    diffusion: dict
+    state_dict: dict
+    data: DataInfo = field(default_factory=DataInfo)
+    metrics: dict = field(default_factory=dict)
+    process_state: dict = field(default_factory=dict)
+    original: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.data = DataInfo.from_dict(self.data)
+        self.model, self.diffusion = dict(self.model), dict(self.diffusion)
+        self.metrics, self.process_state = dict(self.metrics or {}), dict(self.process_state or {})
+
+    def to_dict(self) -> dict:
+        """The plain mapping ``torch.save`` writes (see the module docstring)."""
+        out = {**self.extra, "format": MODEL_FORMAT, "model": dict(self.model), "diffusion": dict(self.diffusion),
+               "state_dict": self.state_dict, "data": self.data.to_dict(), "metrics": dict(self.metrics),
+               "genmd4": dict(self.process_state)}
+        if self.original is not None:
+            out["original"] = self.original
+        return out
+
+    @classmethod
+    def from_dict(cls, payload: dict, where: str = "the checkpoint") -> "ModelFile":
+        """The record of a ``dnadiff-model/1`` mapping. UserError naming ``where`` when it is not one, or an
+        entry has the wrong type."""
+        if payload.get("format") != MODEL_FORMAT:
+            raise UserError(f"{where} is not a dnadiff model checkpoint (no 'format: {MODEL_FORMAT}'): use the "
+                            "model.pt written by `dnadiff pretrain`, its .ckpt, or an original Caduceus folder")
+        for key in ("model", "diffusion", "state_dict"):
+            if not isinstance(payload.get(key), dict):
+                raise UserError(f"{where} has no {key} mapping (found {type(payload.get(key)).__name__}): the file "
+                                "is damaged or from another version; re-create it")
+        for key in ("metrics", "genmd4", "original"):
+            if payload.get(key) is not None and not isinstance(payload[key], dict):
+                raise UserError(f"{where}: its {key} entry is a {type(payload[key]).__name__}, not a mapping: the "
+                                "file is damaged or from another version; re-create it")
+        own = {"format", "model", "diffusion", "state_dict", "data", "metrics", "genmd4", "original"}
+        return cls(payload["model"], payload["diffusion"], payload["state_dict"],
+                   DataInfo.from_dict(payload.get("data"), where), payload.get("metrics") or {},
+                   payload.get("genmd4") or {}, payload.get("original"),
+                   {k: v for k, v in payload.items() if k not in own})
 
 
-def model_payload_from_lightning(ckpt: dict) -> dict:
-    """The ``model.pt`` payload stored inside a Lightning checkpoint of a DiffusionModule."""
+def model_payload_from_lightning(ckpt: dict, where: str = "the checkpoint") -> ModelFile:
+    """The :class:`ModelFile` stored inside a Lightning checkpoint of a DiffusionModule."""
     hp = ckpt.get("hyper_parameters") or {}
     if "model_spec" not in hp:
         raise UserError("this Lightning checkpoint was not written by `dnadiff pretrain`: no model spec inside")
@@ -80,7 +134,8 @@ def model_payload_from_lightning(ckpt: dict) -> dict:
         state.update({k: v for k, v in ema["shadow"].items()})
     learned = {k.partition(".")[2]: v for k, v in ckpt["state_dict"].items()
                if k.startswith(("diffusion.", "genmd4."))}  # a learnable process (GenMD4; "genmd4." before issue 13)
-    return model_payload(hp["model_spec"], hp["diffusion_spec"], state, hp.get("data_info"), genmd4=learned)
+    return ModelFile(hp["model_spec"], hp["diffusion_spec"], state, DataInfo.from_dict(hp.get("data_info"), where),
+                     process_state=learned)
 
 
 def build_process(spec: dict):

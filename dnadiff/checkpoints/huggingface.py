@@ -473,14 +473,14 @@ def _jsonable(value) -> bool:
     return True
 
 
-def dnadiff_settings(payload: dict) -> dict:
-    """What an export keeps of a ``dnadiff-model/1`` payload beyond the original format, as the config.json
+def dnadiff_settings(payload) -> dict:
+    """What an export keeps of a :class:`~dnadiff.checkpoints.format.ModelFile` beyond the original format, as the config.json
     entry ``"dnadiff": {"format", "data", "diffusion", "model"}``: the data settings (window, ...), the
     diffusion process (schedule, eps, ...) and the inference settings of the model (conjoin, rc_aug, kernels)."""
-    spec = payload.get("model") or {}
+    spec = payload.model
     return {"format": SETTINGS_FORMAT,
-            "data": {k: v for k, v in (payload.get("data") or {}).items() if _jsonable(v)},
-            "diffusion": {k: v for k, v in (payload.get("diffusion") or {}).items() if _jsonable(v)},
+            "data": {k: v for k, v in payload.data.to_dict().items() if _jsonable(v)},
+            "diffusion": {k: v for k, v in payload.diffusion.items() if _jsonable(v)},
             "model": {k: spec[k] for k in _MODEL_SETTINGS if k in spec}}
 
 

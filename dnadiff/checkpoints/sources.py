@@ -8,10 +8,10 @@ Hub ids resolve through ``huggingface_hub``'s own cache resolution (``HF_HOME``,
 ``HF_HUB_OFFLINE`` as it reads them), offline unless ``download=True``. Weights are read without pickle
 (``safetensors``) or with ``torch.load(weights_only=True)``. This module imports no Lightning.
 
-Every source becomes a ``dnadiff-model/1`` payload (see :mod:`dnadiff.checkpoints.format`). An original
+Every source becomes a :class:`~dnadiff.checkpoints.format.ModelFile` (``dnadiff-model/1``). An original
 checkpoint is converted into dnadiff's DNA vocabulary (:func:`dnadiff.checkpoints.huggingface.denoiser_from_original`)
 with MDLM's log-linear masked diffusion, and its original config and full embedding are kept under
-``payload["original"]`` so that ``dnadiff export`` can write every original row back.
+``payload.original`` so that ``dnadiff export`` can write every original row back.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from dnadiff.config import DNA_KEYS, DataConfig
-from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
+from dnadiff.data.info import DataInfo
 from dnadiff.errors import UserError
-from dnadiff.checkpoints.format import (MODEL_FORMAT, build_process, load_checkpoint, model_payload,
+from dnadiff.checkpoints.format import (MODEL_FORMAT, ModelFile, build_process, load_checkpoint,
                                         model_payload_from_lightning)
 from dnadiff.checkpoints.huggingface import check_config, denoiser_from_original, load_original_caduceus, read_dnadiff_settings
 
@@ -34,9 +34,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of prefere
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SHARD_PATTERNS = ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
 #: data settings of a converted original checkpoint (its training window is not in its config)
-ORIGINAL_DATA = {"modality": "dna", "class_names": [], "vocab_size": NUM_BASES, "embed_size": EMBED_SIZE,
-                 "unit": "bits/nt", "uniform_bits": 2.0,
-                 **{k: v for k, v in DataConfig().to_dict().items() if k in DNA_KEYS}}
+ORIGINAL_DATA = DataInfo.from_dict({k: v for k, v in DataConfig().to_dict().items() if k in DNA_KEYS})
 ORIGINAL_DIFFUSION = {"vocab_size": 4, "schedule": "loglinear"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
 
@@ -167,10 +165,10 @@ def read_original(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
     return check_config(config, str(config_path)), read_weights(weights[0])
 
 
-def original_payload(config: dict, state: dict[str, torch.Tensor], source: str = "") -> dict:
-    """An original Caduceus checkpoint as a ``dnadiff-model/1`` payload over dnadiff's DNA vocabulary.
+def original_payload(config: dict, state: dict[str, torch.Tensor], source: str = "") -> ModelFile:
+    """An original Caduceus checkpoint as a :class:`ModelFile` over dnadiff's DNA vocabulary.
 
-    ``payload["original"] = {"config", "embedding" [V_orig, d], "source"}`` keeps what the conversion drops. A
+    ``payload.original = {"config", "embedding" [V_orig, d], "source"}`` keeps what the conversion drops. A
     folder written by ``dnadiff export`` gets back its data settings (window ...), diffusion process (eps ...) and
     inference settings from the config's ``"dnadiff"`` entry.
     """
@@ -178,18 +176,18 @@ def original_payload(config: dict, state: dict[str, torch.Tensor], source: str =
     data, diffusion, model = ORIGINAL_DATA, ORIGINAL_DIFFUSION, {}
     settings = read_dnadiff_settings(config, f"{source or 'the'} config.json")  # a `dnadiff export`: its own settings
     if settings is not None:
-        data, diffusion, model = {**ORIGINAL_DATA, **settings[0]}, {**ORIGINAL_DIFFUSION, **settings[1]}, settings[2]
+        data = DataInfo.from_dict({**ORIGINAL_DATA.to_dict(), **settings[0]}, f"{source or 'the'} config.json")
+        diffusion, model = {**ORIGINAL_DIFFUSION, **settings[1]}, settings[2]
         build_process(diffusion)  # checked before anything is built
     denoiser = denoiser_from_original(config, state, **model)
-    payload = model_payload(denoiser.config.to_spec(), diffusion, denoiser.state_dict(), data)
     full = load_original_caduceus(config, state).backbone.embedding.weight.detach().clone()
-    payload["original"] = {"config": config, "embedding": full, "source": str(source)}
-    return payload
+    return ModelFile(denoiser.config.to_spec(), diffusion, denoiser.state_dict(), data,
+                     original={"config": config, "embedding": full, "source": str(source)})
 
 
 def load_payload(source: str | os.PathLike, download: bool = False,
-                 cache_dir: str | os.PathLike | None = None) -> dict:
-    """The ``dnadiff-model/1`` payload of any source (model.pt, Lightning .ckpt, original folder, hub id)."""
+                 cache_dir: str | os.PathLike | None = None) -> ModelFile:
+    """The :class:`ModelFile` of any source (model.pt, Lightning .ckpt, original folder, hub id)."""
     path = resolve(source, download, cache_dir)
     if path.is_dir():
         if (path / "model.pt").is_file() and not (path / "config.json").is_file():
@@ -199,20 +197,20 @@ def load_payload(source: str | os.PathLike, download: bool = False,
             return original_payload(config, state, str(source))
     payload = load_checkpoint(path)
     if payload.get("format") == MODEL_FORMAT:
-        return payload
+        return ModelFile.from_dict(payload, str(path))
     if "state_dict" in payload and "hyper_parameters" in payload:
-        return model_payload_from_lightning(payload)
+        return model_payload_from_lightning(payload, str(path))
     raise UserError(f"{path} is not a dnadiff model checkpoint (no 'format: {MODEL_FORMAT}'): use the model.pt "
                     "written by `dnadiff pretrain`, its .ckpt, or an original Caduceus folder")
 
 
-def model_from_payload(payload: dict, where: str = "the checkpoint") -> torch.nn.Module:
-    """The eval-mode denoiser of a payload (UserError if the weights do not fit the spec)."""
+def model_from_payload(payload: ModelFile, where: str = "the checkpoint") -> torch.nn.Module:
+    """The eval-mode denoiser of a :class:`ModelFile` (UserError if the weights do not fit the spec)."""
     from dnadiff.models import build_model
 
-    model = build_model(payload["model"])
+    model = build_model(payload.model)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(payload.state_dict)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:160]
@@ -226,15 +224,19 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
     """Load any model source into an eval-mode denoiser.
 
     Returns:
-        (denoiser nn.Module on ``map_location``, diffusion process (MaskedDiffusion or GenMD4), payload dict).
+        (denoiser nn.Module on ``map_location``, diffusion process (MaskedDiffusion or GenMD4), :class:`ModelFile`).
     """
     return model_and_process(load_payload(source, download, cache_dir), str(source), map_location)
 
 
-def model_and_process(payload: dict, where: str = "the checkpoint", map_location: str | torch.device = "cpu"):
-    """(eval-mode denoiser on ``map_location``, diffusion process, payload) of a ``dnadiff-model/1`` payload."""
+def model_and_process(payload: ModelFile | dict, where: str = "the checkpoint",
+                      map_location: str | torch.device = "cpu"):
+    """(eval-mode denoiser on ``map_location``, diffusion process, :class:`ModelFile`) of a model file (or its
+    stored mapping)."""
+    if isinstance(payload, dict):
+        payload = ModelFile.from_dict(payload, where)
     model = model_from_payload(payload, where).to(map_location)
-    process = build_process(payload["diffusion"])
-    if payload.get("genmd4") and isinstance(process, torch.nn.Module):
-        process.load_state_dict(payload["genmd4"])
+    process = build_process(payload.diffusion)
+    if payload.process_state and isinstance(process, torch.nn.Module):
+        process.load_state_dict(payload.process_state)
     return model, process, payload

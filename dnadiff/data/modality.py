@@ -1,11 +1,10 @@
 """What each data modality means to the rest of the package, in one place (instead of branching on its name).
 
-``data_info["modality"]`` (stored in every checkpoint) names one of :data:`MODALITIES`; :func:`modality_of` reads it
-(a checkpoint without one is DNA, as every file written before text and pixels existed).
+A checkpoint's :class:`~dnadiff.data.info.DataInfo` names one of :data:`MODALITIES`; ``info.kind`` is its
+:class:`Modality` (a file without a modality is DNA, as every file written before text and pixels existed).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dnadiff.errors import UserError
@@ -41,9 +40,9 @@ MODALITIES: dict[str, Modality] = {
 }
 
 
-def modality_of(info: Mapping | str | None) -> Modality:
-    """The :class:`Modality` of a data_info mapping (its ``"modality"``; DNA when absent) or of a name."""
-    name = info if isinstance(info, str) else (info or {}).get("modality", "dna")
+def modality_of(name: str) -> Modality:
+    """The :class:`Modality` of a name (a stored data entry is read by :meth:`DataInfo.from_dict
+    <dnadiff.data.info.DataInfo.from_dict>`, which takes DNA when it names none)."""
     if name not in MODALITIES:
         raise UserError(f"unknown data modality {name!r} in this checkpoint: it was not written by dnadiff "
                         f"(modalities are {', '.join(MODALITIES)})")

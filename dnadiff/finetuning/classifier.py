@@ -13,6 +13,7 @@ trained on partially masked sequences (``finetune(noisy=True)``: a valid guide o
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +30,45 @@ from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 CLASSIFIER_FORMAT = "dnadiff-classifier/1"
 
 
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """Where a saved classifier comes from: ``task``, ``fold`` (the fold whose selected epoch it is),
+    ``description`` (the model it was fine-tuned from), ``noisy`` (trained on partially masked sequences: a guide
+    for masked diffusion at every step), ``metrics`` (figures of that fold, when recorded)."""
+
+    task: str | None = None
+    fold: int | None = None
+    description: str | None = None
+    noisy: bool = False
+    metrics: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The entries a classifier file holds (``noisy`` only when True, unset ones left out)."""
+        out = {k: v for k, v in (("task", self.task), ("fold", self.fold), ("description", self.description))
+               if v is not None}
+        if self.metrics:
+            out["metrics"] = dict(self.metrics)
+        if self.noisy:
+            out["noisy"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, payload: dict, where: str = "the classifier file") -> "ClassifierInfo":
+        """The record of a classifier file's entries (other keys ignored). UserError for a wrong type."""
+        kinds = {"task": (str, "a string"), "fold": (int, "an integer"), "description": (str, "a string"),
+                 "noisy": (bool, "true or false"), "metrics": (dict, "a mapping")}
+        values = {}
+        for key, (kind, words) in kinds.items():
+            value = payload.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise UserError(f"{where}: {key}={value!r} is not {words}: the file is damaged or from "
+                                "another version; re-create it with `dnadiff finetune --save-model`")
+            values[key] = value
+        return cls(**values)
+
+
 class Classifier:
     """A backbone + classification head fine-tuned on a task, with what scoring new sequences needs.
 
@@ -37,16 +77,16 @@ class Classifier:
         class_names: the K class names (column order of :meth:`predict_proba`).
         max_length: longer sequences are cut to this many bases (as in training).
         variant: "ph" (predictions conjoin x and its reverse complement) or "ps" (RC-invariant by construction).
-        info: task, fold, metrics of the fold it was selected on, model description.
+        info: a :class:`ClassifierInfo` (task, fold, model description, noisy, metrics).
     """
 
     def __init__(self, module: nn.Module, class_names: Sequence[str], max_length: int, variant: str,
-                 info: dict | None = None):
+                 info: ClassifierInfo | None = None):
         self.module = module.eval()
         self.class_names = list(class_names)
         self.max_length = int(max_length)
         self.variant = variant
-        self.info = dict(info or {})
+        self.info = info or ClassifierInfo()
 
     @property
     def device(self) -> torch.device:
@@ -67,22 +107,22 @@ class Classifier:
         """The most probable class id int64[N] of each sequence (``class_names[id]`` is its name)."""
         return self.predict_proba(seqs).argmax(1)
 
-    def payload(self) -> dict:
+    def to_dict(self) -> dict:
         """The ``classifier.pt`` dict (plain types and tensors only)."""
         backbone = self.module.backbone
         return {"format": CLASSIFIER_FORMAT, "backbone": backbone.config.to_spec(),
                 "num_classes": len(self.class_names), "pooling": self.module.pooling,
                 "state_dict": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
                 "class_names": self.class_names, "max_length": self.max_length, "variant": self.variant,
-                **{k: v for k, v in self.info.items() if k in ("task", "fold", "metrics", "description", "noisy")}}
+                **self.info.to_dict()}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the classifier atomically to ``path`` (read it back with :func:`dnadiff.load`)."""
 
-        return save_checkpoint(path, self.payload())
+        return save_checkpoint(path, self.to_dict())
 
     @classmethod
-    def from_payload(cls, payload: dict, where: str = "the classifier file") -> "Classifier":
+    def from_dict(cls, payload: dict, where: str = "the classifier file") -> "Classifier":
         """The classifier of a ``dnadiff-classifier/1`` dict; UserError when it does not describe one."""
 
         missing = [k for k in ("backbone", "num_classes", "pooling", "state_dict", "class_names", "max_length",
@@ -98,17 +138,17 @@ class Classifier:
             detail = (str(err).strip().splitlines() or [""])[-1].strip()[:160]
             raise UserError(f"weights do not fit the classifier described in {where} ({detail}): the file is "
                             "damaged or from another version") from None
-        info = {k: payload[k] for k in ("task", "fold", "metrics", "description", "noisy") if k in payload}
-        return cls(module, payload["class_names"], payload["max_length"], payload["variant"], info)
+        return cls(module, payload["class_names"], payload["max_length"], payload["variant"],
+                   ClassifierInfo.from_dict(payload, where))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Classifier":
         """Read a ``classifier.pt`` (``weights_only=True``)."""
 
-        return cls.from_payload(load_checkpoint(path), str(path))
+        return cls.from_dict(load_checkpoint(path), str(path))
 
     def __repr__(self) -> str:
-        task = self.info.get("task", "?")
+        task = self.info.task or "?"
         return (f"Classifier(task={task!r}, classes={self.class_names}, variant={self.variant!r}, "
                 f"max_length={self.max_length})")
 

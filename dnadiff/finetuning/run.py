@@ -203,11 +203,10 @@ def _finetune(task, out, data, test_data, genome, coordinates, cache, download, 
 
         def on_model(index: int, classifier) -> None:
             if rank() == 0 and save_model:
-                from dnadiff.finetuning.classifier import Classifier
+                from dnadiff.finetuning.classifier import Classifier, ClassifierInfo
 
-                record = {"task": task, "fold": index, "description": model_info["description"]}
-                if config.noisy:
-                    record["noisy"] = True
+                record = ClassifierInfo(task=task, fold=index, description=model_info["description"],
+                                        noisy=bool(config.noisy))
                 clf = Classifier(classifier, examples.class_names, config.max_length, variant, record)
                 saved.append(clf.save(classifier_path(out, index)))
 

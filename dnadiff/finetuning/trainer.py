@@ -22,7 +22,6 @@ from torch import nn
 from dnadiff.data.genomic_benchmarks import Split
 from dnadiff.data.tokenizer import EMBED_SIZE
 from dnadiff.errors import ConfigError, UserError
-from dnadiff.data.modality import modality_of
 from dnadiff.rc import rc_policy
 from dnadiff.eval.classification import classification_metrics
 from dnadiff.models.config import model_config
@@ -63,9 +62,9 @@ def backbone_from_checkpoint(path: str | Path, spec: dict | None = None, downloa
     """
 
     payload = load_payload(path, download=download)
-    ckpt_spec = dict(payload["model"])
+    ckpt_spec = dict(payload.model)
     embed_size = model_config(ckpt_spec).embed_size
-    modality = modality_of(payload.get("data"))
+    modality = payload.data.kind
     if not modality.caduceus or embed_size != EMBED_SIZE:
         raise UserError(f"{path} was pretrained on {modality.name} with a vocabulary of {embed_size} "
                         f"tokens, not DNA ({EMBED_SIZE}): give a DNA checkpoint")

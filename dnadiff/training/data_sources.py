@@ -2,15 +2,15 @@
 
 DNA comes from a genome FASTA (:class:`dnadiff.data.genome_datamodule.GenomeDataModule`); text
 and pixels from :mod:`dnadiff.training.modalities`; class-labelled DHS sequences (cell types) from
-:mod:`dnadiff.data.dhs` for conditional pretraining. ``data_info`` is a plain dict stored in
-checkpoints, enough to rebuild the same splits for evaluation.
+:mod:`dnadiff.data.dhs` for conditional pretraining. ``data_info`` is a
+:class:`~dnadiff.data.info.DataInfo`, stored in checkpoints, enough to rebuild the same splits for evaluation.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from dnadiff.data import tokenizer as tok
 from dnadiff.config import DNA_KEYS
+from dnadiff.data.info import DataInfo
 from dnadiff.errors import UserError
 from dnadiff.data.fasta import compression_of, decompress_to_cache
 
@@ -38,11 +38,9 @@ def build_dna(data: dict, genome: str | Path, seed: int = 0):
                           test_contigs=as_list(data.get("test_contigs")), holdout_frac=float(data["holdout_frac"]),
                           max_n_frac=float(data["max_n_frac"]), rc_aug=bool(data["rc_aug"]),
                           seed=seed, max_eval_windows=data.get("max_eval_windows"))
-    info = {"modality": "dna", "genome": str(genome), "vocab_size": tok.NUM_BASES, "embed_size": tok.EMBED_SIZE,
-            "unit": "bits/nt", "uniform_bits": 2.0, "class_names": [],
-            **{k: data.get(k) for k in DNA_KEYS}}
+    info = {"modality": "dna", "genome": str(genome), **{k: data.get(k) for k in DNA_KEYS}}
     info["val_contigs"], info["test_contigs"] = as_list(data.get("val_contigs")), as_list(data.get("test_contigs"))
-    return dm, info
+    return dm, DataInfo.from_dict(info)  # the DNA sizes and units are DataInfo's defaults
 
 
 def build_dhs(data: dict, seed: int = 0):
@@ -53,9 +51,7 @@ def build_dhs(data: dict, seed: int = 0):
     if not path.is_file():
         raise UserError(f"DHS file {path} does not exist: check the --dhs path")
     dm = DHSDataModule(path, batch_size=int(data["batch_size"]), limit=data.get("max_sequences"), seed=seed)
-    info = {"modality": "dna", "dhs": str(path), "window": 200, "vocab_size": tok.NUM_BASES,
-            "embed_size": tok.EMBED_SIZE, "unit": "bits/nt", "uniform_bits": 2.0, "class_names": list(CLASS_NAMES)}
-    return dm, info
+    return dm, DataInfo(modality="dna", dhs=str(path), window=200, class_names=tuple(CLASS_NAMES))
 
 
 def build_data(cfg: dict, seed: int = 0):

@@ -15,7 +15,8 @@ from dnadiff.seeds import step_generator
 from dnadiff.diffusion import EMA
 from dnadiff.models import build_model
 from dnadiff.models.conditioning import upgrade_state_keys
-from dnadiff.checkpoints.format import build_process, model_payload
+from dnadiff.checkpoints.format import ModelFile, build_process
+from dnadiff.data.info import DataInfo
 from dnadiff.training.optim import build_optimizer
 from dnadiff.config import OptimConfig, TrainConfig
 
@@ -35,16 +36,19 @@ class DiffusionModule(L.LightningModule):
         ema_decay: EMA decay (0 disables the EMA).
         label_dropout: probability of replacing a label by the null label (classifier-free guidance).
         val_num_t: Monte-Carlo draws of t per validation sequence.
-        data_info: plain dict describing the data (modality, window, class names, units), stored
-            in checkpoints for evaluation and sampling.
+        data_info: the :class:`~dnadiff.data.info.DataInfo` of the data (or its stored mapping), kept in the
+            hyperparameters as a plain mapping and in model.pt for evaluation and sampling; ``self.data_info``.
         seed: seed of the masking noise (see :meth:`noise_generator`).
     Batches: ``tokens`` LongTensor[B, L], ``loss_mask`` BoolTensor[B, L], optional ``labels`` LongTensor[B].
     """
 
     def __init__(self, model_spec: dict, diffusion_spec: dict, optim: dict | None = None, ema_decay: float = 0.999,
-                 label_dropout: float = 0.1, val_num_t: int = 4, data_info: dict | None = None, seed: int = 0):
+                 label_dropout: float = 0.1, val_num_t: int = 4, data_info: DataInfo | dict | None = None,
+                 seed: int = 0):
         super().__init__()
+        data_info = DataInfo.from_dict(data_info).to_dict()  # plain values: a checkpoint loads with weights_only
         self.save_hyperparameters()
+        self.data_info = DataInfo.from_dict(data_info)
         self.model = build_model(model_spec)
         # the process of the core (a DiffusionProcess); a learnable one (GenMD4) registers as a submodule
         self.diffusion = build_process(diffusion_spec)
@@ -141,12 +145,12 @@ class DiffusionModule(L.LightningModule):
             upgrade_state_keys(checkpoint["ema"]["shadow"])
             self.ema.load_state_dict(checkpoint["ema"])
 
-    def export_payload(self, metrics: dict | None = None) -> dict:
-        """The ``model.pt`` payload: the model's typed config (spec), diffusion spec, EMA weights, data info, metrics."""
+    def export_payload(self, metrics: dict | None = None) -> ModelFile:
+        """The ``model.pt`` record: the model's typed config (spec), diffusion spec, EMA weights, data info, metrics."""
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             state.update({k: v.detach().cpu().clone() for k, v in self.ema.shadow.items()})
         learned = {k[len("diffusion."):]: v.detach().cpu() for k, v in self.state_dict().items()
                    if k.startswith("diffusion.")}  # a learnable process's parameters (GenMD4's w), else none
-        return model_payload(self.model.config.to_spec(), self.hparams.diffusion_spec, state, self.hparams.data_info,
-                             metrics, learned)
+        return ModelFile(self.model.config.to_spec(), self.hparams.diffusion_spec, state, self.data_info,
+                         metrics or {}, learned)

@@ -82,8 +82,8 @@ def estimate_run(cfg: dict, module, device: dict, start_step: int = 0, force: bo
     to print. Raises UserError, naming a smaller config, when a CPU run would take more than
     :data:`MAX_CPU_SECONDS` and ``force`` is not set."""
     torch_device = run_device(device)
-    info = dict(getattr(module, "hparams", {}).get("data_info") or {})  # the data's own length (text, pixels, DHS)
-    window, batch = int(info.get("window") or cfg["data"]["window"]), int(cfg["data"]["batch_size"])
+    info = getattr(module, "data_info", None)  # the data's own length (text, pixels, DHS)
+    window, batch = int(getattr(info, "window", None) or cfg["data"]["window"]), int(cfg["data"]["batch_size"])
     if seconds_per_step is None:
         rows, length = timed_shape(batch, window)
         measured = time_steps(module, rows, length, torch_device, precision=device.get("precision", "32-true"))

@@ -19,11 +19,10 @@ key                meaning                                        default
 ``num_workers``                                                   0
 =================  =============================================  ========================================
 
-Exactly one of ``text`` / ``images`` must be set. The returned ``data_info`` is a plain dict (YAML
-and ``torch.load(weights_only=True)`` safe) holding those keys with their resolved values, so
-``build_datamodule(data_info)`` rebuilds the same data (e.g. for ``dnadiff evaluate``), plus:
-``modality`` ("text" | "pixels"), ``vocab_size`` (V of the diffusion), ``embed_size`` (rows of
-the embedding table), ``window`` (sequence length), ``class_names``, ``shape`` ([H, W, C], pixels
+Exactly one of ``text`` / ``images`` must be set. The returned :class:`~dnadiff.data.info.DataInfo` holds
+those keys with their resolved values, so ``build_datamodule(data_info)`` rebuilds the same data (e.g. for
+``dnadiff evaluate``), plus ``modality`` ("text" | "pixels"), ``vocab_size`` (V of the diffusion), ``embed_size``
+(rows of the embedding table), ``window`` (sequence length), ``class_names``, ``shape`` ([H, W, C], pixels
 only), ``unit`` ("bpc", "bits/byte" or "bpd") and ``uniform_bits`` (log2 V).
 """
 from __future__ import annotations
@@ -39,6 +38,7 @@ from dnadiff.errors import UserError
 from dnadiff.eval.units import bits_per_token, uniform_bits
 from dnadiff.atomic import atomic_write
 from dnadiff.config import DataConfig
+from dnadiff.data.info import DataInfo
 
 #: the keys read, with the config tree's defaults, except the two a direct call on a text file is given when it
 #: names none (configs always pass the whole ``data`` section, so on every command the tree's own apply)
@@ -49,14 +49,16 @@ UNITS = {"char": "bpc", "byte": "bits/byte"}
 
 
 def _settings(cfg) -> dict:
-    """The DEFAULTS keys read from a Namespace or a (possibly nested under "data") dict, None -> default."""
-    source = vars(cfg) if isinstance(cfg, argparse.Namespace) else dict(cfg)
+    """The DEFAULTS keys read from a Namespace, a DataInfo or a (possibly nested under "data") dict,
+    None -> default."""
+    source = (vars(cfg) if isinstance(cfg, argparse.Namespace) else cfg.to_dict() if isinstance(cfg, DataInfo)
+              else dict(cfg))
     if isinstance(source.get("data"), dict):
         source = {**source, **source["data"]}
     return {key: default if source.get(key) is None else source[key] for key, default in DEFAULTS.items()}
 
 
-def build_datamodule(cfg) -> tuple[TextDataModule | PixelDataModule, dict]:
+def build_datamodule(cfg) -> tuple[TextDataModule | PixelDataModule, DataInfo]:
     """Build the Lightning DataModule for text or images from ``cfg`` (keys in the module docstring).
 
     Returns:
@@ -80,35 +82,35 @@ def build_datamodule(cfg) -> tuple[TextDataModule | PixelDataModule, dict]:
                 "shape": list(data.shape), "class_names": list(data.class_names), "unit": "bpd",
                 "num_images": dict(data.num_images)}
     info.update(vocab_size=data.vocab_size, embed_size=data.embed_size, uniform_bits=uniform_bits(data.vocab_size), **common)
-    return data, info
+    return data, DataInfo.from_dict(info)
 
 
-def model_io(data_info: dict) -> dict:
+def model_io(data_info: DataInfo) -> dict:
     """The data-dependent keyword arguments of a denoiser spec:
     {"embed_size": embedding rows, "num_outputs": V, "max_len": window}."""
-    return {"embed_size": data_info["embed_size"], "num_outputs": data_info["vocab_size"], "max_len": data_info["window"]}
+    return {"embed_size": data_info.embed_size, "num_outputs": data_info.vocab_size, "max_len": data_info.window}
 
 
-def report_in_units(data_info: dict, total_nats: float, num_tokens: int) -> dict:
+def report_in_units(data_info: DataInfo, total_nats: float, num_tokens: int) -> dict:
     """A held-out NELBO summed over ``num_tokens`` tokens, in the modality's unit beside the uniform baseline.
 
     Returns:
         {"unit": "bpc" | "bits/byte" | "bpd", "bits": bits per token, "uniform_bits": log2 V,
          "nats_per_token": ..., "num_tokens": ...}
     """
-    return {"unit": data_info["unit"], "bits": bits_per_token(total_nats, num_tokens),
-            "uniform_bits": data_info["uniform_bits"], "nats_per_token": total_nats / num_tokens, "num_tokens": int(num_tokens)}
+    return {"unit": data_info.unit, "bits": bits_per_token(total_nats, num_tokens),
+            "uniform_bits": data_info.uniform_bits, "nats_per_token": total_nats / num_tokens, "num_tokens": int(num_tokens)}
 
 
-def save_samples(data_info: dict, tokens: torch.Tensor, path: str | Path) -> Path:
+def save_samples(data_info: DataInfo, tokens: torch.Tensor, path: str | Path) -> Path:
     """Write samples LongTensor[N, window]: a text file (one sample a paragraph) or a PNG grid for images.
 
     ``path`` gets the suffix ".txt" or ".png"; returns the path written.
     """
-    if data_info["modality"] == "pixels":
-        return save_sample_grid(tokens, tuple(data_info["shape"]), data_info["vocab_size"], Path(path).with_suffix(".png"),
-                                data_info["pixel_order"])
-    decode = decode_text8 if data_info["text_level"] == "char" else decode_bytes
+    if data_info.shape is not None:  # an image
+        return save_sample_grid(tokens, tuple(data_info.shape), data_info.vocab_size, Path(path).with_suffix(".png"),
+                                data_info.pixel_order)
+    decode = decode_text8 if data_info.text_level == "char" else decode_bytes
     path = Path(path).with_suffix(".txt")
 
     text = ("\n\n".join(decode(row) for row in tokens) + "\n").encode("utf-8")

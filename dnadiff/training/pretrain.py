@@ -42,7 +42,7 @@ from dnadiff.training.callbacks import (AtomicCheckpointIO, ProgressLines, StepB
                                         WindowAudit, scalar_metrics)
 from dnadiff.checkpoints.format import load_checkpoint, save_checkpoint
 from dnadiff.keys import check_value
-from dnadiff.data.modality import modality_of
+from dnadiff.data.info import DataInfo
 from dnadiff.rc import rc_policy
 from dnadiff.config import load_config, validate
 from dnadiff.training.data_sources import build_data, genome_path
@@ -224,13 +224,14 @@ def _pretrain(genome, dhs, text, images, config, out, overrides, bed, val_contig
             write_provenance(out, config=cfg, device=device,
                              extra={"resumed_from": str(resumed[0]) if resumed else None, "init": str(init) if init else None,
                                     "estimate": {k: v for k, v in (estimate or {}).items() if k != "line"} or None})
-        summary = fit(trainer, module, dm, resumed, out, (init_payload or {}).get("original"), progress is not None)
+        summary = fit(trainer, module, dm, resumed, out, init_payload.original if init_payload else None,
+                      progress is not None)
     finally:
         if lock is not None:
             lock.release()
     metrics = {k: v for k, v in summary.items() if k not in ("steps", "seconds", "parameters")}
     return PretrainResult(out=out, model_path=out / "model.pt", steps=summary["steps"], seconds=summary["seconds"],
-                          parameters=summary["parameters"], unit=data_info["unit"], metrics=metrics, config=cfg)
+                          parameters=summary["parameters"], unit=data_info.unit, metrics=metrics, config=cfg)
 
 
 def _override_keys(overrides, section: str) -> list[str]:
@@ -293,7 +294,7 @@ def resolve_resume(resume, out: Path) -> tuple[Path, dict] | None:
     return path, ckpt
 
 
-def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
+def check_resume(path: Path, ckpt: dict, module, data_info: DataInfo) -> None:
     """UserError (one line) when the checkpoint cannot continue this config: a different model,
     diffusion process or window, or weights of other shapes."""
 
@@ -301,8 +302,8 @@ def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
     for section, old, new in (("model", model_config(hp.get("model_spec", {})).to_spec(),
                                model_config(module.hparams.model_spec).to_spec()),
                               ("diffusion", hp.get("diffusion_spec", {}), module.hparams.diffusion_spec),
-                              ("data", {"window": (hp.get("data_info") or {}).get("window", data_info.get("window"))},
-                               {"window": data_info.get("window")})):
+                              ("data", {"window": (hp.get("data_info") or {}).get("window", data_info.window)},
+                               {"window": data_info.window})):
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key) and not (section == "model" and key in ("num_classes",) and
                                                      not old.get(key) and not new.get(key)):
@@ -316,29 +317,29 @@ def check_resume(path: Path, ckpt: dict, module, data_info: dict) -> None:
                             f"{tuple(state[key].shape)}: resume with the run's own model settings (its config.yaml)")
 
 
-def build_module(cfg: dict, data_info: dict):
+def build_module(cfg: dict, data_info: DataInfo):
     """The :class:`DiffusionModule` of a checked config for this data (model sizes set from the data)."""
 
     model = dict(cfg["model"])
     io = model_io(data_info)
-    if not modality_of(data_info).caduceus:  # the model's sizes come from the data
+    if not data_info.kind.caduceus:  # the model's sizes come from the data
         model.update(io)
         if model.get("name") == "caduceus":
             raise UserError("Caduceus is a DNA model: use model.name=transformer (e.g. --config text8_tiny)")
     elif model.get("name") == "transformer":  # sizes from the data (max_len: the transformer's own default)
         model.setdefault("embed_size", model.pop("vocab_size", io["embed_size"]))
         model.setdefault("num_outputs", io["num_outputs"])
-    if data_info.get("class_names"):
-        model["num_classes"] = len(data_info["class_names"])
+    if data_info.conditional:
+        model["num_classes"] = len(data_info.class_names)
     model = model_config(model).to_spec()  # every field, checked (ConfigError names a bad key or value)
-    diffusion = {"vocab_size": data_info["vocab_size"], **cfg["diffusion"]}
+    diffusion = {"vocab_size": data_info.vocab_size, **cfg["diffusion"]}
     t, o = cfg["train"], dict(cfg["optim"])
     o["max_steps"] = o.pop("total_steps", None) or t["max_steps"]  # horizon of the cosine decay
     o.pop("grad_clip", None)
     module = DiffusionModule(model, diffusion, optim=o, ema_decay=float(t["ema_decay"]),
                              label_dropout=float(t["label_dropout"]), val_num_t=int(t["val_num_t"]), data_info=data_info,
                              seed=int(t["seed"]))
-    if modality_of(data_info).caduceus:  # the tokens come from the tokenizer: its MASK must be the diffusion's mask id
+    if data_info.kind.caduceus:  # the tokens come from the tokenizer: its MASK must be the diffusion's mask id
 
         assert module.diffusion.mask_id == MASK, "the tokenizer's mask id must be the diffusion's (V = 4)"
     return module
@@ -409,18 +410,18 @@ def _trainer(L, **options):
                         f"--strategy {options['strategy']} ({first[:200]}): change these options") from None
 
 
-def write_curves(out: Path, dm, data_info: dict) -> Path | None:
+def write_curves(out: Path, dm, data_info: DataInfo) -> Path | None:
     """``out/curves.png`` (:func:`dnadiff.plots.pretrain_curves`); for a genome, with the order-k Markov
     baseline fitted on 256 training windows and scored on the validation windows the model was scored on."""
     from dnadiff.plots import pretrain_curves
 
     markov = None
-    if data_info.get("modality") == "dna" and hasattr(dm, "eval_dataloader"):
+    if data_info.kind.markov_baseline and hasattr(dm, "eval_dataloader"):
         from dnadiff.eval.markov import fit_markov
 
         _, markov = fit_markov(dm.eval_dataloader("train", num_windows=256), dm.val_dataloader(), max_order=6)
     return pretrain_curves(out, markov.bits_per_nt if markov else None, markov.order if markov else None,
-                           unit="bits/" + ("nt" if data_info.get("modality") == "dna" else "token"))
+                           unit="bits/" + ("nt" if data_info.kind.markov_baseline else "token"))
 
 
 def launching_process() -> bool:
@@ -449,14 +450,14 @@ def fit(trainer, module, dm, resume, out: Path, original: dict | None = None, ve
     if trainer.is_global_zero:
         payload = module.export_payload(summary)
         if original:
-            payload["original"] = original
+            payload.original = original
         save_checkpoint(out / "model.pt", payload)
         atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
-        curves = write_curves(out, dm, module.hparams.data_info)
+        curves = write_curves(out, dm, module.data_info)
         if verbose and curves is not None:
             print(f"curves -> {curves}")
-        data_info = module.hparams.data_info
-        if modality_of(data_info).samples_file:
+        data_info = module.data_info
+        if data_info.kind.samples_file:
             path = write_samples(module, data_info, out)
             if verbose:
                 print(f"samples -> {path}")
@@ -473,12 +474,12 @@ def interrupted_message(out: Path, step: int) -> str:
             "start again with --force")
 
 
-def write_samples(module, data_info: dict, out: Path, num: int = 16) -> Path:
+def write_samples(module, data_info: DataInfo, out: Path, num: int = 16) -> Path:
     """A few samples of a text or pixel model (EMA weights): OUT/samples.txt or OUT/samples.png."""
 
     model = module.model.cpu().eval()
     if module.ema is not None:
         module.ema.to("cpu").copy_to(model)
-    window = int(data_info["window"])
+    window = int(data_info.window)
     tokens = module.diffusion.sample(model, num=num, length=window, steps=min(window, 256), sampler="cached")
     return save_samples(data_info, tokens, out / "samples")

@@ -15,7 +15,6 @@ import dataclasses
 
 import torch
 
-from dnadiff.data.modality import modality_of
 from dnadiff.errors import UserError
 from dnadiff.models.config import LEGACY_KEYS, model_config
 
@@ -24,11 +23,11 @@ OPTION_KEYS = ("time_conditioning", "num_classes", "kernels", "conjoin", "rc_aug
 _NEW_CONDITIONING = ("time_embed.", "label_embed.")
 
 
-def init_model_spec(config_model: dict, payload: dict) -> dict:
+def init_model_spec(config_model: dict, payload) -> dict:
     """The model spec to train: the source's architecture with the config's options (time conditioning
     the source already has is kept)."""
 
-    source = model_config(payload["model"])
+    source = model_config(payload.model)
     spec = source.to_spec()
     defaults = {f.name: f.default for f in dataclasses.fields(source) if f.default is not dataclasses.MISSING}
     config_model = {LEGACY_KEYS.get(k, k): v for k, v in config_model.items()}
@@ -40,23 +39,23 @@ def init_model_spec(config_model: dict, payload: dict) -> dict:
     return spec
 
 
-def check_modality(payload: dict, data_info: dict, source: str) -> None:
-    """UserError when the source models another modality than the data."""
-    theirs = modality_of(payload.get("data")).name
-    if theirs != modality_of(data_info).name:
-        raise UserError(f"--init {source} models {theirs}, but the data is {data_info['modality']}: "
-                        f"start from a {data_info['modality']} model or drop --init")
+def check_modality(payload, data_info, source: str) -> None:
+    """UserError when the source (a ModelFile) models another modality than the data (a DataInfo)."""
+    theirs, ours = payload.data.modality, data_info.modality
+    if theirs != ours:
+        raise UserError(f"--init {source} models {theirs}, but the data is {ours}: "
+                        f"start from a {ours} model or drop --init")
 
 
 @torch.no_grad()
-def apply_init(module, payload: dict, source: str) -> None:
+def apply_init(module, payload, source: str) -> None:
     """Copy the source's weights into ``module.model`` (new time/label embeddings start at zero output) and
     restart the EMA from them. UserError when the weights do not fit."""
     from dnadiff.diffusion import EMA
 
     model = module.model
     try:
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        missing, unexpected = model.load_state_dict(payload.state_dict, strict=False)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise UserError(f"--init {source} does not fit the model to train ({(lines[1:] or lines or [''])[0][:160]}): "
@@ -77,9 +76,9 @@ def apply_init(module, payload: dict, source: str) -> None:
         module.ema = EMA(model, module.ema.decay, module.ema.warmup)
 
 
-def describe(payload: dict, source: str) -> str:
-    """One line: where the weights come from and the architecture taken from them."""
-    spec = payload["model"]
+def describe(payload, source: str) -> str:
+    """One line: where the weights come from (a ModelFile) and the architecture taken from them."""
+    spec = payload.model
     arch = ", ".join(f"{k} {spec[k]}" for k in ("variant", "d_model", "n_layer") if k in spec)
-    kind = "original Caduceus MLM ([MASK] row -> diffusion mask)" if payload.get("original") else "dnadiff model"
+    kind = "original Caduceus MLM ([MASK] row -> diffusion mask)" if payload.original else "dnadiff model"
     return f"init from {source}: {kind}, {spec.get('name')} {arch}"
