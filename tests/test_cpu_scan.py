@@ -24,10 +24,11 @@ def _inputs(b, d, n, L, dtype, scale=3.0):
 
 
 # d past one block of 16 channels and past 8 groups of blocks (tails, several blocks per task); L past
-# one backward chunk of 64 positions (chunk starts saved by the forward), partial last chunk
+# one backward chunk of 64 positions (chunk starts saved by the forward), partial last chunk; n = 16 (the
+# kernel's compile-time state count) with and without the gate and softplus
 @pytest.mark.parametrize("b,d,n,L,gate", [(1, 3, 4, 1, True), (2, 5, 4, 37, True), (3, 4, 16, 129, False),
                                           (2, 7, 3, 253, True), (2, 37, 5, 64, True), (1, 150, 2, 65, True),
-                                          (2, 20, 4, 200, True)])
+                                          (2, 20, 4, 200, True), (2, 40, 16, 150, True)])
 def test_matches_reference_float64(b, d, n, L, gate):
     xs = [x.requires_grad_() for x in _inputs(b, d, n, L, torch.float64)]
     kw = dict(D=xs[5], z=xs[6] if gate else None, delta_bias=xs[7], delta_softplus=gate)

@@ -207,8 +207,19 @@ inline int64_t channel_groups(int64_t batch, int64_t nblocks) {
   return std::max<int64_t>(1, std::min(nblocks, (want + batch - 1) / std::max<int64_t>(1, batch)));
 }
 
-// y [B, L, D]; starts (when given) [B, nblocks, K, N * kW]: each block's state at the start of each
-// backward chunk (chunk 0 starts from zero), so the backward recomputes a chunk without a first pass.
+// The backward's steps are split into functions that must inline into its loops, as one body would be:
+// the per-position lane arrays then stay on the loops' stack and the compiler contracts the same
+// multiply-adds (so the split changes neither results nor speed).
+#if defined(__GNUC__) || defined(__clang__)
+#define SCAN_INLINE inline __attribute__((always_inline))
+#define SCAN_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define SCAN_INLINE inline
+#define SCAN_INLINE_LAMBDA
+#endif
+
+inline int64_t num_blocks(int64_t dim) { return (dim + kW - 1) / kW; }
+
 // The blocks [lo, hi) of channels (none when lo >= hi).
 template <typename T>
 std::vector<Block<T>> group_blocks(const Args<T>& p, int64_t lo, int64_t hi) {
@@ -218,37 +229,56 @@ std::vector<Block<T>> group_blocks(const Args<T>& p, int64_t lo, int64_t hi) {
   return blocks;
 }
 
-template <int NS, typename T>
-void forward_cl(const Args<T>& p, T* y, T* starts) {
-  const int64_t nblocks = (p.dim + kW - 1) / kW, K = num_chunks(p.len), NW = p.nstate * kW;
-  const int64_t groups = channel_groups(p.batch, nblocks), per_group = (nblocks + groups - 1) / groups;
+// Runs work(scratch, b, grp, blk_lo, blocks) for every task, (batch row b, group grp of `groups` of
+// channel blocks, its first block blk_lo), that has blocks, spread over threads with at::parallel_for;
+// each thread makes its scratch once (make_scratch()) and reuses it for all its tasks.
+template <typename T, typename MakeScratch, typename Work>
+void for_each_task(const Args<T>& p, int64_t groups, const MakeScratch& make_scratch, const Work& work) {
+  const int64_t nblocks = num_blocks(p.dim), per_group = (nblocks + groups - 1) / groups;
   at::parallel_for(0, p.batch * groups, 1, [&](int64_t begin, int64_t end) {
-    Step<T> s;
-    T acc[kW];
+    auto scratch = make_scratch();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / groups, grp = task % groups, blk_lo = grp * per_group;
       const std::vector<Block<T>> blocks = group_blocks(p, blk_lo, std::min(nblocks, blk_lo + per_group));
-      const int64_t nb = static_cast<int64_t>(blocks.size());
-      if (nb == 0) continue;
-      std::vector<T> h(nb * NW, T(0));  // the group's states, advanced in lockstep: rows are read in order
-      for (int64_t l = 0; l < p.len; ++l) {
-        const T* B_l = p.Bm + b * p.sB_b + l * p.sB_l;
-        const T* C_l = p.Cm + b * p.sC_b + l * p.sC_l;
-        for (int64_t i = 0; i < nb; ++i) {
-          const Block<T>& blk = blocks[i];
-          T* h_i = h.data() + i * NW;
-          if (starts && l % kChunk == 0)
-            std::copy(h_i, h_i + NW, starts + ((b * nblocks + blk_lo + i) * K + l / kChunk) * NW);
-          s.load(p, blk, b, l);
-          advance<false, NS>(p, blk, s, B_l, C_l, h_i, h_i, static_cast<T*>(nullptr), acc);
-          T out[kW];
-          for (int64_t j = 0; j < kW; ++j) out[j] = acc[j] + blk.Dk[j] * s.u[j];
-          if (p.gate) {
+      if (blocks.empty()) continue;
+      work(scratch, b, grp, blk_lo, blocks);
+    }
+  });
+}
+
+// y [B, L, D]; starts (when given) [B, nblocks, K, N * kW]: each block's state at the start of each
+// backward chunk (chunk 0 starts from zero), so the backward recomputes a chunk without a first pass.
+template <int NS, typename T>
+void forward_cl(const Args<T>& p, T* y, T* starts) {
+  const int64_t nblocks = num_blocks(p.dim), K = num_chunks(p.len), NW = p.nstate * kW;
+  struct Scratch {
+    Step<T> s;
+    T acc[kW];
+  };
+  for_each_task(p, channel_groups(p.batch, nblocks), [] { return Scratch(); },
+                [&](Scratch& scratch, int64_t b, int64_t, int64_t blk_lo, const std::vector<Block<T>>& blocks)
+                    SCAN_INLINE_LAMBDA {
+    Step<T>& s = scratch.s;
+    T* acc = scratch.acc;
+    const int64_t nb = static_cast<int64_t>(blocks.size());
+    std::vector<T> h(nb * NW, T(0));  // the group's states, advanced in lockstep: rows are read in order
+    for (int64_t l = 0; l < p.len; ++l) {
+      const T* B_l = p.Bm + b * p.sB_b + l * p.sB_l;
+      const T* C_l = p.Cm + b * p.sC_b + l * p.sC_l;
+      for (int64_t i = 0; i < nb; ++i) {
+        const Block<T>& blk = blocks[i];
+        T* h_i = h.data() + i * NW;
+        if (starts && l % kChunk == 0)
+          std::copy(h_i, h_i + NW, starts + ((b * nblocks + blk_lo + i) * K + l / kChunk) * NW);
+        s.load(p, blk, b, l);
+        advance<false, NS>(p, blk, s, B_l, C_l, h_i, h_i, static_cast<T*>(nullptr), acc);
+        T out[kW];
+        for (int64_t j = 0; j < kW; ++j) out[j] = acc[j] + blk.Dk[j] * s.u[j];
+        if (p.gate) {
 #pragma omp simd
-            for (int64_t j = 0; j < kW; ++j) out[j] *= s.z[j] * sigmoid(s.z[j]);
-          }
-          std::copy(out, out + blk.w, y + (b * p.len + l) * p.dim + blk.d0);
+          for (int64_t j = 0; j < kW; ++j) out[j] *= s.z[j] * sigmoid(s.z[j]);
         }
+        std::copy(out, out + blk.w, y + (b * p.len + l) * p.dim + blk.d0);
       }
     }
   });
@@ -264,140 +294,229 @@ struct Grads {
   int64_t groups;                // G: channel groups per batch row (channel_groups)
 };
 
+// A thread's buffers for one chunk of kChunk positions (they stay in L2): for the block being worked
+// on, as[t] = a_{lo+t} (as[n_pos] = a_{hi}) and hs[t] = h_{lo+t-1} (hs[0] the chunk's incoming state),
+// and each position's dt, softplus slope and ungated output y0; per lane, the chunk's B and C gradients
+// summed over the group's blocks. (The step and readout lanes are plain locals of the task's loop
+// instead, as they were in the unsplit function: this struct's address escapes to its out-of-line
+// constructor, and lanes inside it could then be taken as aliased by stores through other pointers.)
+template <typename T>
+struct ChunkBuffers {
+  std::vector<T> as, hs, gB_acc, gC_acc;  // [kChunk (+ 1)][N * kW]
+  std::vector<T> dts, slopes, y0s;        // [kChunk][kW]
+  explicit ChunkBuffers(int64_t NW)
+      : as((kChunk + 1) * NW), hs((kChunk + 1) * NW), gB_acc(kChunk * NW), gC_acc(kChunk * NW),
+        dts(kChunk * kW), slopes(kChunk * kW), y0s(kChunk * kW) {}
+};
+
+// A task's accumulators, per block of its group: the adjoint g carried from a chunk to the earlier one,
+// the decay a_{hi} at the first position of the later chunk, and the gradients of A, D and delta_bias.
+template <typename T>
+struct TaskAccumulators {
+  std::vector<T> g, a_next, gA, gD, gbias;  // [nb][N * kW] (g, a_next, gA), [nb][kW] (gD, gbias)
+  TaskAccumulators(int64_t nb, int64_t NW)
+      : g(nb * NW, T(0)), a_next(nb * NW, T(0)), gA(nb * NW, T(0)), gD(nb * kW, T(0)), gbias(nb * kW, T(0)) {}
+};
+
+// Per-lane gradients of one position: at the ungated output y0 (gy0), at du = dt u and at dt.
+template <typename T>
+struct PositionGrads {
+  alignas(64) T gy0[kW];
+  alignas(64) T g_du[kW];
+  alignas(64) T g_dt[kW];
+};
+
+// Recompute one block's chunk [lo, lo + n_pos) from its stored start state st: decays and states into
+// buf.as / buf.hs, and each position's dt, slope and ungated output y0 = sum_n C h + D u (s and acc: the
+// step and readout lanes).
+template <int NS, typename T>
+SCAN_INLINE void recompute_chunk(const Args<T>& p, const Block<T>& blk, int64_t b, int64_t lo, int64_t n_pos,
+                                 const T* st, ChunkBuffers<T>& buf, Step<T>& s, T* acc) {
+  const int64_t NW = (NS > 0 ? NS : p.nstate) * kW;
+  std::copy(st, st + NW, buf.hs.begin());
+  for (int64_t t = 0; t < n_pos; ++t) {
+    const int64_t l = lo + t;
+    s.load(p, blk, b, l);
+    advance<true, NS>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l,
+                      buf.hs.data() + t * NW, buf.hs.data() + (t + 1) * NW, buf.as.data() + t * NW, acc);
+    for (int64_t j = 0; j < kW; ++j) {
+      buf.dts[t * kW + j] = s.dt[j];
+      buf.slopes[t * kW + j] = s.slope[j];
+      buf.y0s[t * kW + j] = acc[j] + blk.Dk[j] * s.u[j];
+    }
+  }
+}
+
+// Hand decays across the chunk boundary: as[n_pos] = a_{hi} from the later chunk (0 past the end),
+// and this chunk's a_{lo} kept in a_next_i for the earlier chunk.
+template <typename T>
+SCAN_INLINE void link_chunk_decays(int64_t NW, int64_t n_pos, ChunkBuffers<T>& buf, T* a_next_i) {
+  T* a_after = buf.as.data() + n_pos * NW;
+  std::copy(a_next_i, a_next_i + NW, a_after);
+  std::copy(buf.as.begin(), buf.as.begin() + NW, a_next_i);
+}
+
+// Gradient at the ungated output y0_l: gy_l, times silu(z_l)' with a gate (then gz_l is written out).
+template <typename T>
+SCAN_INLINE void output_grad(const Args<T>& p, const Grads<T>& g_out, const Block<T>& blk, const Step<T>& s,
+                             int64_t b, int64_t l, const T* y0_t, T* gy0) {
+  load_lanes(gy0, g_out.gy + (b * p.len + l) * p.dim + blk.d0, blk.w);
+  if (!p.gate) return;
+  alignas(64) T gz[kW];
+#pragma omp simd
+  for (int64_t j = 0; j < kW; ++j) {
+    const T go = gy0[j], zz = s.z[j], sz = sigmoid(zz);
+    gy0[j] = go * zz * sz;
+    gz[j] = go * y0_t[j] * sz * (T(1) + zz * (T(1) - sz));
+  }
+  std::copy(gz, gz + blk.w, g_out.gz + (b * p.len + l) * p.dim + blk.d0);
+}
+
+// Adjoint step of the recurrence at position l = lo + t, state by state: g_l = C_l gy0_l + a_{l+1} g_{l+1}
+// (gi holds g_{l+1} and gets g_l); accumulates the lanes' gradients of C (gy0 h_l), B (g_l du_l) and A
+// (gA_i), and sums over states the gradients at du_l (g.g_du) and, through the decays, at dt_l (g.g_dt).
+template <int NS, typename T>
+SCAN_INLINE void state_adjoint(const Args<T>& p, const Block<T>& blk, const Step<T>& s, int64_t b, int64_t l,
+                               int64_t t, ChunkBuffers<T>& buf, T* gi, T* gA_i, PositionGrads<T>& g) {
+  const int64_t N = NS > 0 ? NS : p.nstate, NW = N * kW;
+  const T* gy0 = g.gy0;
+  T* g_du = g.g_du;
+  T* g_dt = g.g_dt;
+#pragma omp simd
+  for (int64_t j = 0; j < kW; ++j) {
+    g_du[j] = T(0);
+    g_dt[j] = T(0);
+  }
+  const T* B_l = p.Bm + b * p.sB_b + l * p.sB_l;
+  const T* C_l = p.Cm + b * p.sC_b + l * p.sC_l;
+  const T* __restrict__ a_t1 = buf.as.data() + (t + 1) * NW;  // a_{l+1}
+  const T* __restrict__ h_t = buf.hs.data() + (t + 1) * NW;   // h_l
+  T* __restrict__ gB_t = buf.gB_acc.data() + t * NW;
+  T* __restrict__ gC_t = buf.gC_acc.data() + t * NW;
+#pragma GCC unroll 16
+  for (int64_t n = 0; n < N; ++n) {
+    const T Bn = B_l[n], Cn = C_l[n];
+    const T* An = blk.A.data() + n * kW;
+    T* gn = gi + n * kW;
+    T* gAn = gA_i + n * kW;
+    const int64_t o = n * kW;
+#pragma omp simd
+    for (int64_t j = 0; j < kW; ++j) {
+      const T gv = gy0[j] * Cn + a_t1[o + j] * gn[j];
+      gn[j] = gv;
+      gC_t[o + j] += gy0[j] * h_t[o + j];
+      gB_t[o + j] += gv * s.du[j];
+      g_du[j] += gv * Bn;
+      // gradient through a_l = exp(dt_l A_n): m = g_l a_l h_{l-1} = g_l (h_l - du_l B_l)
+      const T m = gv * (h_t[o + j] - s.du[j] * Bn);
+      g_dt[j] += m * An[j];
+      gAn[j] += m * s.dt[j];
+    }
+  }
+}
+
+// Gradients at position l's inputs: D (gy0 u) and delta_bias accumulated, gu = g_du dt + gy0 D and
+// gdelta = (g_du u + g_dt) softplus' written out.
+template <typename T>
+SCAN_INLINE void input_grads(const Args<T>& p, const Grads<T>& g_out, const Block<T>& blk, const Step<T>& s,
+                             int64_t b, int64_t l, const PositionGrads<T>& g, T* gD_i, T* gbias_i) {
+  const T* gy0 = g.gy0;
+  const T* g_du = g.g_du;
+  const T* g_dt = g.g_dt;
+  alignas(64) T gu[kW];
+  alignas(64) T gpre[kW];
+#pragma omp simd
+  for (int64_t j = 0; j < kW; ++j) {
+    gD_i[j] += gy0[j] * s.u[j];
+    gpre[j] = (g_du[j] * s.u[j] + g_dt[j]) * s.slope[j];
+    gbias_i[j] += gpre[j];
+    gu[j] = g_du[j] * s.dt[j] + gy0[j] * blk.Dk[j];
+  }
+  std::copy(gu, gu + blk.w, g_out.gu + (b * p.len + l) * p.dim + blk.d0);
+  std::copy(gpre, gpre + blk.w, g_out.gdelta + (b * p.len + l) * p.dim + blk.d0);
+}
+
+// Reverse sweep of block i over its recomputed chunk [lo, lo + n_pos), last position first.
+template <int NS, typename T>
+SCAN_INLINE void reverse_sweep(const Args<T>& p, const Grads<T>& g_out, const Block<T>& blk, int64_t i, int64_t b,
+                               int64_t lo, int64_t n_pos, ChunkBuffers<T>& buf, TaskAccumulators<T>& sums,
+                               Step<T>& s) {
+  const int64_t NW = (NS > 0 ? NS : p.nstate) * kW;
+  T* gi = sums.g.data() + i * NW;
+  T* gA_i = sums.gA.data() + i * NW;
+  T* gD_i = sums.gD.data() + i * kW;
+  T* gbias_i = sums.gbias.data() + i * kW;
+  for (int64_t t = n_pos - 1; t >= 0; --t) {
+    const int64_t l = lo + t;
+    s.reload(p, blk, b, l, buf.dts.data() + t * kW, buf.slopes.data() + t * kW);
+    PositionGrads<T> g;
+    output_grad(p, g_out, blk, s, b, l, buf.y0s.data() + t * kW, g.gy0);
+    state_adjoint<NS>(p, blk, s, b, l, t, buf, gi, gA_i, g);
+    input_grads(p, g_out, blk, s, b, l, g, gD_i, gbias_i);
+  }
+}
+
+// Lane sums of the chunk's B and C gradients into the group's partial buffers [G, B, L, N].
+template <int NS, typename T>
+SCAN_INLINE void store_chunk_BC_grads(const Args<T>& p, const Grads<T>& g_out, int64_t grp, int64_t b, int64_t lo,
+                                      int64_t n_pos, const ChunkBuffers<T>& buf) {
+  const int64_t N = NS > 0 ? NS : p.nstate, NW = N * kW;
+  T* gB_dst = g_out.gB + ((grp * p.batch + b) * p.len + lo) * N;
+  T* gC_dst = g_out.gC + ((grp * p.batch + b) * p.len + lo) * N;
+  for (int64_t t = 0; t < n_pos; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      T sb = 0, sc = 0;
+      for (int64_t j = 0; j < kW; ++j) {
+        sb += buf.gB_acc[t * NW + n * kW + j];
+        sc += buf.gC_acc[t * NW + n * kW + j];
+      }
+      gB_dst[t * N + n] = sb;
+      gC_dst[t * N + n] = sc;
+    }
+}
+
+// The task's A, D and delta_bias gradients, real channels only, into its batch row.
+template <int NS, typename T>
+SCAN_INLINE void store_param_grads(const Args<T>& p, const Grads<T>& g_out, int64_t b,
+                                   const std::vector<Block<T>>& blocks, const TaskAccumulators<T>& sums) {
+  const int64_t N = NS > 0 ? NS : p.nstate, NW = N * kW;
+  for (int64_t i = 0; i < static_cast<int64_t>(blocks.size()); ++i) {
+    const Block<T>& blk = blocks[i];
+    for (int64_t j = 0; j < blk.w; ++j) {
+      const int64_t d = blk.d0 + j;
+      for (int64_t n = 0; n < N; ++n) g_out.gA[(b * p.dim + d) * N + n] = sums.gA[i * NW + n * kW + j];
+      g_out.gD[b * p.dim + d] = sums.gD[i * kW + j];
+      g_out.gbias[b * p.dim + d] = sums.gbias[i * kW + j];
+    }
+  }
+}
+
+// Per task, chunks last to first; per chunk, every block of the group is recomputed from its stored
+// start and swept in reverse (the adjoint g carried over from the later chunk), then the chunk's B and C
+// gradients are stored; the A, D and delta_bias gradients at the end.
 template <int NS, typename T>
 void backward_cl(const Args<T>& p, const Grads<T>& g_out) {
-  const int64_t N = NS > 0 ? NS : p.nstate, NW = N * kW, L = p.len;
-  const int64_t nblocks = (p.dim + kW - 1) / kW;
-  const int64_t groups = g_out.groups, per_group = (nblocks + groups - 1) / groups;
-  const int64_t chunk = kChunk, K = num_chunks(L);
-  at::parallel_for(0, p.batch * groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> as((chunk + 1) * NW), hs((chunk + 1) * NW), gB_acc(chunk * NW), gC_acc(chunk * NW);
-    std::vector<T> dts(chunk * kW), slopes(chunk * kW), y0s(chunk * kW);
+  const int64_t NW = (NS > 0 ? NS : p.nstate) * kW, nblocks = num_blocks(p.dim), K = num_chunks(p.len);
+  for_each_task(p, g_out.groups, [NW] { return ChunkBuffers<T>(NW); },
+                [&](ChunkBuffers<T>& buf, int64_t b, int64_t grp, int64_t blk_lo, const std::vector<Block<T>>& blocks)
+                    SCAN_INLINE_LAMBDA {
+    const int64_t nb = static_cast<int64_t>(blocks.size());
+    TaskAccumulators<T> sums(nb, NW);
     Step<T> s;
     T acc[kW];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / groups, grp = task % groups, blk_lo = grp * per_group;
-      const std::vector<Block<T>> blocks = group_blocks(p, blk_lo, std::min(nblocks, blk_lo + per_group));
-      const int64_t nb = static_cast<int64_t>(blocks.size());
-      if (nb == 0) continue;
-      // per block: the adjoint carried between chunks, the decay a_{hi} of the later chunk's first
-      // position, and the parameter-gradient accumulators
-      std::vector<T> g(nb * NW, T(0)), a_next(nb * NW, T(0));
-      std::vector<T> gA_acc(nb * NW, T(0)), gD_acc(nb * kW, T(0)), gbias_acc(nb * kW, T(0));
-      for (int64_t k = K - 1; k >= 0; --k) {
-        const int64_t lo = k * chunk, hi = std::min(L, lo + chunk), n_pos = hi - lo;
-        std::fill(gB_acc.begin(), gB_acc.begin() + n_pos * NW, T(0));
-        std::fill(gC_acc.begin(), gC_acc.begin() + n_pos * NW, T(0));
-        for (int64_t i = 0; i < nb; ++i) {
-          const Block<T>& blk = blocks[i];
-          // recompute: as[t] = a_{lo+t}, hs[t] = h_{lo+t-1} (hs[0] the chunk's incoming state)
-          const T* st = g_out.starts + ((b * nblocks + blk_lo + i) * K + k) * NW;
-          std::copy(st, st + NW, hs.begin());
-          for (int64_t t = 0; t < n_pos; ++t) {
-            const int64_t l = lo + t;
-            s.load(p, blk, b, l);
-            advance<true, NS>(p, blk, s, p.Bm + b * p.sB_b + l * p.sB_l, p.Cm + b * p.sC_b + l * p.sC_l,
-                              hs.data() + t * NW, hs.data() + (t + 1) * NW, as.data() + t * NW, acc);
-            for (int64_t j = 0; j < kW; ++j) {
-              dts[t * kW + j] = s.dt[j];
-              slopes[t * kW + j] = s.slope[j];
-              y0s[t * kW + j] = acc[j] + blk.Dk[j] * s.u[j];
-            }
-          }
-          T* a_after = as.data() + n_pos * NW;  // a_{hi}: 0 past the end, else from the later chunk
-          std::copy(a_next.begin() + i * NW, a_next.begin() + (i + 1) * NW, a_after);
-          std::copy(as.begin(), as.begin() + NW, a_next.begin() + i * NW);
-          T* gi = g.data() + i * NW;
-          T* gA_i = gA_acc.data() + i * NW;
-          for (int64_t t = n_pos - 1; t >= 0; --t) {
-            const int64_t l = lo + t;
-            s.reload(p, blk, b, l, dts.data() + t * kW, slopes.data() + t * kW);
-            const T* gy_l = g_out.gy + (b * L + l) * p.dim + blk.d0;
-            alignas(64) T gy0[kW];
-            alignas(64) T g_du[kW];
-            alignas(64) T g_dt[kW];
-            alignas(64) T gz[kW];
-            load_lanes(gy0, gy_l, blk.w);
-#pragma omp simd
-            for (int64_t j = 0; j < kW; ++j) {
-              g_du[j] = T(0);
-              g_dt[j] = T(0);
-            }
-            if (p.gate) {
-              const T* y0_t = y0s.data() + t * kW;
-#pragma omp simd
-              for (int64_t j = 0; j < kW; ++j) {
-                const T go = gy0[j], zz = s.z[j], sz = sigmoid(zz);
-                gy0[j] = go * zz * sz;
-                gz[j] = go * y0_t[j] * sz * (T(1) + zz * (T(1) - sz));
-              }
-              std::copy(gz, gz + blk.w, g_out.gz + (b * L + l) * p.dim + blk.d0);
-            }
-            const T* B_l = p.Bm + b * p.sB_b + l * p.sB_l;
-            const T* C_l = p.Cm + b * p.sC_b + l * p.sC_l;
-            const T* __restrict__ a_t1 = as.data() + (t + 1) * NW;  // a_{l+1}
-            const T* __restrict__ h_t = hs.data() + (t + 1) * NW;   // h_l
-            T* __restrict__ gB_t = gB_acc.data() + t * NW;
-            T* __restrict__ gC_t = gC_acc.data() + t * NW;
-#pragma GCC unroll 16
-            for (int64_t n = 0; n < N; ++n) {
-              const T Bn = B_l[n], Cn = C_l[n];
-              const T* An = blk.A.data() + n * kW;
-              T* gn = gi + n * kW;
-              T* gAn = gA_i + n * kW;
-              const int64_t o = n * kW;
-#pragma omp simd
-              for (int64_t j = 0; j < kW; ++j) {
-                const T gv = gy0[j] * Cn + a_t1[o + j] * gn[j];
-                gn[j] = gv;
-                gC_t[o + j] += gy0[j] * h_t[o + j];
-                gB_t[o + j] += gv * s.du[j];
-                g_du[j] += gv * Bn;
-                // gradient through a_l = exp(dt_l A_n): m = g_l a_l h_{l-1} = g_l (h_l - du_l B_l)
-                const T m = gv * (h_t[o + j] - s.du[j] * Bn);
-                g_dt[j] += m * An[j];
-                gAn[j] += m * s.dt[j];
-              }
-            }
-            T* gD_i = gD_acc.data() + i * kW;
-            T* gbias_i = gbias_acc.data() + i * kW;
-            alignas(64) T gu[kW];
-            alignas(64) T gpre[kW];
-#pragma omp simd
-            for (int64_t j = 0; j < kW; ++j) {
-              gD_i[j] += gy0[j] * s.u[j];
-              gpre[j] = (g_du[j] * s.u[j] + g_dt[j]) * s.slope[j];
-              gbias_i[j] += gpre[j];
-              gu[j] = g_du[j] * s.dt[j] + gy0[j] * blk.Dk[j];
-            }
-            std::copy(gu, gu + blk.w, g_out.gu + (b * L + l) * p.dim + blk.d0);
-            std::copy(gpre, gpre + blk.w, g_out.gdelta + (b * L + l) * p.dim + blk.d0);
-          }
-        }
-        // lane sums of the B and C gradients of this chunk into the group's partial buffers
-        T* gB_dst = g_out.gB + ((grp * p.batch + b) * L + lo) * N;
-        T* gC_dst = g_out.gC + ((grp * p.batch + b) * L + lo) * N;
-        for (int64_t t = 0; t < n_pos; ++t)
-          for (int64_t n = 0; n < N; ++n) {
-            T sb = 0, sc = 0;
-            for (int64_t j = 0; j < kW; ++j) {
-              sb += gB_acc[t * NW + n * kW + j];
-              sc += gC_acc[t * NW + n * kW + j];
-            }
-            gB_dst[t * N + n] = sb;
-            gC_dst[t * N + n] = sc;
-          }
-      }
+    for (int64_t k = K - 1; k >= 0; --k) {
+      const int64_t lo = k * kChunk, n_pos = std::min(p.len, lo + kChunk) - lo;
+      std::fill(buf.gB_acc.begin(), buf.gB_acc.begin() + n_pos * NW, T(0));
+      std::fill(buf.gC_acc.begin(), buf.gC_acc.begin() + n_pos * NW, T(0));
       for (int64_t i = 0; i < nb; ++i) {
-        const Block<T>& blk = blocks[i];
-        for (int64_t j = 0; j < blk.w; ++j) {
-          const int64_t d = blk.d0 + j;
-          for (int64_t n = 0; n < N; ++n) g_out.gA[(b * p.dim + d) * N + n] = gA_acc[i * NW + n * kW + j];
-          g_out.gD[b * p.dim + d] = gD_acc[i * kW + j];
-          g_out.gbias[b * p.dim + d] = gbias_acc[i * kW + j];
-        }
+        const T* st = g_out.starts + ((b * nblocks + blk_lo + i) * K + k) * NW;
+        recompute_chunk<NS>(p, blocks[i], b, lo, n_pos, st, buf, s, acc);
+        link_chunk_decays(NW, n_pos, buf, sums.a_next.data() + i * NW);
+        reverse_sweep<NS>(p, g_out, blocks[i], i, b, lo, n_pos, buf, sums, s);
       }
+      store_chunk_BC_grads<NS>(p, g_out, grp, b, lo, n_pos, buf);
     }
+    store_param_grads<NS>(p, g_out, b, blocks, sums);
   });
 }
 
