@@ -35,6 +35,7 @@ from dnadiff.atomic import atomic_write
 from dnadiff.data.dhs import load_dhs
 from dnadiff.data.tokenizer import encode
 from dnadiff.design import oracle_scores
+from dnadiff.diffusion import SampleStats
 from dnadiff.eval.field_metrics import flat_field_figures, kmer_pearson
 from dnadiff.eval.sequence_metrics import nearest_neighbour_identity
 from dnadiff.finetuning.classifier import Classifier
@@ -143,10 +144,11 @@ def main():
 
     def run(label, **opts):
         started = time.perf_counter()
-        seqs = model.generate(args.designs, **base, **opts)
+        stats = SampleStats()
+        seqs = model.generate(args.designs, **base, **opts, stats=stats)
         seconds = time.perf_counter() - started
-        row = {"row": label, "seconds": seconds, "classifier_calls": model.last_stats.get("classifier_calls", 0),
-               "classifier_rows": model.last_stats.get("classifier_rows", 0),
+        row = {"row": label, "seconds": seconds, "classifier_calls": stats.classifier_calls,
+               "classifier_rows": stats.classifier_rows,
                **oracle_scores(oracle, seqs, args.target),
                "guide_target_rate": float((guide.predict(seqs) == k).mean()),
                **naturalness(seqs, real_target, labelled, labels, ref_train, args.n_boot)}

@@ -17,7 +17,7 @@ import time
 import torch
 
 from dnadiff.data.info import DataInfo
-from dnadiff.diffusion import MaskedDiffusion
+from dnadiff.diffusion import MaskedDiffusion, SampleStats
 from dnadiff.generate import DNAModel, load
 
 
@@ -39,14 +39,14 @@ def measure(gen: DNAModel, num: int, length: int, sampler: str) -> dict:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    gen.generate(num, length=length, steps=length, sampler=sampler, seed=0, batch_size=num)
+    stats = SampleStats()
+    gen.generate(num, length=length, steps=length, sampler=sampler, seed=0, batch_size=num, stats=stats)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    stats = gen.last_stats
     return {"seq_per_s": round(num / seconds, 3), "seconds": round(seconds, 2),
-            "denoiser_calls": stats["denoiser_calls"],
-            "evals_per_seq": round(stats["rows_evaluated"] / num, 1)}
+            "denoiser_calls": stats.denoiser_calls,
+            "evals_per_seq": round(stats.rows_evaluated / num, 1)}
 
 
 def main() -> None:

@@ -21,17 +21,17 @@ import time
 
 import torch
 
-from dnadiff.diffusion import MaskedDiffusion
+from dnadiff.diffusion import MaskedDiffusion, SampleStats
 from dnadiff.models import build_model
 
 
 def timed(diff, model, args, T, sampler, seed, with_samples=False):
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    x, st = diff.sample(model, num=args.num, length=args.length, steps=T, sampler=sampler, generator=g,
-                        return_stats=True, time_conditioned=(sampler == "ancestral"))
+    st = SampleStats()
+    x = diff.sample(model, num=args.num, length=args.length, steps=T, sampler=sampler, generator=g, stats=st)
     seconds = time.perf_counter() - t0
-    return (seconds, st["denoiser_calls"], x) if with_samples else (seconds, st["denoiser_calls"])
+    return (seconds, st.denoiser_calls, x) if with_samples else (seconds, st.denoiser_calls)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import torch
 from dnadiff.data.info import DataInfo
 from dnadiff.data.dhs import load_dhs
 from dnadiff.data.tokenizer import NUM_BASES, encode
-from dnadiff.diffusion import ConfidenceOptions, MaskedDiffusion, ReMDMOptions
+from dnadiff.diffusion import ConfidenceOptions, MaskedDiffusion, ReMDMOptions, SampleStats
 from dnadiff.eval.embedding import SequenceEmbedder
 from dnadiff.eval.field_metrics import field_report
 from dnadiff.eval.sequence_metrics import KmerClassifier
@@ -107,15 +107,14 @@ def main() -> None:
         configs.append((sampler, None if steps == "none" else int(steps)))
     rows = []
     for sampler, steps in configs:
-        seqs, calls, rows_evaluated, seconds = [], 0, 0, 0.0
+        seqs, stats, seconds = [], SampleStats(), 0.0  # stats: totals over the classes
         for c, name in enumerate(dhs.class_names):
             t0 = time.perf_counter()
             seqs += gen.generate(args.per_class, length=200, steps=0 if steps is None else steps, sampler=sampler,
                                  class_name=name, seed=100 + c, remdm=ReMDMOptions("loop"),
-                                 confidence=ConfidenceOptions("prob"))
+                                 confidence=ConfidenceOptions("prob"), stats=stats)
             seconds += time.perf_counter() - t0
-            calls += gen.last_stats["denoiser_calls"]
-            rows_evaluated += gen.last_stats["rows_evaluated"]
+        calls, rows_evaluated = stats.denoiser_calls, stats.rows_evaluated
         rows.append(evaluate(f"{sampler}", "none (one per call)" if steps is None else steps, seqs, seconds, calls,
                              gen, requested, real_pool, embedder, classifier, dhs, args))
         rows[-1]["rows_evaluated"] = rows_evaluated

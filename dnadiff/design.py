@@ -105,6 +105,12 @@ class ClassifierGuide:
         return torch.log_softmax(self.logits(x), -1)[:, self.index]
 
 
+def guide_fill(classifier) -> str:
+    """The fill :func:`build_guidance` gives ``classifier`` by default: ``"mask"`` for one trained with
+    ``noisy=True`` (it reads masked sequences), ``"x0"`` otherwise."""
+    return "mask" if classifier.info.noisy else "x0"
+
+
 def build_guidance(classifier, target: str | None, gamma: float = 1.0, form: str = "exact",
                    fill: str | None = None, chunk: int = 2048):
     """The core's :class:`~dnadiff.diffusion.ClassifierGuidance` for a saved classifier.
@@ -124,7 +130,7 @@ def build_guidance(classifier, target: str | None, gamma: float = 1.0, form: str
                              f"{', '.join(map(str, classifier.class_names))}")
     if form not in FORMS:
         raise ParameterError("guide_form", f"guide_form={form!r} is unknown: use one of {', '.join(FORMS)}")
-    fill = fill or ("mask" if classifier.info.noisy else "x0")
+    fill = fill or guide_fill(classifier)
     if fill not in FILLS:
         raise ParameterError("guide_fill", f"guide_fill={fill!r} is unknown: use one of {', '.join(FILLS)}")
     return ClassifierGuidance(ClassifierGuide(classifier, target), gamma=float(gamma), form=form, fill=fill,

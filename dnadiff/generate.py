@@ -30,7 +30,8 @@ from dnadiff.data.info import DataInfo
 from dnadiff.data.tokenizer import MASK, NUM_BASES, decode_batch, encode
 from dnadiff.diffusion.confidence import ConfidenceOptions
 from dnadiff.diffusion.remdm import ReMDMOptions
-from dnadiff.diffusion.sampling import SAMPLERS, state_independent
+from dnadiff.diffusion.reverse import SampleStats
+from dnadiff.diffusion.sampling import SAMPLERS, Conditioning, Decoding, Windows, state_independent
 from dnadiff.errors import ParameterError, UserError
 from dnadiff.checkpoints.sources import load_model
 from dnadiff.paths import check_writable  # noqa: F401 (the one output-file check; re-exported)
@@ -69,7 +70,6 @@ class DNAModel:
         self.info = info
         self.window = int(info.window)
         self.class_names = list(info.class_names)
-        self.last_stats: dict = {}
 
     @property
     def conditional(self) -> bool:
@@ -150,6 +150,7 @@ class DNAModel:
         target: str | None = None,
         gamma: float = 1.0,
         guide_form: str = "exact",
+        stats: SampleStats | None = None,
     ) -> list[str] | torch.Tensor:
         """Generate ``num`` sequences.
 
@@ -175,7 +176,10 @@ class DNAModel:
                 strength gamma and the form (``"exact"``: the classifier on the 4 candidate bases of
                 every position revealed, 4 rows each; ``"first-order"``: one gradient per step).
                 Exact samplers only (cached, ancestral, first-hitting); composes with templates,
-                CFG and windows. ``last_stats`` counts ``classifier_calls`` / ``classifier_rows``.
+                CFG and windows; ``stats`` counts ``classifier_calls`` / ``classifier_rows``.
+            stats: a :class:`~dnadiff.diffusion.SampleStats` the calls of every batch are added to
+                (``denoiser_calls``, ``rows_evaluated``, ``classifier_calls``, ``classifier_rows``; ``steps`` as
+                sampled, None for first-hitting with ``steps=0``).
         Returns:
             ``num`` strings over A/C/G/T, or LongTensor[num, L] of ids 0..3 with ``as_strings=False``.
         Raises:
@@ -220,27 +224,22 @@ class DNAModel:
             guiding = build_guidance(guide.to(device), target, gamma, guide_form)
             check_guide_length(guide, length)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-        outputs, stats = [], {"denoiser_calls": 0, "rows_evaluated": 0, "classifier_calls": 0, "classifier_rows": 0}
+        options = {"remdm": remdm, "confidence": confidence}.get(sampler)
+        outputs = []
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
-            tokens, batch_stats = self.diffusion.sample(
-                self.denoiser, num=n, length=length, steps=steps, sampler=sampler, temperature=temperature,
-                top_p=top_p,
+            conditioning = Conditioning(
                 fixed=None if fixed is None else fixed.expand(n, -1).to(device),
                 fixed_mask=None if fixed_mask is None else fixed_mask.expand(n, -1).to(device),
                 labels=None if labels is None else labels[start : start + n].to(device),
-                guidance=guidance, null_label=null, max_context=self.window, generator=generator,
-                return_stats=True, remdm=remdm, confidence=confidence, guide=guiding,
+                guidance=guidance, null_label=null, guide=guiding,
+            )
+            tokens = self.diffusion.sample(
+                self.denoiser, num=n, length=length, steps=steps, sampler=sampler, options=options,
+                decoding=Decoding(temperature=temperature, top_p=top_p), conditioning=conditioning,
+                windows=Windows(self.window), generator=generator, stats=stats,
             )
             outputs.append(tokens.cpu())
-            stats["denoiser_calls"] += batch_stats["denoiser_calls"]
-            stats["rows_evaluated"] += batch_stats["rows_evaluated"]
-            stats["classifier_calls"] += batch_stats.get("classifier_calls", 0)
-            stats["classifier_rows"] += batch_stats.get("classifier_rows", 0)
-        self.last_stats = {**stats, "num": num, "length": length, "steps": steps, "sampler": sampler}
-        if guiding is not None:
-            self.last_stats.update(guide_target=target, gamma=float(gamma), guide_form=guide_form,
-                                   guide_fill=guiding.fill)
         tokens = torch.cat(outputs)
         return decode_batch(tokens) if as_strings else tokens
 

@@ -16,7 +16,7 @@ from toy_distribution import (
     seq_index,
 )
 
-from dnadiff.diffusion import ClassifierGuidance, MaskedDiffusion
+from dnadiff.diffusion import ClassifierGuidance, Conditioning, MaskedDiffusion, SampleStats, Windows
 
 V, L = 3, 4
 
@@ -56,14 +56,15 @@ def test_gamma_one_draws_from_the_class_posterior(toy, sampler, steps):
     joint, p_y, posterior = toy
     clf = NoisyExactClassifier(joint, p_y)
     guide = ClassifierGuidance(clf, gamma=1.0, form="exact")
-    x, stats = MaskedDiffusion(V, "linear").sample(ExactDenoiser(joint, V, L), num=6000, length=L, steps=steps,
-                                                   sampler=sampler, guide=guide, return_stats=True,
+    stats = SampleStats()
+    x = MaskedDiffusion(V, "linear").sample(ExactDenoiser(joint, V, L), num=6000, length=L, steps=steps,
+                                            sampler=sampler, conditioning=Conditioning(guide=guide), stats=stats,
                                                    generator=torch.Generator().manual_seed(1))
     counts = histogram(x)
     assert chi_square_pvalue(counts, posterior) > 1e-3
     assert chi_square_pvalue(counts, joint) < 1e-6  # visibly not the unguided joint
-    assert stats["classifier_calls"] == clf.calls > 0
-    assert stats["classifier_rows"] == 6000 * L * V  # V candidates per revealed position, once each
+    assert stats.classifier_calls == clf.calls > 0
+    assert stats.classifier_rows == 6000 * L * V  # V candidates per revealed position, once each
 
 
 def test_gamma_zero_is_the_unguided_sampler(toy):
@@ -72,13 +73,15 @@ def test_gamma_zero_is_the_unguided_sampler(toy):
     diff = MaskedDiffusion(V, "linear")
     for sampler, steps in [("first-hitting", None), ("ancestral", 50), ("cached", 50)]:
         a = diff.sample(ExactDenoiser(joint, V, L), num=300, length=L, steps=steps, sampler=sampler,
-                        guide=ClassifierGuidance(clf, gamma=0.0), generator=torch.Generator().manual_seed(2))
+                        conditioning=Conditioning(guide=ClassifierGuidance(clf, gamma=0.0)),
+                        generator=torch.Generator().manual_seed(2))
         b = diff.sample(ExactDenoiser(joint, V, L), num=300, length=L, steps=steps, sampler=sampler,
                         generator=torch.Generator().manual_seed(2))
         assert torch.equal(a, b)
     assert clf.calls == 0
     x = diff.sample(ExactDenoiser(joint, V, L), num=8000, length=L, steps=None, sampler="first-hitting",
-                    guide=ClassifierGuidance(clf, gamma=0.0), generator=torch.Generator().manual_seed(4))
+                    conditioning=Conditioning(guide=ClassifierGuidance(clf, gamma=0.0)),
+                    generator=torch.Generator().manual_seed(4))
     assert chi_square_pvalue(histogram(x), joint) > 1e-3
 
 
@@ -88,8 +91,9 @@ def test_fixed_positions_never_change_and_the_rest_follow_the_conditional(toy):
     fixed = torch.tensor([[2, 0, 0, 1]]).expand(6000, -1)
     fm = torch.tensor([[True, False, False, True]]).expand(6000, -1)
     x = MaskedDiffusion(V, "linear").sample(ExactDenoiser(joint, V, L), num=6000, length=L, steps=None,
-                                            sampler="first-hitting", fixed=fixed, fixed_mask=fm,
-                                            guide=ClassifierGuidance(clf, gamma=1.0),
+                                            sampler="first-hitting",
+                                            conditioning=Conditioning(fixed, fm,
+                                                                      guide=ClassifierGuidance(clf, gamma=1.0)),
                                             generator=torch.Generator().manual_seed(6))
     assert torch.equal(x[:, 0], fixed[:, 0]) and torch.equal(x[:, 3], fixed[:, 3])
     seqs = all_sequences(V, L)
@@ -114,14 +118,15 @@ def test_windows_let_the_classifier_see_the_whole_sequence():
     fm = torch.zeros(n, length, dtype=torch.bool)
     fm[:, 4] = True
     den = ExactDenoiser(random_joint(V, 3, seed=1), V, 3)
-    x = MaskedDiffusion(V, "linear").sample(den, num=n, length=length, steps=20, sampler="cached", max_context=3,
-                                            block=2, fixed=fixed, fixed_mask=fm,
-                                            guide=ClassifierGuidance(lp, gamma=3.0, form="first-order"),
+    guide = ClassifierGuidance(lp, gamma=3.0, form="first-order")
+    x = MaskedDiffusion(V, "linear").sample(den, num=n, length=length, steps=20, sampler="cached",
+                                            windows=Windows(3, block=2),
+                                            conditioning=Conditioning(fixed, fm, guide=guide),
                                             generator=torch.Generator().manual_seed(0))
     assert set(seen) == {length}
     assert (x[:, 4] == 2).all()
-    u = MaskedDiffusion(V, "linear").sample(den, num=n, length=length, steps=20, sampler="cached", max_context=3,
-                                            block=2, fixed=fixed, fixed_mask=fm,
+    u = MaskedDiffusion(V, "linear").sample(den, num=n, length=length, steps=20, sampler="cached",
+                                            windows=Windows(3, block=2), conditioning=Conditioning(fixed, fm),
                                             generator=torch.Generator().manual_seed(0))
     assert (x == 0).float().mean() > (u == 0).float().mean() + 0.2
 
@@ -137,7 +142,7 @@ def test_first_order_equals_exact_for_a_linear_classifier():
     for fill in ("mask", "x0"):
         exact = ClassifierGuidance(lp, gamma=1.7, form="exact", fill=fill, chunk=7)
         first = ClassifierGuidance(lp, gamma=1.7, form="first-order", fill=fill)
-        se, sf = {}, {}
+        se, sf = SampleStats(), SampleStats()
         pe = exact.probs(z, mu, reveal, 0.5, se)
         pf = first.probs(z, mu, reveal, 0.5, sf)
         torch.testing.assert_close(pe, pf, rtol=1e-5, atol=1e-6)
@@ -145,8 +150,8 @@ def test_first_order_equals_exact_for_a_linear_classifier():
         want = mu[reveal] * torch.exp(1.7 * W[reveal.nonzero()[:, 1], :V])
         torch.testing.assert_close(pe, want / want.sum(-1, keepdim=True), rtol=1e-5, atol=1e-6)
         R = int(reveal.sum())
-        assert se["classifier_rows"] == R * V and se["classifier_calls"] == -(-R * V // 7)
-        assert sf["classifier_calls"] == 1 and sf["classifier_rows"] == int(reveal.any(-1).sum())
+        assert se.classifier_rows == R * V and se.classifier_calls == -(-R * V // 7)
+        assert sf.classifier_calls == 1 and sf.classifier_rows == int(reveal.any(-1).sum())
 
 
 def test_guidance_refuses_inexact_samplers(toy):
@@ -155,6 +160,6 @@ def test_guidance_refuses_inexact_samplers(toy):
     for sampler in ("remdm", "confidence"):
         with pytest.raises(ValueError, match="exact sampler"):
             MaskedDiffusion(V, "linear").sample(ExactDenoiser(joint, V, L), num=2, length=L, steps=4, sampler=sampler,
-                                                guide=guide)
+                                                conditioning=Conditioning(guide=guide))
     with pytest.raises(ValueError, match="form"):
         ClassifierGuidance(guide.log_prob, form="second-order")

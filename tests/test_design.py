@@ -49,7 +49,8 @@ def parts(tmp_path_factory):
 
 @pytest.mark.slow
 def test_guide_adapter_equals_the_classifier_and_guided_generation(parts, tmp_path):
-    from dnadiff.design import ClassifierGuide, build_guidance, oracle_scores
+    from dnadiff.design import ClassifierGuide, build_guidance, guide_fill, oracle_scores
+    from dnadiff.diffusion import SampleStats
 
     model_path, guide_path, oracle_path = parts
     guide, oracle, model = dnadiff.load(guide_path), dnadiff.load(oracle_path), dnadiff.load(model_path)
@@ -68,14 +69,14 @@ def test_guide_adapter_equals_the_classifier_and_guided_generation(parts, tmp_pa
     assert zero == plain  # gamma = 0: exactly the unguided draws
     for form, sampler in (("exact", "cached"), ("exact", "first-hitting"), ("first-order", "ancestral")):
         if True:
+            stats = SampleStats()
             out = model.generate(3, guide=guide, target=target, gamma=5.0, guide_form=form,
-                                 **{**opts, "sampler": sampler})
+                                 **{**opts, "sampler": sampler}, stats=stats)
             assert all(s[:6] == "ACGTAC" and s[-6:] == "TTGACA" and len(s) == 64 for s in out)
-            stats = model.last_stats
-            assert stats["classifier_calls"] > 0 and stats["guide_fill"] == "mask"
+            assert stats.classifier_calls > 0 and guide_fill(guide) == "mask"
             if form == "exact":
                 # 4 candidates per base revealed (a log-linear schedule starts a few bases from the uniform prior)
-                assert stats["classifier_rows"] % 4 == 0 and 0.8 * 3 * 52 * 4 <= stats["classifier_rows"] <= 3 * 52 * 4
+                assert stats.classifier_rows % 4 == 0 and 0.8 * 3 * 52 * 4 <= stats.classifier_rows <= 3 * 52 * 4
     scores = oracle_scores(oracle, plain, target)
     assert 0 <= scores["oracle_target_rate"] <= 1 and scores["num_scored"] == 6
     with pytest.raises(ParameterError, match="target"):

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from dnadiff.data.info import DataInfo
-from dnadiff.diffusion import MaskedDiffusion
+from dnadiff.diffusion import MaskedDiffusion, SampleStats
 from dnadiff.errors import UserError
 from dnadiff.generate import DNAModel, check_writable, write_fasta
 from dnadiff.models.transformer import DiffusionTransformer
@@ -72,9 +72,13 @@ def test_random_model_outputs_only_acgt_and_keeps_template():
             assert s[:10] == template[:10] and s[-7:] == "GATTACA"
     tokens = gen.generate(6, length=40, as_strings=False, seed=4, top_p=0.9, temperature=0.7)
     assert tokens.shape == (6, 40) and tokens.dtype == torch.long and int(tokens.max()) <= 3
-    assert gen.generate(4, length=40, seed=5) == gen.generate(4, length=40, seed=5)
+    stats = SampleStats()
+    assert gen.generate(4, length=40, seed=5, stats=stats) == gen.generate(4, length=40, seed=5)
     assert gen.generate(4, length=40, seed=5) != gen.generate(4, length=40, seed=6)
-    assert gen.last_stats["num"] == 4 and gen.last_stats["denoiser_calls"] >= 1
+    assert stats.denoiser_calls >= 1 and stats.steps == 32 and stats.sampler == "cached"
+    once = stats.denoiser_calls  # a second run adds its calls to the same object
+    gen.generate(4, length=40, seed=5, stats=stats, batch_size=2)
+    assert stats.denoiser_calls > once and stats.rows_evaluated >= 4
 
 
 def test_classes_reach_the_denoiser_with_guidance():

@@ -9,7 +9,7 @@ from dnadiff.cli import main
 from dnadiff.commands import sample as sample_cmd
 from dnadiff import progress
 from dnadiff.data.info import DataInfo
-from dnadiff.diffusion import MaskedDiffusion
+from dnadiff.diffusion import MaskedDiffusion, SampleStats
 from dnadiff.generate import DNAModel
 from dnadiff.models.transformer import DiffusionTransformer
 from dnadiff.checkpoints.format import save_checkpoint
@@ -27,9 +27,10 @@ def test_planned_calls_are_the_ancestral_sampler_s_calls(num, length, steps, bat
     """Exact when every window has at least ``steps`` new positions; an upper bound otherwise (the last
     window of 17 bases adds 1 new base: one call, not 3)."""
     gen = tiny_generator(window=16)
-    gen.generate(num, length=length, steps=steps, sampler="ancestral", batch_size=batch, seed=0)
+    stats = SampleStats()
+    gen.generate(num, length=length, steps=steps, sampler="ancestral", batch_size=batch, seed=0, stats=stats)
     planned = progress.planned_calls(num, length, steps, 16, batch)
-    calls = gen.last_stats["denoiser_calls"]
+    calls = stats.denoiser_calls
     assert calls == planned if exact else calls < planned
 
 

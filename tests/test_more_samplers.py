@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dnadiff.diffusion import MaskedDiffusion, get_schedule
+from dnadiff.diffusion import Conditioning, MaskedDiffusion, SampleStats, Windows, get_schedule
 from dnadiff.diffusion.confidence import ConfidenceOptions, reveal_counts
 from dnadiff.diffusion.first_hitting import hitting_times
 from dnadiff.diffusion.remdm import ReMDMOptions, sigma_max, step_schedule
@@ -26,12 +26,13 @@ def histogram(x):
 def test_first_hitting_one_position_per_call_is_exact(toy, time_conditioned):
     joint, _ = toy
     den = ExactDenoiser(joint, V, L)
+    den.time_conditioned = time_conditioned
     N = 12000
-    x, stats = MaskedDiffusion(V, "cosine").sample(den, num=N, length=L, steps=None, sampler="first-hitting",
-                                                   generator=torch.Generator().manual_seed(1), return_stats=True,
-                                                   time_conditioned=time_conditioned)
+    stats = SampleStats()
+    x = MaskedDiffusion(V, "cosine").sample(den, num=N, length=L, steps=None, sampler="first-hitting",
+                                            generator=torch.Generator().manual_seed(1), stats=stats)
     assert chi_square_pvalue(histogram(x), joint) > 1e-3
-    assert stats["denoiser_calls"] == L and den.rows == N * L  # one reveal per call, batched, no waste
+    assert stats.denoiser_calls == L and den.rows == N * L  # one reveal per call, batched, no waste
 
 
 def test_first_hitting_grouped_by_grid_is_the_ancestral_distribution(toy):
@@ -40,12 +41,14 @@ def test_first_hitting_grouped_by_grid_is_the_ancestral_distribution(toy):
     seqs = all_sequences(V, L)
     marg = torch.einsum("s,slv->lv", joint, torch.nn.functional.one_hot(seqs, V).double())
     product = torch.prod(marg[torch.arange(L), seqs], dim=1)
-    x, st = MaskedDiffusion(V).sample(den, num=12000, length=L, steps=1, sampler="first-hitting",
-                                      generator=torch.Generator().manual_seed(2), return_stats=True)
-    assert chi_square_pvalue(histogram(x), product) > 1e-3 and st["denoiser_calls"] == 1
-    x, st = MaskedDiffusion(V).sample(den, num=12000, length=L, steps=400, sampler="first-hitting",
-                                      generator=torch.Generator().manual_seed(3), return_stats=True)
-    assert chi_square_pvalue(histogram(x), joint) > 1e-3 and st["denoiser_calls"] <= L
+    st = SampleStats()
+    x = MaskedDiffusion(V).sample(den, num=12000, length=L, steps=1, sampler="first-hitting",
+                                  generator=torch.Generator().manual_seed(2), stats=st)
+    assert chi_square_pvalue(histogram(x), product) > 1e-3 and st.denoiser_calls == 1
+    st = SampleStats()
+    x = MaskedDiffusion(V).sample(den, num=12000, length=L, steps=400, sampler="first-hitting",
+                                  generator=torch.Generator().manual_seed(3), stats=st)
+    assert chi_square_pvalue(histogram(x), joint) > 1e-3 and st.denoiser_calls <= L
 
 
 def test_hitting_times_invert_the_schedule():
@@ -91,14 +94,15 @@ def test_remdm_step_probabilities_closed_form(strategy):
 def test_remdm_eta_zero_samples_the_joint_and_remasking_revises(toy):
     joint, den = toy
     diff = MaskedDiffusion(V, "linear")
-    x = diff.sample(den, num=12000, length=L, steps=400, sampler="remdm", remdm=ReMDMOptions("cap", eta=0.0),
+    x = diff.sample(den, num=12000, length=L, steps=400, sampler="remdm", options=ReMDMOptions("cap", eta=0.0),
                     generator=torch.Generator().manual_seed(4))
     assert chi_square_pvalue(histogram(x), joint) > 1e-3
     # with remasking, more steps than positions: no mask left, and tokens get revised (more calls than L + 1)
     den2 = ExactDenoiser(joint, V, L)
-    x, st = diff.sample(den2, num=64, length=L, steps=16 * L, sampler="remdm", return_stats=True,
-                        generator=torch.Generator().manual_seed(5))
-    assert (x < V).all() and st["denoiser_calls"] > L + 1
+    st = SampleStats()
+    x = diff.sample(den2, num=64, length=L, steps=16 * L, sampler="remdm", stats=st,
+                    generator=torch.Generator().manual_seed(5))
+    assert (x < V).all() and st.denoiser_calls > L + 1
 
 
 def test_confidence_reveals_most_confident_first_and_respects_blocks():
@@ -120,12 +124,12 @@ def test_confidence_reveals_most_confident_first_and_respects_blocks():
 
     diff = MaskedDiffusion(V)
     den = Sure()
-    x = diff.sample(den, num=1, length=L, steps=L, sampler="confidence", confidence=ConfidenceOptions(score="margin"))
+    x = diff.sample(den, num=1, length=L, steps=L, sampler="confidence", options=ConfidenceOptions(score="margin"))
     order = [int((a != b).nonzero()[0, 1]) for a, b in zip(den.seen, den.seen[1:])]
     assert order == [3, 1, 2] and (x < V).all()
     den = Sure()
     diff.sample(den, num=1, length=L, steps=L, sampler="confidence",
-                confidence=ConfidenceOptions(score="margin", block_length=2))
+                options=ConfidenceOptions(score="margin", block_length=2))
     order = [int((a != b).nonzero()[0, 1]) for a, b in zip(den.seen, den.seen[1:])]
     assert order == [1, 0, 3]
     assert reveal_counts(torch.tensor([7, 2]), 3).tolist() == [[3, 2, 2], [1, 1, 0]]
@@ -141,11 +145,11 @@ def test_every_sampler_keeps_fixed_positions_with_guidance(sampler):
     for diff in (MaskedDiffusion(V, "linear"), MaskedDiffusion(V, get_schedule("loglinear", eps=0.2)),
                  MaskedDiffusion(V, get_schedule("cosine", clip=0.2))):
         x = diff.sample(den, num=N, length=L, steps=3 * L if sampler != "first-hitting" else None, sampler=sampler,
-                        fixed=fixed, fixed_mask=fm, labels=torch.ones(N, dtype=torch.long), guidance=1.5,
-                        null_label=2, generator=torch.Generator().manual_seed(6))
+                        conditioning=Conditioning(fixed, fm, labels=torch.ones(N, dtype=torch.long), guidance=1.5,
+                                                  null_label=2), generator=torch.Generator().manual_seed(6))
         assert (x[:, 0] == 2).all() and (x[:, 3] == 1).all() and (x >= 0).all() and (x < V).all()
     # and beyond the context, in semi-autoregressive windows
-    x = MaskedDiffusion(V).sample(den, num=8, length=10, steps=8, sampler=sampler, max_context=4,
-                                  fixed=torch.zeros(8, 10, dtype=torch.long),
-                                  fixed_mask=torch.arange(10).repeat(8, 1) < 3)
+    x = MaskedDiffusion(V).sample(den, num=8, length=10, steps=8, sampler=sampler, windows=Windows(4),
+                                  conditioning=Conditioning(torch.zeros(8, 10, dtype=torch.long),
+                                                            torch.arange(10).repeat(8, 1) < 3))
     assert (x[:, :3] == 0).all() and (x < V).all()

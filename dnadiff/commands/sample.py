@@ -85,6 +85,8 @@ def _print_report(metrics: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dnadiff.data.reference import read_reference
+    from dnadiff.design import guide_fill
+    from dnadiff.diffusion import SampleStats
     from dnadiff.eval.sample_report import build_report, comparable_pieces
     from dnadiff.finetuning.classifier import Classifier
     from dnadiff.generate import check_writable, load, sampler_options, write_fasta
@@ -115,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else draw_seed()
     started = time.perf_counter()
     inner = model.denoiser
+    stats = SampleStats()
     if estimate > PROGRESS_AFTER_SECONDS:
         print(f"sampling: up to {calls:,} denoiser calls, about {human(estimate)}", file=sys.stderr, flush=True)
         model.denoiser = CallProgress(inner, calls)
@@ -122,25 +125,24 @@ def run(args: argparse.Namespace) -> int:
         seqs = model.generate(args.num, length=args.length, steps=args.steps, sampler=args.sampler,
                               temperature=args.temperature, top_p=args.top_p, prefix=args.prefix,
                               template=args.template, class_name=args.class_name, guidance=args.guidance,
-                              seed=seed, batch_size=args.batch_size, **options, **guided)
+                              seed=seed, batch_size=args.batch_size, stats=stats, **options, **guided)
     finally:
         model.denoiser = inner
     seconds = time.perf_counter() - started
     suffix = f"_{args.class_name}" if args.class_name else ""
-    stats = model.last_stats
-    description = fasta_description(args.checkpoint, args.sampler, stats.get("steps"), seed, args.class_name,
+    description = fasta_description(args.checkpoint, args.sampler, stats.steps, seed, args.class_name,
                                     args.guidance, temperature=args.temperature if args.temperature != 1.0 else None,
                                     top_p=args.top_p if args.top_p != 1.0 else None)
     write_fasta(seqs, args.out, names=[f"sample_{i}{suffix} {description}" for i in range(len(seqs))])
-    write_provenance(f"{args.out}.provenance.json", config={**vars(args), "seed": seed, "length": stats["length"],
-                     "steps": stats.get("steps")}, device=device)
+    write_provenance(f"{args.out}.provenance.json", config={**vars(args), "seed": seed, "length": length,
+                     "steps": stats.steps}, device=device)
     if args.seed is None:  # said once the run succeeded (a refused request prints only its error)
         print(f"seed {seed} (drawn; --seed {seed} repeats this run)", file=sys.stderr, flush=True)
-    print(f"wrote {len(seqs)} sequences of {stats['length']} bp to {args.out} "
-          f"({stats['denoiser_calls']} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
+    print(f"wrote {len(seqs)} sequences of {length} bp to {args.out} "
+          f"({stats.denoiser_calls} denoiser calls, {seconds:.1f} s, {len(seqs) / seconds:.2f} sequences/s)")
     if guide is not None:
-        print(f"guided toward {args.target} (gamma {args.gamma}, {args.guide_form}, fill {stats['guide_fill']}): "
-              f"{stats['classifier_calls']} classifier calls, {stats['classifier_rows']} rows")
+        print(f"guided toward {args.target} (gamma {args.gamma}, {args.guide_form}, fill {guide_fill(guide)}): "
+              f"{stats.classifier_calls} classifier calls, {stats.classifier_rows} rows")
     if args.report:
         metrics = build_report(model, seqs, args.class_name, reference, train)
         if oracle is not None:

@@ -13,7 +13,8 @@ from .masked import MaskedDiffusion
 from .confidence import ConfidenceOptions
 from .process import DiffusionProcess, LossResult, ProcessBase, stratified_times
 from .remdm import ReMDMOptions
-from .sampling import SAMPLERS, sample, time_grid, top_p_filter
+from .reverse import SampleStats
+from .sampling import SAMPLERS, Conditioning, Decoding, Windows, sample, time_grid, top_p_filter
 from .schedules import (SCHEDULES, ClippedSchedule, CosineSchedule, GeometricSchedule, LinearSchedule, LogLinearSchedule,
                         MaskingSchedule, PolynomialSchedule, get_schedule)
 
@@ -22,5 +23,5 @@ __all__ = [
     "GenMD4", "MaskedDiffusion", "LikelihoodReport", "evaluate", "summarize", "sample", "time_grid", "top_p_filter",
     "SCHEDULES", "MaskingSchedule", "LinearSchedule", "CosineSchedule", "PolynomialSchedule", "GeometricSchedule",
     "LogLinearSchedule", "get_schedule", "ClippedSchedule", "SAMPLERS", "ReMDMOptions", "ConfidenceOptions",
-    "ClassifierGuidance",
+    "ClassifierGuidance", "Conditioning", "Decoding", "Windows", "SampleStats",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .reverse import MuCache, categorical, decode_remaining, start_from_prior, time_grid
+from .reverse import MuCache, SampleStats, categorical, decode_remaining, start_from_prior, time_grid
 
 SCORES = ("prob", "margin")
 
@@ -57,7 +57,7 @@ def scores(mu: torch.Tensor, drawn: torch.Tensor, kind: str) -> torch.Tensor:
 def confidence_window(process, denoiser, z: torch.Tensor, steps: int, grid: str = "uniform",
                       options: ConfidenceOptions | None = None, labels=None, guidance: float = 0.0, null_label=None,
                       temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-                      stats: dict | None = None) -> torch.Tensor:
+                      stats: SampleStats | None = None) -> torch.Tensor:
     """Confidence-ordered unmasking of the masked positions of z: LongTensor[N, L] -> LongTensor[N, L].
 
     The denoiser sees t = t_k of the ``grid`` (global step k); rows that reveal nothing at a

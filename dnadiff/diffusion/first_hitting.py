@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .guidance import guided_tokens
-from .reverse import MuCache, categorical, state_independent, time_grid
+from .reverse import MuCache, SampleStats, categorical, state_independent, time_grid
 
 
 def hitting_times(schedule, level: torch.Tensor, iters: int = 60) -> torch.Tensor:
@@ -44,7 +44,7 @@ def hitting_times(schedule, level: torch.Tensor, iters: int = 60) -> torch.Tenso
 def first_hitting_window(process, denoiser, z: torch.Tensor, steps: int | None = None, grid: str = "uniform",
                          cached: bool = True, labels=None, guidance: float = 0.0, null_label=None,
                          temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-                         stats: dict | None = None, guide=None) -> torch.Tensor:
+                         stats: SampleStats | None = None, guide=None) -> torch.Tensor:
     """Reveal the masked positions of z event by event: LongTensor[N, L] -> LongTensor[N, L].
 
     Args:

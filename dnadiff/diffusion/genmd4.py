@@ -46,7 +46,6 @@ class GenMD4(nn.Module, ProcessBase):
         self.antithetic = antithetic
         w0 = torch.as_tensor(init_w, dtype=torch.float32).expand(vocab_size).clone()
         self.raw_w = nn.Parameter(torch.log(torch.expm1(w0)))  # softplus^{-1}
-        self.last_sample_stats: dict = {}
 
     @property
     def w(self) -> torch.Tensor:

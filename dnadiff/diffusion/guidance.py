@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .reverse import SampleStats
+
 FORMS = ("exact", "first-order")
 FILLS = ("mask", "x0")
 
@@ -84,13 +86,14 @@ class ClassifierGuidance:
         """The same guidance for a window with ``left`` / ``right`` context tokens (LongTensor[N, *])."""
         return dataclasses.replace(self, left=left, right=right)
 
-    def probs(self, z: torch.Tensor, mu: torch.Tensor, reveal: torch.Tensor, t, stats: dict | None = None,
+    def probs(self, z: torch.Tensor, mu: torch.Tensor, reveal: torch.Tensor, t, stats: SampleStats | None = None,
               V: int | None = None) -> torch.Tensor:
         """Guided token probabilities at the revealed positions: FloatTensor[R, V], rows in ``reveal``'s order.
 
         z: LongTensor[N, L] the state before the reveal (mask id V); mu: FloatTensor[N, L, V]
         the denoiser's distribution; reveal: BoolTensor[N, L] the positions revealed now (R in all);
-        t: float or FloatTensor[N]. ``stats`` accumulates ``classifier_calls`` and ``classifier_rows``.
+        t: float or FloatTensor[N]. ``stats`` (a :class:`~.reverse.SampleStats`) accumulates ``classifier_calls`` and
+        ``classifier_rows``.
         """
         V = mu.shape[-1] if V is None else V
         base = mu[reveal]
@@ -102,7 +105,7 @@ class ClassifierGuidance:
         rows = reveal.any(-1).nonzero().squeeze(-1)  # sequences that reveal something
         x = self._inputs(z[rows], mu[rows], V)  # [n, L, V + 1]
         sub_reveal = reveal[rows]
-        stats = stats if stats is not None else {}
+        stats = stats if stats is not None else SampleStats()
         if self.form == "exact":
             score = self._exact(x, sub_reveal, t[rows], rows, V, stats)  # [R, V]
         else:
@@ -132,9 +135,9 @@ class ClassifierGuidance:
             parts.append(F.one_hot(self.right[rows], V + 1).float())
         return torch.cat(parts, 1) if len(parts) > 1 else x
 
-    def _call(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, V: int, stats: dict) -> torch.Tensor:
-        stats["classifier_calls"] = stats.get("classifier_calls", 0) + 1
-        stats["classifier_rows"] = stats.get("classifier_rows", 0) + int(x.shape[0])
+    def _call(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor, V: int, stats: SampleStats) -> torch.Tensor:
+        stats.classifier_calls += 1
+        stats.classifier_rows += int(x.shape[0])
         return self.log_prob(self._context(x, rows, V), t).reshape(-1)
 
     def _exact(self, x, reveal, t, rows, V, stats) -> torch.Tensor:
@@ -166,7 +169,7 @@ class ClassifierGuidance:
 
 
 def guided_tokens(guide: ClassifierGuidance | None, z: torch.Tensor, mu: torch.Tensor, reveal: torch.Tensor, t,
-                  stats: dict | None = None) -> torch.Tensor:
+                  stats: SampleStats | None = None) -> torch.Tensor:
     """The distribution to draw the revealed positions from: mu[reveal] (FloatTensor[R, V]) or its guided form."""
     if guide is None:
         return mu[reveal]

@@ -53,7 +53,6 @@ class MaskedDiffusion(ProcessBase):
         self.schedule = get_schedule(schedule)
         self.num_steps = num_steps
         self.antithetic = antithetic
-        self.last_sample_stats: dict = {}
 
     def __repr__(self) -> str:
         return f"MaskedDiffusion(vocab_size={self.vocab_size}, schedule={self.schedule!r}, num_steps={self.num_steps})"

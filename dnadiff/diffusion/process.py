@@ -34,7 +34,6 @@ class DiffusionProcess(Protocol):
 
     vocab_size: int
     mask_id: int
-    last_sample_stats: dict
 
     def loss(self, denoiser, x, loss_mask=None, labels=None, generator=None) -> LossResult:
         """Training loss, t stratified across the batch."""
@@ -57,7 +56,8 @@ class DiffusionProcess(Protocol):
         (unmask to each token, or, last column, stay masked)."""
 
     def sample(self, denoiser, num: int, length: int, steps: int = 128, sampler: str = "cached", **kwargs):
-        """Generate LongTensor[num, length] over 0..V-1 (see :func:`dnadiff.diffusion.sampling.sample`)."""
+        """Generate LongTensor[num, length] over 0..V-1 (see :func:`dnadiff.diffusion.sampling.sample`; its
+        ``stats=`` counts the calls)."""
 
 
 def stratified_times(u: torch.Tensor, k: int | torch.Tensor, n: int, num_steps: int | None = None) -> torch.Tensor:
@@ -129,9 +129,9 @@ class ProcessBase:
     def sample(self, denoiser, num: int, length: int, steps: int = 128, sampler: str = "cached", **kwargs) -> torch.Tensor:
         """Generate ``num`` sequences of ``length`` tokens: LongTensor[num, length] over 0..V-1.
 
-        See :func:`dnadiff.diffusion.sampling.sample` for the keyword options (grid, temperature,
-        top_p, fixed / fixed_mask, labels / guidance / null_label, max_context / block, generator,
-        return_stats). Denoiser-call counts of the last run are in ``self.last_sample_stats``.
+        See :func:`dnadiff.diffusion.sampling.sample` for the keyword options (the sampler's ``options``,
+        ``decoding``, ``conditioning``, ``windows``, ``generator``, ``device``); denoiser-call counts go into
+        the :class:`~dnadiff.diffusion.reverse.SampleStats` passed as ``stats=``.
         """
         from .sampling import sample
 

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .reverse import MuCache, categorical, decode_remaining, start_from_prior, state_independent, time_grid
+from .reverse import (MuCache, SampleStats, categorical, decode_remaining, start_from_prior, state_independent,
+                      time_grid)
 
 STRATEGIES = ("cap", "rescale", "loop")
 DEFAULT_ETA = {"cap": 0.008, "rescale": 0.015, "loop": 0.02}
@@ -106,7 +107,8 @@ def step_schedule(process, steps: int, opts: ReMDMOptions) -> list[tuple[float, 
 @torch.no_grad()
 def remdm_window(process, denoiser, z: torch.Tensor, steps: int, options: ReMDMOptions | None = None,
                  cached: bool = True, labels=None, guidance: float = 0.0, null_label=None, temperature: float = 1.0,
-                 top_p: float = 1.0, generator: torch.Generator | None = None, stats: dict | None = None) -> torch.Tensor:
+                 top_p: float = 1.0, generator: torch.Generator | None = None,
+                 stats: SampleStats | None = None) -> torch.Tensor:
     """ReMDM on a partially masked batch z: LongTensor[N, L] -> LongTensor[N, L] with no mask left.
 
     Positions not masked on entry are fixed. ``cached``: reuse mu for rows whose state did not

@@ -1,9 +1,10 @@
 """Building blocks shared by every sampler: time grids, the denoiser's sampling distribution,
-exact categorical and reverse-step draws, the prior start and final decoding, and a per-row
-cache of denoiser outputs."""
+exact categorical and reverse-step draws, the prior start and final decoding, a per-row
+cache of denoiser outputs and the counts of a sampling run."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -143,18 +144,45 @@ def decode_remaining(process, z: torch.Tensor, generator: torch.Generator | None
     return torch.where(masked, uniform, z)
 
 
+@dataclass
+class SampleStats:
+    """What a sampling run cost: pass one as ``stats=`` to :func:`~dnadiff.diffusion.sampling.sample` and read it
+    afterwards (the only way the core reports them). The counts are added to, so one object can total several
+    calls (batches); ``steps``, ``sampler`` and ``cached`` are those of the last call.
+
+    Attributes:
+        denoiser_calls: batched denoiser calls (a classifier-free-guided call, conditional and null rows in one
+            batch, counts once).
+        rows_evaluated: sequences (rows) those calls evaluated, summed over the calls.
+        classifier_calls, classifier_rows: calls of classifier guidance's ``log_prob`` and the candidate rows
+            they scored (:mod:`.guidance`).
+        steps: the ``steps`` sampled with (None: first-hitting with one reveal per call).
+        sampler: the sampler's name.
+        cached: whether denoiser outputs could be reused (a time-agnostic denoiser and a caching sampler).
+    """
+
+    denoiser_calls: int = 0
+    rows_evaluated: int = 0
+    classifier_calls: int = 0
+    classifier_rows: int = 0
+    steps: int | None = None
+    sampler: str | None = None
+    cached: bool | None = None
+
+
 class MuCache:
     """Denoiser probabilities per row, recomputed only for rows that need it.
 
     ``get(z, t, need)`` evaluates the rows where ``need`` (BoolTensor[N]) is True at times ``t``
     (float or FloatTensor[N]) and returns mu FloatTensor[N, L, V] (stale rows keep their last value).
-    Counts ``denoiser_calls`` and ``rows_evaluated`` into ``stats``.
+    Counts ``denoiser_calls`` and ``rows_evaluated`` into ``stats`` (a :class:`SampleStats` or None).
     """
 
-    def __init__(self, process, denoiser, labels, guidance, null_label, temperature, top_p, stats):
+    def __init__(self, process, denoiser, labels, guidance, null_label, temperature, top_p,
+                 stats: SampleStats | None):
         self.process, self.denoiser, self.labels = process, denoiser, labels
         self.opts = dict(guidance=guidance, null_label=null_label, temperature=temperature, top_p=top_p)
-        self.stats = stats if stats is not None else {}
+        self.stats = stats if stats is not None else SampleStats()
         self.mu = None
 
     def get(self, z: torch.Tensor, t, need: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,8 +207,8 @@ class MuCache:
             if self.mu is None:
                 self.mu = torch.zeros(N, *new_mu.shape[1:], device=z.device, dtype=new_mu.dtype)
             self.mu[rows] = new_mu
-        self.stats["denoiser_calls"] = self.stats.get("denoiser_calls", 0) + 1
-        self.stats["rows_evaluated"] = self.stats.get("rows_evaluated", 0) + int(zz.shape[0])
+        self.stats.denoiser_calls += 1
+        self.stats.rows_evaluated += int(zz.shape[0])
         return self.mu
 
 

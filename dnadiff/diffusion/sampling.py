@@ -25,6 +25,7 @@ p(z_1) (all-mask unless alpha(1) > 0) and decode positions left masked at t = 0 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
@@ -32,14 +33,14 @@ from .confidence import ConfidenceOptions, confidence_window
 from .first_hitting import first_hitting_window
 from .guidance import ClassifierGuidance, guided_tokens
 from .remdm import ReMDMOptions, remdm_window
-from .reverse import (MuCache, categorical, decode_remaining, denoiser_probs, device_of, reverse_draw,  # noqa: F401
-                      start_from_prior, state_independent, time_grid, top_p_filter)
+from .reverse import (MuCache, SampleStats, categorical, decode_remaining, denoiser_probs, device_of,  # noqa: F401
+                      reverse_draw, start_from_prior, state_independent, time_grid, top_p_filter)
 
 
 @torch.no_grad()
 def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, grid: str = "uniform",
                   labels=None, guidance: float = 0.0, null_label=None, temperature: float = 1.0,
-                  top_p: float = 1.0, generator: torch.Generator | None = None, stats: dict | None = None,
+                  top_p: float = 1.0, generator: torch.Generator | None = None, stats: SampleStats | None = None,
                   reuse: bool | None = None, guide: ClassifierGuidance | None = None) -> torch.Tensor:
     """Ancestral (``cached=False``) or cached reverse process on a partially masked batch z:
     LongTensor[N, L] -> LongTensor[N, L].
@@ -47,8 +48,8 @@ def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, 
     Positions not equal to the mask id stay as they are. ``cached``: evaluate only rows that
     reveal something (state-independent schedules) and, with ``reuse`` (default: ``cached``; only
     valid for denoisers that ignore t), reuse the last mu of rows that did not change. Both paths
-    consume the same random numbers, so they give the same samples. ``stats`` (if given)
-    accumulates ``denoiser_calls`` (batched calls) and ``rows_evaluated``. ``guide``: classifier
+    consume the same random numbers, so they give the same samples. ``stats`` (a SampleStats, if
+    given) accumulates ``denoiser_calls`` (batched calls) and ``rows_evaluated``. ``guide``: classifier
     guidance of the reveals (:mod:`.guidance`; state-independent schedules only).
     """
     reuse = cached if reuse is None else reuse
@@ -97,53 +98,133 @@ def sample_window(process, denoiser, z: torch.Tensor, steps: int, cached: bool, 
 
 
 SAMPLERS = ("cached", "ancestral", "first-hitting", "remdm", "confidence")
+GRIDS = ("uniform", "cosine")
+#: the options object each sampler reads (``options=`` of :func:`sample`)
+SAMPLER_OPTIONS = {"remdm": ReMDMOptions, "confidence": ConfidenceOptions}
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the reverse steps are laid out in time and how each draw is shaped.
+
+    Attributes:
+        grid: time grid of the T steps (:func:`time_grid`): ``"uniform"`` (t_k = 1 - k/T) or ``"cosine"``
+            (short steps early); ReMDM always walks the uniform grid.
+        temperature: mu FloatTensor[B, L, V] becomes softmax(log mu / temperature) before each draw (> 0;
+            1 samples the model as trained).
+        top_p: nucleus filtering of that mu (:func:`top_p_filter`), in (0, 1]; 1 keeps every token.
+    """
+
+    grid: str = "uniform"
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown time grid {self.grid!r}; use 'uniform' or 'cosine'")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature {self.temperature} must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p {self.top_p} must be in (0, 1]")
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """What the ``num`` sequences of ``length`` tokens are conditioned on; every part is optional.
+
+    Attributes:
+        fixed: LongTensor[num, length] (or one broadcast to it, e.g. [length]) tokens to keep.
+        fixed_mask: BoolTensor[num, length] where ``fixed`` applies (prefix, suffix, any infill pattern);
+            None: everywhere. Fixed positions never change.
+        labels: LongTensor[num] class ids, passed to the denoiser as ``denoiser(z_t, t, labels=labels)``.
+        guidance: classifier-free guidance weight w: log mu = (1 + w) log mu(. | y) - w log mu(. | null),
+            renormalised (0: none; needs ``labels`` and ``null_label``).
+        null_label: the id of the unconditional label.
+        guide: classifier guidance (:class:`~.guidance.ClassifierGuidance`: a callable log p(y | x), gamma,
+            exact or first-order form) applied at every reveal of the exact samplers (cached, ancestral,
+            first-hitting); composes with ``fixed``, CFG and windows (the classifier sees the whole sequence,
+            the window in its place).
+    """
+
+    fixed: torch.Tensor | None = None
+    fixed_mask: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    guidance: float = 0.0
+    null_label: int | None = None
+    guide: ClassifierGuidance | None = None
+
+    def __post_init__(self):
+        if self.fixed_mask is not None and self.fixed is None:
+            raise ValueError("fixed_mask needs the fixed tokens (fixed)")
+        if self.guidance != 0.0 and (self.labels is None or self.null_label is None):
+            raise ValueError("classifier-free guidance needs labels and null_label")
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Semi-autoregressive windows, for sequences longer than the denoiser's context.
+
+    Attributes:
+        max_context: the window (the model's context), >= 1; a longer ``length`` is generated in windows of
+            this size, each conditioned on the previous ``max_context - block`` tokens. A ``length`` within it
+            is one window.
+        block: new tokens per window after the first, in 1..max_context (None: max_context // 2, at least 1).
+    """
+
+    max_context: int
+    block: int | None = None
+
+    def __post_init__(self):
+        if self.max_context < 1:
+            raise ValueError("max_context must be >= 1")
+        if self.block is not None and not 0 < self.block <= self.max_context:
+            raise ValueError("block must be in 1..max_context")
+
+    @property
+    def stride(self) -> int:
+        """New tokens per window after the first: ``block`` or its default."""
+        return self.block if self.block is not None else max(1, self.max_context // 2)
 
 
 @torch.no_grad()
-def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sampler: str = "cached",
-           grid: str = "uniform", temperature: float = 1.0, top_p: float = 1.0,
-           fixed: torch.Tensor | None = None, fixed_mask: torch.Tensor | None = None,
-           labels: torch.Tensor | None = None, guidance: float = 0.0, null_label: int | None = None,
-           max_context: int | None = None, block: int | None = None,
-           generator: torch.Generator | None = None, device=None, time_conditioned: bool | None = None,
-           return_stats: bool = False, remdm=None, confidence=None, guide: ClassifierGuidance | None = None):
-    """Generate sequences: LongTensor[num, length] (and a stats dict if ``return_stats``).
+def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sampler: str = "cached", *,
+           options: ReMDMOptions | ConfidenceOptions | None = None, decoding: Decoding | None = None,
+           conditioning: Conditioning | None = None, windows: Windows | None = None,
+           generator: torch.Generator | None = None, device=None, stats: SampleStats | None = None) -> torch.Tensor:
+    """Generate sequences: LongTensor[num, length] over 0..V-1.
 
     Args:
         process: a MaskedDiffusion (or GenMD4: ancestral, cached and confidence only).
-        denoiser: module mapping (z_t LongTensor[B, L], t FloatTensor[B]) -> logits [B, L, V].
-        steps: T reverse steps per window. For ``first-hitting``, None reveals one position per
-            call (the continuous-time sampler) and T groups the reveals by the T-step grid.
-        sampler: ``"cached"``, ``"ancestral"`` (exact, :func:`sample_window`), ``"first-hitting"``
-            (exact, :mod:`.first_hitting`), ``"remdm"`` (remasking, :mod:`.remdm`; options
-            ``remdm=ReMDMOptions(...)``) or ``"confidence"`` (top-k unmasking, not exact,
-            :mod:`.confidence`; options ``confidence=ConfidenceOptions(...)``).
-        grid: ``"uniform"`` or ``"cosine"`` time grid.
-        temperature, top_p: applied to mu before each draw.
-        fixed: LongTensor[num, length] tokens to keep; fixed_mask: BoolTensor[num, length] where
-            they apply (prefix, suffix, any infill pattern). Fixed positions never change.
-        labels: LongTensor[num] class ids; guidance: classifier-free guidance weight w (needs
-            ``null_label``, the id of the unconditional label).
-        max_context: the model's context; longer ``length`` is generated in semi-autoregressive
-            windows of this size, each conditioned on the previous ``max_context - block`` tokens.
-        block: new tokens per window after the first (default max_context // 2).
-        guide: classifier guidance (:class:`~.guidance.ClassifierGuidance`: a callable log p(y | x),
-            gamma, exact or first-order form) applied at every reveal of the exact samplers (cached,
-            ancestral, first-hitting); composes with ``fixed``, CFG and ``max_context`` windows (the
-            classifier sees the whole sequence, the window in its place).
-        time_conditioned: override ``denoiser.time_conditioned`` (default True when absent, i.e.
-            caching only when the denoiser declares it is safe).
+        denoiser: module mapping (z_t LongTensor[B, L], t FloatTensor[B]) -> logits [B, L, V]. Its
+            ``time_conditioned`` attribute (True when absent) says whether mu depends on t; only a denoiser
+            declaring False has its outputs reused (cached, first-hitting, remdm).
+        steps: T reverse steps per window. For ``first-hitting``, None reveals one position per call (the
+            continuous-time sampler) and T groups the reveals by the T-step grid.
+        sampler: ``"cached"``, ``"ancestral"`` (exact, :func:`sample_window`), ``"first-hitting"`` (exact,
+            :mod:`.first_hitting`), ``"remdm"`` (remasking, :mod:`.remdm`) or ``"confidence"`` (top-k
+            unmasking, not exact, :mod:`.confidence`).
+        options: the sampler's own settings, :class:`~.remdm.ReMDMOptions` for remdm or
+            :class:`~.confidence.ConfidenceOptions` for confidence (None: their defaults).
+        decoding: time grid, temperature and top-p (:class:`Decoding`; None: uniform grid, 1, 1).
+        conditioning: fixed tokens, class labels with classifier-free guidance, classifier guidance
+            (:class:`Conditioning`; None: unconditional).
+        windows: semi-autoregressive windows beyond the model's context (:class:`Windows`; None: one window).
+        generator, device: the random numbers' generator; the device (default: the denoiser's).
+        stats: a :class:`~.reverse.SampleStats` to count this run's denoiser and classifier calls into.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
-    if guidance != 0.0 and (labels is None or null_label is None):
-        raise ValueError("classifier-free guidance needs labels and null_label")
     if steps is None and sampler != "first-hitting":
         raise ValueError(f"sampler {sampler!r} needs a number of steps")
+    if options is not None and not isinstance(options, SAMPLER_OPTIONS.get(sampler, ())):
+        raise ValueError(f"{type(options).__name__} does not go with sampler {sampler!r}: options are "
+                         "ReMDMOptions for remdm, ConfidenceOptions for confidence")
+    decoding = decoding or Decoding()
+    cond = conditioning or Conditioning()
+    guide = cond.guide
     if guide is not None and sampler not in ("cached", "ancestral", "first-hitting"):
         raise ValueError(f"classifier guidance needs an exact sampler (cached, ancestral, first-hitting), not {sampler!r}")
-    if time_conditioned is None:
-        time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
+    time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
     cached = sampler in ("cached", "first-hitting", "remdm") and not time_conditioned  # mu may be reused
     device = torch.device(device) if device is not None else device_of(denoiser)
     was_training = getattr(denoiser, "training", False)
@@ -151,37 +232,36 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
         denoiser.eval()
 
     z = torch.full((num, length), process.mask_id, dtype=torch.long, device=device)
-    if fixed is not None:
-        fm = torch.ones_like(z, dtype=torch.bool) if fixed_mask is None else fixed_mask.to(device)
-        z = torch.where(fm, fixed.to(device), z)
-    if labels is not None:
-        labels = labels.to(device)
-    stats: dict = {"denoiser_calls": 0, "rows_evaluated": 0, "classifier_calls": 0, "classifier_rows": 0, "steps": steps, "sampler": sampler, "cached": cached}
-    common = dict(labels=labels, guidance=guidance, null_label=null_label, temperature=temperature, top_p=top_p,
-                  generator=generator, stats=stats)
+    if cond.fixed is not None:
+        fm = torch.ones_like(z, dtype=torch.bool) if cond.fixed_mask is None else cond.fixed_mask.to(device)
+        z = torch.where(fm, cond.fixed.to(device), z)
+    labels = None if cond.labels is None else cond.labels.to(device)
+    stats = SampleStats() if stats is None else stats
+    stats.steps, stats.sampler, stats.cached = steps, sampler, cached
+    common = dict(labels=labels, guidance=cond.guidance, null_label=cond.null_label, temperature=decoding.temperature,
+                  top_p=decoding.top_p, generator=generator, stats=stats)
+    grid = decoding.grid
     if sampler in ("cached", "ancestral"):
         window_fn = functools.partial(sample_window, steps=steps, cached=sampler == "cached", reuse=cached, grid=grid,
                                       **common)
     elif sampler == "first-hitting":
         window_fn = functools.partial(first_hitting_window, steps=steps, grid=grid, cached=cached, **common)
     elif sampler == "remdm":
-        window_fn = functools.partial(remdm_window, steps=steps, options=remdm or ReMDMOptions(), cached=cached,
+        window_fn = functools.partial(remdm_window, steps=steps, options=options or ReMDMOptions(), cached=cached,
                                       **common)
     else:
         window_fn = functools.partial(confidence_window, steps=steps, grid=grid,
-                                      options=confidence or ConfidenceOptions(), **common)
+                                      options=options or ConfidenceOptions(), **common)
     if guide is not None:
         plain_fn = window_fn
 
         def window_fn(process, denoiser, zw, left=None, right=None):
             return plain_fn(process, denoiser, zw, guide=guide.around(left, right))
     try:
-        if max_context is None or length <= max_context:
+        if windows is None or length <= windows.max_context:
             z = window_fn(process, denoiser, z)
         else:
-            block = block or max(1, max_context // 2)
-            if not 0 < block <= max_context:
-                raise ValueError("block must be in 1..max_context")
+            max_context, block = windows.max_context, windows.stride
             start = 0
             while True:
                 window = slice(start, start + max_context)
@@ -196,5 +276,4 @@ def sample(process, denoiser, num: int, length: int, steps: int | None = 128, sa
     finally:
         if was_training and hasattr(denoiser, "train"):
             denoiser.train()
-    process.last_sample_stats = stats
-    return (z, stats) if return_stats else z
+    return z
