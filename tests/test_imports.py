@@ -111,7 +111,7 @@ def test_bad_diffusion_settings_are_a_value_error_in_the_core_and_a_user_error_o
 #: anything in its layer or below (a layer's members import each other only without a cycle, checked
 #: above), never a layer above it. Every top-level module or package of dnadiff must be placed here.
 LAYERS = [
-    {"version", "errors", "alphabet", "atomic", "paths", "devices", "logs", "plots", "provenance", "keys", "seeds"},
+    {"version", "errors", "alphabet", "atomic", "paths", "devices", "logs", "plots", "provenance", "keys", "seeds", "migrations"},
     {"diffusion", "ops"},
     {"rc", "progress"},
     {"data"},

@@ -99,3 +99,20 @@ def test_classifier_info_round_trip_and_types():
     assert "noisy" not in ClassifierInfo(task="t").to_dict()  # a clean classifier's file, as before
     with pytest.raises(UserError, match="clf.pt: fold='2' is not an integer"):
         ClassifierInfo.from_dict({"fold": "2"}, "clf.pt")
+
+
+def test_the_migrations_rename_exactly_the_old_keys():
+    from dnadiff.migrations import MODEL_KEYS, process_state, upgrade_process_keys, upgrade_state_keys
+
+    w = torch.ones(2)
+    state = {"model.time_embed.mlp.0.weight": w, "model.time_embed.2.bias": w, "model.blocks.0.mlp.0.weight": w}
+    assert set(upgrade_state_keys(state, "model.")) == {"model.time_embed.0.weight", "model.time_embed.2.bias",
+                                                        "model.blocks.0.mlp.0.weight"}
+    lightning = {"genmd4.raw_w": w, "model.x": w}
+    assert set(upgrade_process_keys(dict(lightning))) == {"diffusion.raw_w", "model.x"}
+    assert process_state(lightning) == {"raw_w": w} == process_state({"diffusion.raw_w": w, "model.x": w})
+    assert process_state({"model.x": w}) == {}
+    from dnadiff.models import build_model
+
+    old = {"name": "transformer", "vocab_size": 7, "num_outputs": 4, "d_model": 8, "n_layer": 1, "n_head": 2}
+    assert build_model(old).config.embed_size == 7 and MODEL_KEYS["vocab_size"] == "embed_size"

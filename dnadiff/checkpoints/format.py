@@ -22,6 +22,7 @@ import torch
 from dnadiff.atomic import atomic_write
 from dnadiff.data.info import DataInfo
 from dnadiff.errors import UserError
+from dnadiff.migrations import process_state
 from dnadiff.paths import require_file
 
 MODEL_FORMAT = "dnadiff-model/1"
@@ -132,10 +133,8 @@ def model_payload_from_lightning(ckpt: dict, where: str = "the checkpoint") -> M
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     if ema is not None:
         state.update({k: v for k, v in ema["shadow"].items()})
-    learned = {k.partition(".")[2]: v for k, v in ckpt["state_dict"].items()
-               if k.startswith(("diffusion.", "genmd4."))}  # a learnable process (GenMD4; "genmd4." before issue 13)
     return ModelFile(hp["model_spec"], hp["diffusion_spec"], state, DataInfo.from_dict(hp.get("data_info"), where),
-                     process_state=learned)
+                     process_state=process_state(ckpt["state_dict"]))
 
 
 def build_process(spec: dict):

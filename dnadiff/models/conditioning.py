@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
+from dnadiff.migrations import upgrade_state_keys
+
 TIME_SCALE = 1000.0  # t in [0, 1] is embedded as t * TIME_SCALE, a useful range for sinusoids
 
 
@@ -35,16 +37,6 @@ class TimeEmbedding(nn.Sequential):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         features = timestep_features(t, self.num_frequencies)
         return super().forward(features.to(self[0].weight.dtype))
-
-
-def upgrade_state_keys(state_dict: dict, prefix: str = "") -> dict:
-    """Rename, in place, the keys of weights written before issue 13: the transformer's time MLP was
-    ``time_embed.mlp.{0,2}.*``, now ``time_embed.{0,2}.*`` (the shared TimeEmbedding, as Caduceus always had).
-    A no-op for current keys."""
-    old = prefix + "time_embed.mlp."
-    for key in [k for k in state_dict if k.startswith(old)]:
-        state_dict[prefix + "time_embed." + key[len(old):]] = state_dict.pop(key)
-    return state_dict
 
 
 class Conditioned(nn.Module):

@@ -8,7 +8,7 @@ and a ValueError) naming the key and what is allowed. ``config.to_spec()`` is th
 Sizes: ``embed_size`` is the number of rows of the token embedding (every id z_t may hold: the
 real tokens, the mask id, and N / PAD for DNA: 7), ``num_outputs`` the number of real tokens the
 logits range over (the diffusion's vocabulary V: 4 for DNA). Older specs named the embedding size
-``vocab_size`` and Caduceus' RC augmentation ``rc_augment``: both are still read (``LEGACY_KEYS``).
+``vocab_size`` and Caduceus' RC augmentation ``rc_augment``: both are still read (:data:`dnadiff.migrations.MODEL_KEYS`).
 """
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ from typing import ClassVar
 from dnadiff.data.tokenizer import EMBED_SIZE, NUM_BASES
 from dnadiff.errors import ConfigError
 from dnadiff.keys import check_fields, setting
+from dnadiff.migrations import MODEL_KEYS
 from dnadiff.ops.scan import KERNELS
 from dnadiff.rc import COMPLEMENT
-
-#: old key -> current key (specs in model.pt files written before issue 13 use the old names)
-LEGACY_KEYS = {"vocab_size": "embed_size", "rc_augment": "rc_aug"}
 
 
 def _strict_init(cls):
@@ -37,7 +35,7 @@ def _strict_init(cls):
         if kwargs.get("name", cls.name) != cls.name:
             raise ConfigError(f"model.name={kwargs['name']!r} given to the {cls.name!r} config: use {cls.name!r}")
         kwargs.pop("name", None)
-        for old, new in LEGACY_KEYS.items():
+        for old, new in MODEL_KEYS.items():
             if old in kwargs and new in names:
                 value = kwargs.pop(old)
                 if new in kwargs and kwargs[new] != value:

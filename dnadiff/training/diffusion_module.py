@@ -14,7 +14,7 @@ import torch
 from dnadiff.seeds import step_generator
 from dnadiff.diffusion import EMA
 from dnadiff.models import build_model
-from dnadiff.models.conditioning import upgrade_state_keys
+from dnadiff.migrations import upgrade_process_keys, upgrade_state_keys
 from dnadiff.checkpoints.format import ModelFile, build_process
 from dnadiff.data.info import DataInfo
 from dnadiff.training.optim import build_optimizer
@@ -138,9 +138,7 @@ class DiffusionModule(L.LightningModule):
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint):
-        state = checkpoint.get("state_dict") or {}
-        for key in [k for k in state if k.startswith("genmd4.")]:  # checkpoints written before issue 13
-            state["diffusion." + key[len("genmd4."):]] = state.pop(key)
+        upgrade_process_keys(checkpoint.get("state_dict") or {})
         if self.ema is not None and "ema" in checkpoint:
             upgrade_state_keys(checkpoint["ema"]["shadow"])
             self.ema.load_state_dict(checkpoint["ema"])

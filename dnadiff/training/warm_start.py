@@ -16,7 +16,8 @@ import dataclasses
 import torch
 
 from dnadiff.errors import UserError
-from dnadiff.models.config import LEGACY_KEYS, model_config
+from dnadiff.migrations import MODEL_KEYS
+from dnadiff.models.config import model_config
 
 #: model-spec keys that the config decides; every other key (the architecture) comes from the source
 OPTION_KEYS = ("time_conditioning", "num_classes", "kernels", "conjoin", "rc_aug")
@@ -30,7 +31,7 @@ def init_model_spec(config_model: dict, payload) -> dict:
     source = model_config(payload.model)
     spec = source.to_spec()
     defaults = {f.name: f.default for f in dataclasses.fields(source) if f.default is not dataclasses.MISSING}
-    config_model = {LEGACY_KEYS.get(k, k): v for k, v in config_model.items()}
+    config_model = {MODEL_KEYS.get(k, k): v for k, v in config_model.items()}
     for key in OPTION_KEYS:
         if key not in defaults:  # not an option of this model (e.g. kernels of the transformer)
             continue
