@@ -180,4 +180,4 @@ def test_missing_cache_asks_for_download(tmp_path):
 def test_default_cache_is_the_packages():
     from genomic_benchmarks.utils.paths import CACHE_PATH
 
-    assert gb.default_cache_dir() == CACHE_PATH
+    assert gb.package_cache_dir() == CACHE_PATH

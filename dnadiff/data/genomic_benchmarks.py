@@ -93,7 +93,7 @@ def resolve_task(name: str) -> tuple[str, str | None]:
 
 
 # ---------------------------------------------------------------- source 1: package cache
-def default_cache_dir() -> Path:
+def package_cache_dir() -> Path:
     """The genomic-benchmarks package's own cache folder (``~/.genomic_benchmarks``)."""
     from genomic_benchmarks.utils.paths import CACHE_PATH
 
@@ -106,7 +106,7 @@ def load_from_cache(task: str, cache_dir: str | Path | None = None, download: bo
     With ``download=True`` a missing task is first fetched with the package's
     ``download_dataset`` (needs the network); otherwise a missing task is a UserError.
     """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else package_cache_dir()
     root = cache / task
     if not (root / "train").is_dir():
         if not download:
