@@ -14,7 +14,7 @@ import torch
 from dnadiff.finetuning.classifier import CLASSIFIER_FORMAT, Classifier
 from dnadiff.generate import DNAModel
 from dnadiff.checkpoints.sources import load_model, load_payload, model_and_process
-from dnadiff.checkpoints.format import MODEL_FORMAT, load_checkpoint
+from dnadiff.checkpoints.format import MODEL_FORMAT, ModelFile, load_checkpoint
 
 
 def load(source: str | os.PathLike, device: str | torch.device | None = None, download: bool = False):
@@ -30,9 +30,8 @@ def load(source: str | os.PathLike, device: str | torch.device | None = None, do
         payload = load_checkpoint(path)
         if payload.get("format") == CLASSIFIER_FORMAT:
             return Classifier.from_dict(payload, str(path)).to(device or "cpu")
-        if payload.get("format") != MODEL_FORMAT:
-            payload = load_payload(path)
-        denoiser, diffusion, payload = model_and_process(payload, str(path))
+        record = ModelFile.from_dict(payload, str(path)) if payload.get("format") == MODEL_FORMAT else load_payload(path)
+        denoiser, diffusion, payload = model_and_process(record, str(path))
     else:
         denoiser, diffusion, payload = load_model(source, download=download)
     return DNAModel(denoiser.to(device or "cpu"), diffusion, payload.data)

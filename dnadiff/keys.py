@@ -211,3 +211,31 @@ def check_section(values: Mapping | None, keys: Mapping[str, Key], where: str, f
 def show(value: Any) -> str:
     """A value as a config file writes it (YAML flow style: ``[0.9, 0.95]``, ``null``, ``true``)."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+#: the types a value read back from a file may have (:func:`check_stored`), and how a message names them
+STORED_KINDS = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "strs": ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+    "ints": ("a list of integers", lambda v: isinstance(v, (list, tuple))
+             and all(isinstance(x, int) and not isinstance(x, bool) for x in v)),
+    "map": ("a mapping", lambda v: isinstance(v, Mapping)),
+}
+
+
+def check_stored(value: Any, kind: str, name: str, where: str, fix: str) -> Any:
+    """A value read back from a file dnadiff wrote (a checkpoint's records), checked strictly against ``kind``
+    (a key of :data:`STORED_KINDS`; unlike :meth:`Key.check` nothing is converted from text: a file holds the
+    types it was written with) and returned as the record keeps it (float, tuple, dict). UserError
+    ``{where}: {name}={value!r} is not {kind in words}: {fix}`` when it does not fit."""
+    words, fits = STORED_KINDS[kind]
+    if not fits(value):
+        raise UserError(f"{where}: {name}={value!r} is not {words}: {fix}")
+    if kind == "float":
+        return float(value)
+    if kind in ("strs", "ints"):
+        return tuple(value)
+    return dict(value) if kind == "map" else value

@@ -229,12 +229,8 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
     return model_and_process(load_payload(source, download, cache_dir), str(source), map_location)
 
 
-def model_and_process(payload: ModelFile | dict, where: str = "the checkpoint",
-                      map_location: str | torch.device = "cpu"):
-    """(eval-mode denoiser on ``map_location``, diffusion process, :class:`ModelFile`) of a model file (or its
-    stored mapping)."""
-    if isinstance(payload, dict):
-        payload = ModelFile.from_dict(payload, where)
+def model_and_process(payload: ModelFile, where: str = "the checkpoint", map_location: str | torch.device = "cpu"):
+    """(eval-mode denoiser on ``map_location``, diffusion process, :class:`ModelFile`) of a model file."""
     model = model_from_payload(payload, where).to(map_location)
     process = build_process(payload.diffusion)
     if payload.process_state and isinstance(process, torch.nn.Module):

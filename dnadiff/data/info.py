@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from dnadiff.alphabet import EMBED_SIZE, NUM_BASES
 from dnadiff.data.modality import Modality, modality_of
 from dnadiff.errors import UserError
+from dnadiff.keys import check_stored
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,6 @@ class DataInfo:
         """True for a class-conditional model (``class_names`` given)."""
         return bool(self.class_names)
 
-    def replace(self, **changes) -> "DataInfo":
-        """A copy with ``changes`` (field names) applied."""
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict:
         """The plain mapping stored in a checkpoint: lists for tuples, unset (None) fields left out, ``extra``
         written back as read."""
@@ -109,37 +106,15 @@ class DataInfo:
             if key not in known:
                 extra[key] = value
             elif value is not None:
-                values[key] = _typed(key, value, _KINDS[key], where)
+                values[key] = check_stored(value, _KINDS[key], f"data.{key}", where,
+                                           "the file is damaged or from another version; re-create it")
         return cls(**values, extra=extra)
 
 
-#: each field's stored type: int, float, bool, str, a list of str, a list of int, a mapping
+#: each field's stored type (:data:`dnadiff.keys.STORED_KINDS`)
 _KINDS = {"window": "int", "vocab_size": "int", "embed_size": "int", "batch_size": "int", "num_workers": "int",
           "max_eval_windows": "int", "uniform_bits": "float", "holdout_frac": "float", "max_n_frac": "float",
           "val_fraction": "float", "test_fraction": "float", "rc_aug": "bool", "modality": "str", "unit": "str",
           "genome": "str", "dhs": "str", "bed": "str", "text": "str", "text_level": "str", "images": "str",
           "pixel_order": "str", "class_names": "strs", "val_contigs": "strs", "test_contigs": "strs",
           "shape": "ints", "num_tokens": "map", "num_images": "map"}
-_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-          "strs": "a list of strings", "ints": "a list of integers", "map": "a mapping"}
-
-
-def _typed(key: str, value, kind: str, where: str):
-    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          "bool": lambda v: isinstance(v, bool),
-          "str": lambda v: isinstance(v, str),
-          "strs": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
-          "ints": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                 for x in v),
-          "map": lambda v: isinstance(v, Mapping)}[kind]
-    if not ok(value):
-        raise UserError(f"{where}: data.{key}={value!r} is not {_WORDS[kind]}: the file is damaged or from another "
-                        "version; re-create it")
-    if kind == "float":
-        return float(value)
-    if kind in ("strs", "ints"):
-        return tuple(value)
-    if kind == "map":
-        return dict(value)
-    return value

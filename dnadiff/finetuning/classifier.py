@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from dnadiff.errors import UserError
+from dnadiff.keys import check_stored
 from dnadiff.rc import rc_policy
 from dnadiff.finetuning.trainer import build_classifier, predict_proba
 from dnadiff.models import build_model
@@ -55,18 +56,10 @@ class ClassifierInfo:
     @classmethod
     def from_dict(cls, payload: dict, where: str = "the classifier file") -> "ClassifierInfo":
         """The record of a classifier file's entries (other keys ignored). UserError for a wrong type."""
-        kinds = {"task": (str, "a string"), "fold": (int, "an integer"), "description": (str, "a string"),
-                 "noisy": (bool, "true or false"), "metrics": (dict, "a mapping")}
-        values = {}
-        for key, (kind, words) in kinds.items():
-            value = payload.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise UserError(f"{where}: {key}={value!r} is not {words}: the file is damaged or from "
-                                "another version; re-create it with `dnadiff finetune --save-model`")
-            values[key] = value
-        return cls(**values)
+        kinds = {"task": "str", "fold": "int", "description": "str", "noisy": "bool", "metrics": "map"}
+        return cls(**{key: check_stored(payload[key], kind, key, where, "the file is damaged or from another "
+                                        "version; re-create it with `dnadiff finetune --save-model`")
+                      for key, kind in kinds.items() if payload.get(key) is not None})
 
 
 class Classifier:
